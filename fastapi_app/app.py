@@ -1,0 +1,70 @@
+"""App factory of the migrated stack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aioboto3
+import structlog
+from fastapi import FastAPI
+
+from fastapi_app import chat, errors, health, sessions
+from fastapi_app.middleware import (
+    HeadAsGetMiddleware,
+    LegacyCORSMiddleware,
+    RequestIdMiddleware,
+)
+from fastapi_app.services import Services
+from shared.agent import AsyncAgentClient
+from shared.aws import agent_config, store_config
+from shared.logs import configure_logging
+from shared.settings import Settings
+from shared.store import AsyncSessionStore
+
+VERSION = "2.0.0"
+
+log = structlog.get_logger("fastapi_app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the migrated app; its aioboto3 clients live as long as the lifespan."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        session = aioboto3.Session()
+        async with AsyncExitStack() as stack:
+            dynamodb = await stack.enter_async_context(
+                session.client("dynamodb", config=store_config(settings))
+            )
+            runtime = await stack.enter_async_context(
+                session.client("bedrock-agent-runtime", config=agent_config(settings))
+            )
+            app.state.services = Services(
+                settings=settings,
+                store=AsyncSessionStore(dynamodb, settings),
+                agent=AsyncAgentClient(runtime, settings),
+                agent_endpoint=str(runtime.meta.endpoint_url),
+                version=VERSION,
+            )
+            log.info("app.started", version=VERSION)
+            yield
+            log.info("app.stopping")
+
+    app = FastAPI(
+        title="dualstack chatbot",
+        description="The chatbot API, migrated to FastAPI; answers exactly as the legacy app.",
+        version=VERSION,
+        lifespan=lifespan,
+        redirect_slashes=False,  # the legacy app answers 404, not a redirect
+    )
+    app.include_router(chat.router, prefix="/api/v1")
+    app.include_router(sessions.router, prefix="/api/v1")
+    app.include_router(health.router)
+    errors.register(app)
+    app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(LegacyCORSMiddleware, origins=settings.cors_origins)
+    app.add_middleware(RequestIdMiddleware)
+    return app

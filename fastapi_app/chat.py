@@ -1,0 +1,84 @@
+"""`POST /api/v1/chat`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.routing import APIRoute
+
+from fastapi_app.models import ChatResponse, ErrorResponse
+from fastapi_app.services import Services, ServicesDep
+from shared import contract
+from shared.contract import ChatRequest
+from shared.errors import BadRequest, RateLimited
+
+log = structlog.get_logger("fastapi_app.chat")
+
+
+class JSONBodyRoute(APIRoute):
+    """Checks size and content type before FastAPI parses the body, in the legacy order:
+    413 by Content-Length, 415, 413 while reading, then JSON and field validation."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            services: Services = request.app.state.services
+            limit = services.settings.max_body_bytes
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise BadRequest(contract.BODY_TOO_LARGE, status=413)
+            if not contract.is_json_content_type(request.headers.get("content-type")):
+                raise BadRequest(contract.UNSUPPORTED_MEDIA_TYPE, status=415)
+            body = bytearray()
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise BadRequest(contract.BODY_TOO_LARGE, status=413)
+            request._body = bytes(body)  # FastAPI's own parsing reuses it
+            return await handler(request)
+
+        return guarded
+
+
+router = APIRouter(tags=["chat"], route_class=JSONBodyRoute)
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Malformed JSON, not an object, or an invalid field",
+        413: "Body too large",
+        415: "Not JSON",
+        429: "Rate limited (see Retry-After)",
+        502: "The agent failed",
+        503: "The agent is throttled or the session store is unavailable (see Retry-After)",
+        504: "The agent timed out",
+    }.items()
+}
+
+
+@router.post("/chat", response_model=ChatResponse, responses=_ERRORS)
+async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> ChatResponse:
+    """Send a message to the agent; continues the conversation named by `session_id`."""
+    started = time.perf_counter()
+    if services.settings.rate_limit_requests:
+        client = request.client.host if request.client else "unknown"
+        decision = await services.store.hit(client)
+        if not decision.allowed:
+            raise RateLimited(retry_after=decision.retry_after)
+    session_id = body.session_id or str(uuid.uuid4())
+    reply = await services.agent.invoke(session_id, body.message)
+    record = await services.store.record_turn(session_id, body.user_id, body.message, reply.text)
+    elapsed = (time.perf_counter() - started) * 1000
+    log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
+    return ChatResponse(
+        response=reply.text,
+        session_id=session_id,
+        processing_time_ms=elapsed,
+        timestamp=time.time(),
+        tokens_used=reply.tokens_used,
+    )

@@ -1,0 +1,129 @@
+"""Pure ASGI middleware: request ids, and CORS exactly as the legacy app's flask-cors."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import contract
+from shared.logs import REQUEST_ID_HEADER, request_id
+
+log = structlog.get_logger("fastapi_app")
+
+
+class RequestIdMiddleware:
+    """Accepts a well-formed `X-Request-ID` or mints one, binds it to the logs, echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        scope.setdefault("state", {})["request_id"] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid, stack="fastapi")
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request.completed",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+
+class HeadAsGetMiddleware:
+    """Answers HEAD wherever GET is served, without a body, as Flask (werkzeug) does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+
+
+class LegacyCORSMiddleware:
+    """flask-cors's defaults, reproduced: `*` without an Origin, the Origin echoed with
+    `Vary: Origin` otherwise, and preflights answered as Flask's automatic OPTIONS view
+    does (200, empty body, `Allow`)."""
+
+    def __init__(self, app: ASGIApp, origins: str = "*") -> None:
+        self.app = app
+        self.origins = {o.strip() for o in origins.split(",") if o.strip()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Headers(scope=scope)
+        origin = request.get("origin")
+        answered = False
+
+        async def send_with_cors(message: Message) -> None:
+            nonlocal answered
+            if answered:
+                return  # the app's 405 body, replaced by the OPTIONS answer
+            if message["type"] == "http.response.start":
+                allow = Headers(raw=message["headers"]).get("allow")
+                if scope["method"] == "OPTIONS" and message["status"] == 405 and allow:
+                    # The path exists: answer as Flask's automatic OPTIONS view.
+                    answered = True
+                    await self._options(send, allow.split(","), origin, request)
+                    return
+                self._decorate(MutableHeaders(scope=message), origin)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    def _decorate(self, headers: MutableHeaders, origin: str | None) -> None:
+        if origin is None:
+            if "*" in self.origins:
+                headers["Access-Control-Allow-Origin"] = "*"
+            return
+        if "*" in self.origins or origin in self.origins:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers.add_vary_header("Origin")
+
+    async def _options(
+        self, send: Send, methods: list[str], origin: str | None, request: Headers
+    ) -> None:
+        response = MutableHeaders()
+        response["Content-Type"] = "text/html; charset=utf-8"
+        response["Allow"] = contract.allow_header(methods)
+        response["Content-Length"] = "0"
+        self._decorate(response, origin)
+        allowed = "Access-Control-Allow-Origin" in response
+        if allowed and origin is not None and "access-control-request-method" in request:
+            wanted = request.get("access-control-request-headers")
+            if wanted:
+                response["Access-Control-Allow-Headers"] = wanted
+            response["Access-Control-Allow-Methods"] = contract.LEGACY_CORS_METHODS
+        await send({"type": "http.response.start", "status": 200, "headers": response.raw})
+        await send({"type": "http.response.body", "body": b""})

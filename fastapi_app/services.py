@@ -1,0 +1,29 @@
+"""What the routes use, built once per lifespan, and their `Annotated` dependency aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from shared.agent import AsyncAgentClient
+from shared.settings import Settings
+from shared.store import AsyncSessionStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: AsyncSessionStore
+    agent: AsyncAgentClient
+    agent_endpoint: str
+    version: str
+
+
+def get_services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

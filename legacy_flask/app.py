@@ -1,0 +1,72 @@
+"""App factory of the legacy stack."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import structlog
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+
+from legacy_flask import chat, errors, health
+from legacy_flask.services import Services
+from shared.agent import AgentClient
+from shared.aws import agent_config, store_config
+from shared.contract import allow_header
+from shared.logs import REQUEST_ID_HEADER, configure_logging, request_id
+from shared.settings import Settings
+from shared.store import SessionStore
+
+VERSION = "1.0.0"
+
+log = structlog.get_logger("legacy_flask")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the legacy app; its boto3 clients are created once, here."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=settings.debug)
+    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")])
+
+    session = boto3.session.Session()
+    app.extensions[Services.KEY] = Services(
+        settings=settings,
+        store=SessionStore(session.client("dynamodb", config=store_config(settings)), settings),
+        agent=AgentClient(
+            session.client("bedrock-agent-runtime", config=agent_config(settings)), settings
+        ),
+        version=VERSION,
+    )
+
+    app.register_blueprint(chat.bp, url_prefix="/api/v1")
+    app.register_blueprint(health.bp)
+    errors.register(app)
+    app.before_request(_bind_request)
+    app.after_request(_finish_request)
+    return app
+
+
+def _bind_request() -> None:
+    structlog.contextvars.clear_contextvars()
+    g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+    g.started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(request_id=g.request_id, stack="flask")
+
+
+def _finish_request(response: Response) -> Response:
+    rid = g.get("request_id") or request_id(None)
+    response.headers[REQUEST_ID_HEADER] = rid
+    if "Allow" in response.headers:
+        # werkzeug lists methods in set order; the contract fixes one order for both stacks.
+        response.headers["Allow"] = allow_header(response.headers["Allow"].split(","))
+    log.info(
+        "request.completed",
+        method=request.method,
+        path=request.path,
+        status=response.status_code,
+        duration_ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 3),
+    )
+    return response

@@ -1,0 +1,55 @@
+"""`POST /api/v1/chat`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import structlog
+from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
+
+from legacy_flask.services import services
+from shared import contract
+from shared.contract import ChatRequest
+from shared.errors import BadRequest, RateLimited
+
+bp = Blueprint("chat", __name__)
+log = structlog.get_logger("legacy_flask.chat")
+
+
+@bp.post("/chat")
+def chat() -> Response:
+    started = time.perf_counter()
+    body = _read_chat_request()
+    svc = services()
+    if svc.settings.rate_limit_requests:
+        decision = svc.store.hit(request.remote_addr or "unknown")
+        if not decision.allowed:
+            raise RateLimited(retry_after=decision.retry_after)
+    session_id = body.session_id or str(uuid.uuid4())
+    reply = svc.agent.invoke(session_id, body.message)
+    record = svc.store.record_turn(session_id, body.user_id, body.message, reply.text)
+    elapsed = (time.perf_counter() - started) * 1000
+    log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
+    return jsonify(response=reply.text, session_id=session_id, processing_time_ms=elapsed)
+
+
+def _read_chat_request() -> ChatRequest:
+    limit = services().settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(contract.BODY_TOO_LARGE, status=413)
+    if not contract.is_json_content_type(request.headers.get("Content-Type")):
+        raise BadRequest(contract.UNSUPPORTED_MEDIA_TYPE, status=415)
+    raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest(contract.MALFORMED_JSON) from None
+    if not isinstance(payload, dict):
+        raise BadRequest(contract.NOT_AN_OBJECT)
+    try:
+        return ChatRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise BadRequest(contract.error_for(exc.errors())) from None

@@ -1,0 +1,1 @@
+"""What both stacks share, free of any web framework: settings, contract, codecs, stores."""

@@ -1,0 +1,122 @@
+"""The Bedrock Agent Runtime call: a pure request/reply codec and thin sync/async clients.
+
+The answer of `invoke_agent` is the concatenation of the `completion` event stream's
+chunk bytes; token usage comes from trace events when tracing is enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.aws import agent_error
+from shared.settings import Settings
+
+_AGENT_SESSION_ID = re.compile(r"[0-9a-zA-Z._:-]{2,100}")
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    text: str
+    tokens_used: int | None
+
+
+def agent_session_id(session_id: str) -> str:
+    """Bedrock accepts 2-100 characters; the contract allows 1-128. Ids that don't fit
+    are mapped to a stable digest, the same from both stacks."""
+    if _AGENT_SESSION_ID.fullmatch(session_id):
+        return session_id
+    return "ds-" + hashlib.sha256(session_id.encode()).hexdigest()[:48]
+
+
+def build_request(settings: Settings, session_id: str, text: str) -> dict[str, Any]:
+    """Keyword arguments of `invoke_agent` for one chat turn."""
+    return {
+        "agentId": settings.bedrock_agent_id,
+        "agentAliasId": settings.bedrock_agent_alias_id,
+        "sessionId": agent_session_id(session_id),
+        "inputText": text,
+        "enableTrace": settings.agent_enable_trace,
+    }
+
+
+class ReplyBuilder:
+    """Folds `completion` events into an `AgentReply`, one event at a time."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._tokens: int | None = None
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        """Take one event: chunk bytes are kept in order, usage from traces is summed."""
+        if "chunk" in event:
+            self._parts.append(event["chunk"].get("bytes", b""))
+        elif "trace" in event:
+            usage = _usage(event["trace"])
+            if usage is not None:
+                self._tokens = (self._tokens or 0) + usage
+
+    def reply(self) -> AgentReply:
+        """The answer: all chunk bytes, decoded as UTF-8 once whole."""
+        return AgentReply(b"".join(self._parts).decode("utf-8", "replace"), self._tokens)
+
+
+def parse_reply(events: Iterable[Mapping[str, Any]]) -> AgentReply:
+    """The answer carried by a whole `completion` stream."""
+    builder = ReplyBuilder()
+    for event in events:
+        builder.add(event)
+    return builder.reply()
+
+
+def _usage(trace_part: Mapping[str, Any]) -> int | None:
+    trace = trace_part.get("trace", {})
+    for step in trace.values():
+        if not isinstance(step, Mapping):
+            continue
+        output = step.get("modelInvocationOutput")
+        if isinstance(output, Mapping):
+            usage = output.get("metadata", {}).get("usage", {})
+            if usage:
+                return int(usage.get("inputTokens", 0)) + int(usage.get("outputTokens", 0))
+    return None
+
+
+class AgentClient:
+    """Invokes the agent over a boto3 `bedrock-agent-runtime` client."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    def invoke(self, session_id: str, text: str) -> AgentReply:
+        """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
+        try:
+            response = self._client.invoke_agent(**build_request(self._settings, session_id, text))
+            return parse_reply(response["completion"])
+        except Exception as exc:
+            raise agent_error(exc, self._settings) from exc
+
+
+class AsyncAgentClient:
+    """Invokes the agent over an aioboto3 `bedrock-agent-runtime` client."""
+
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self._client = client
+        self._settings = settings
+
+    async def invoke(self, session_id: str, text: str) -> AgentReply:
+        """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
+        try:
+            response = await self._client.invoke_agent(
+                **build_request(self._settings, session_id, text)
+            )
+            builder = ReplyBuilder()
+            async for event in response["completion"]:
+                builder.add(event)
+            return builder.reply()
+        except Exception as exc:
+            raise agent_error(exc, self._settings) from exc

@@ -1,0 +1,175 @@
+"""The legacy wire contract: limits, id pattern, every public error message, and the
+chat request model whose validation both stacks share.
+
+Both stacks validate a chat body with `ChatRequest` and turn the first validation
+error into the contract's message with `error_for()`, so the same bad body gets the
+same status and message from Flask and from FastAPI.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from email.message import Message
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
+
+MAX_MESSAGE_CHARS = 4000
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""Allowed `session_id`, `user_id` and `X-Request-ID` values (matched with fullmatch)."""
+
+# Public error messages. Changing one is a breaking change for API clients.
+MALFORMED_JSON = "Request body must be valid JSON"
+NOT_AN_OBJECT = "Request body must be a JSON object"
+MESSAGE_REQUIRED = "Message is required"
+MESSAGE_NOT_STRING = "Message must be a string"
+MESSAGE_TOO_LONG = f"Message must be at most {MAX_MESSAGE_CHARS} characters"
+MESSAGE_INVALID_TEXT = "Message must be valid Unicode text"
+INVALID_SESSION_ID = "Invalid session_id"
+INVALID_USER_ID = "Invalid user_id"
+BODY_TOO_LARGE = "Request body too large"
+UNSUPPORTED_MEDIA_TYPE = "Content-Type must be application/json"
+RATE_LIMITED = "Rate limit exceeded"
+AGENT_FAILED = "Agent request failed"
+AGENT_THROTTLED = "Agent is busy, retry later"
+AGENT_TIMEOUT = "Agent timed out"
+STORE_UNAVAILABLE = "Session store unavailable"
+SESSION_NOT_FOUND = "Session not found"
+NOT_FOUND = "Not found"
+METHOD_NOT_ALLOWED = "Method not allowed"
+INTERNAL_ERROR = "Internal server error"
+
+_CONTRACT = "contract"
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError(_CONTRACT, message)
+
+
+def _message(value: Any) -> str:
+    if value is None:
+        raise _fail(MESSAGE_REQUIRED)
+    if not isinstance(value, str):
+        raise _fail(MESSAGE_NOT_STRING)
+    if not value.strip():
+        raise _fail(MESSAGE_REQUIRED)
+    if len(value) > MAX_MESSAGE_CHARS:
+        raise _fail(MESSAGE_TOO_LONG)
+    if not is_encodable(value):
+        raise _fail(MESSAGE_INVALID_TEXT)
+    return value
+
+
+def _identifier(message: str) -> Any:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not is_identifier(value):
+            raise _fail(message)
+        return value
+
+    return check
+
+
+class ChatRequest(BaseModel):
+    """Body of `POST /api/v1/chat`. Unknown fields are ignored, as the legacy app did."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "example": {"message": "Hello, what can you do?", "session_id": "sess_123"}
+        },
+    )
+
+    message: Annotated[str, BeforeValidator(_message)]
+    session_id: Annotated[str | None, BeforeValidator(_identifier(INVALID_SESSION_ID))] = None
+    user_id: Annotated[str | None, BeforeValidator(_identifier(INVALID_USER_ID))] = None
+
+
+def is_identifier(value: str) -> bool:
+    """True when `value` is an allowed session, user or request id."""
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def is_encodable(text: str) -> bool:
+    """True when `text` is valid Unicode (no lone surrogates from `\\ud800`-style escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_json_content_type(header: str | None) -> bool:
+    """True for `application/json` and `application/*+json`, parameters allowed."""
+    if not header:
+        return False
+    parsed = Message()
+    parsed["content-type"] = header
+    if parsed.get_content_maintype() != "application":
+        return False
+    subtype = parsed.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def error_for(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The contract message for the first of pydantic's validation errors.
+
+    `errors` are pydantic's (or FastAPI's, whose locations start with "body") error
+    dicts for a `ChatRequest`; the first one decides, in field order.
+    """
+    if not errors:
+        return MALFORMED_JSON
+    first = errors[0]
+    loc = [part for part in first.get("loc", ()) if part != "body"]
+    kind = first.get("type", "")
+    if kind == _CONTRACT:
+        return str(first["msg"])
+    if kind == "json_invalid":
+        return MALFORMED_JSON
+    if not loc or isinstance(loc[0], int):
+        # The body as a whole: absent (empty) or not an object.
+        return MALFORMED_JSON if kind == "missing" else NOT_AN_OBJECT
+    field = loc[0]
+    return {
+        "message": MESSAGE_REQUIRED if kind == "missing" else MESSAGE_NOT_STRING,
+        "session_id": INVALID_SESSION_ID,
+        "user_id": INVALID_USER_ID,
+    }.get(str(field), MALFORMED_JSON)
+
+
+def allow_header(methods: Iterable[str]) -> str:
+    """The `Allow` header both stacks send: sorted, OPTIONS always, HEAD wherever GET is."""
+    allowed = {m.strip().upper() for m in methods if m.strip()} | {"OPTIONS"}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))
+
+
+def message_for_status(status: int) -> str:
+    """The public message for an HTTP error the framework raised itself."""
+    known = {
+        400: MALFORMED_JSON,
+        404: NOT_FOUND,
+        405: METHOD_NOT_ALLOWED,
+        413: BODY_TOO_LARGE,
+        415: UNSUPPORTED_MEDIA_TYPE,
+        429: RATE_LIMITED,
+    }
+    if status in known:
+        return known[status]
+    if status >= 500:
+        return INTERNAL_ERROR
+    return HTTPStatus(status).phrase
+
+
+LEGACY_CORS_METHODS = "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+"""What flask-cors's defaults answer to every preflight."""
+
+
+def error_body(message: str) -> dict[str, str]:
+    """The legacy error shape."""
+    return {"error": message}

@@ -1,0 +1,285 @@
+"""The session record: one schema written by both stacks, and the DynamoDB requests
+that read and update it, as pure functions and sans-I/O plans.
+
+A plan is a generator that yields `Call`s (a DynamoDB operation and its arguments)
+and receives each response, or has `ConditionFailed` thrown into it; it returns its
+result. `SessionStore` and `AsyncSessionStore` (in `shared.store`) only drive plans,
+so the sync and async stacks run the very same logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Item = dict[str, Any]
+"""A DynamoDB item in the low-level typed form (`{"S": ...}`, `{"N": ...}`, ...)."""
+
+Role = Literal["user", "agent"]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    role: Role
+    text: str
+    at: str
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    user_id: str | None
+    created_at: str
+    updated_at: str
+    ttl: int
+    turns: int
+    history: tuple[HistoryEntry, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the FastAPI session endpoint returns it."""
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "ttl": self.ttl,
+            "turns": self.turns,
+            "history": [{"role": e.role, "text": e.text, "at": e.at} for e in self.history],
+        }
+
+
+@dataclass(frozen=True)
+class Call:
+    """One DynamoDB operation for a store to perform."""
+
+    operation: Literal["get_item", "put_item", "update_item", "delete_item"]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class ConditionFailed(Exception):
+    """Thrown into a plan when DynamoDB rejected its call's condition."""
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    count: int
+    retry_after: int
+
+
+Plan = Generator[Call, Mapping[str, Any], Any]
+
+
+def iso(now: float) -> str:
+    """ISO 8601 UTC with milliseconds and a `Z`, the format of every record timestamp."""
+    stamp = datetime.fromtimestamp(now, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _entry_item(entry: HistoryEntry) -> Item:
+    return {"M": {"role": {"S": entry.role}, "text": {"S": entry.text}, "at": {"S": entry.at}}}
+
+
+def to_item(record: SessionRecord) -> Item:
+    """The record as a typed DynamoDB item."""
+    item: Item = {
+        "session_id": {"S": record.session_id},
+        "created_at": {"S": record.created_at},
+        "updated_at": {"S": record.updated_at},
+        "ttl": {"N": str(record.ttl)},
+        "turns": {"N": str(record.turns)},
+        "history": {"L": [_entry_item(e) for e in record.history]},
+    }
+    if record.user_id is not None:
+        item["user_id"] = {"S": record.user_id}
+    return item
+
+
+def from_item(item: Mapping[str, Any], *, history_limit: int | None = None) -> SessionRecord:
+    """The record in a typed DynamoDB item; keeps only the newest `history_limit` entries."""
+    entries = tuple(
+        HistoryEntry(role=e["M"]["role"]["S"], text=e["M"]["text"]["S"], at=e["M"]["at"]["S"])
+        for e in item.get("history", {}).get("L", [])
+    )
+    if history_limit is not None:
+        entries = entries[-history_limit:]
+    return SessionRecord(
+        session_id=item["session_id"]["S"],
+        user_id=item["user_id"]["S"] if "user_id" in item else None,
+        created_at=item["created_at"]["S"],
+        updated_at=item["updated_at"]["S"],
+        ttl=int(item["ttl"]["N"]),
+        turns=int(item["turns"]["N"]),
+        history=entries,
+    )
+
+
+def is_expired(item: Mapping[str, Any], now: float) -> bool:
+    """DynamoDB deletes expired items late (moto never does): readers must skip them."""
+    return int(item["ttl"]["N"]) <= now
+
+
+def get_plan(table: str, session_id: str, now: float, history_limit: int) -> Plan:
+    """Read a live session; returns None when absent or expired."""
+    reply = yield Call("get_item", {"TableName": table, "Key": _key(session_id), "ConsistentRead": True})
+    item = reply.get("Item")
+    if item is None or is_expired(item, now):
+        return None
+    return from_item(item, history_limit=history_limit)
+
+
+def record_turn_plan(
+    table: str,
+    session_id: str,
+    user_id: str | None,
+    user_text: str,
+    agent_text: str,
+    now: float,
+    *,
+    ttl_seconds: int,
+    history_limit: int,
+) -> Plan:
+    """Append one exchange to a session and count the turn, atomically.
+
+    The append is a single `list_append` + `ADD turns` update, so concurrent turns on one
+    session are all kept without read-modify-write races. An expired record is replaced
+    by a fresh one. Trimming to `history_limit` is a second, conditional update: only the
+    writer that saw the current length trims, and the last writer always does.
+    """
+    stamp = iso(now)
+    entries = (
+        HistoryEntry("user", user_text, stamp),
+        HistoryEntry("agent", agent_text, stamp),
+    )
+    expires = int(now) + ttl_seconds
+    for _ in range(5):
+        names = {"#h": "history", "#t": "turns", "#ttl": "ttl", "#c": "created_at", "#u": "updated_at"}
+        values: Item = {
+            ":new": {"L": [_entry_item(e) for e in entries]},
+            ":empty": {"L": []},
+            ":one": {"N": "1"},
+            ":now": {"S": stamp},
+            ":ttl": {"N": str(expires)},
+            ":epoch": {"N": str(int(now))},
+        }
+        assignments = [
+            "#h = list_append(if_not_exists(#h, :empty), :new)",
+            "#u = :now",
+            "#ttl = :ttl",
+            "#c = if_not_exists(#c, :now)",
+        ]
+        if user_id is not None:
+            names["#uid"] = "user_id"
+            values[":uid"] = {"S": user_id}
+            assignments.append("#uid = if_not_exists(#uid, :uid)")
+        try:
+            reply = yield Call(
+                "update_item",
+                {
+                    "TableName": table,
+                    "Key": _key(session_id),
+                    "UpdateExpression": "SET " + ", ".join(assignments) + " ADD #t :one",
+                    "ConditionExpression": "attribute_not_exists(session_id) OR #ttl > :epoch",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                    "ReturnValues": "ALL_NEW",
+                },
+            )
+        except ConditionFailed:
+            # The record exists but has expired: start the conversation afresh.
+            fresh = SessionRecord(session_id, user_id, stamp, stamp, expires, 1, entries)
+            try:
+                yield Call(
+                    "put_item",
+                    {
+                        "TableName": table,
+                        "Item": to_item(fresh),
+                        "ConditionExpression": "attribute_not_exists(session_id) OR #ttl <= :epoch",
+                        "ExpressionAttributeNames": {"#ttl": "ttl"},
+                        "ExpressionAttributeValues": {":epoch": {"N": str(int(now))}},
+                    },
+                )
+            except ConditionFailed:
+                continue  # someone else renewed it first: append to theirs
+            return fresh
+        item = reply["Attributes"]
+        length = len(item["history"]["L"])
+        if length > history_limit:
+            yield from _trim(table, session_id, length, length - history_limit)
+        return from_item(item, history_limit=history_limit)
+    raise RuntimeError("session record kept changing under the turn")  # pragma: no cover
+
+
+def _trim(table: str, session_id: str, length: int, drop: int) -> Plan:
+    removals = ", ".join(f"#h[{i}]" for i in range(drop))
+    try:
+        yield Call(
+            "update_item",
+            {
+                "TableName": table,
+                "Key": _key(session_id),
+                "UpdateExpression": f"REMOVE {removals}",
+                "ConditionExpression": "size(#h) = :len",
+                "ExpressionAttributeNames": {"#h": "history"},
+                "ExpressionAttributeValues": {":len": {"N": str(length)}},
+            },
+        )
+    except ConditionFailed:
+        pass  # a later append changed the length; its writer trims instead
+
+
+def delete_plan(table: str, session_id: str, user_id: str | None, now: float) -> Plan:
+    """Delete a live session owned by `user_id` (None: an anonymous session)."""
+    if user_id is None:
+        owner = "attribute_not_exists(user_id)"
+        values: Item = {":epoch": {"N": str(int(now))}}
+    else:
+        owner = "user_id = :uid"
+        values = {":epoch": {"N": str(int(now))}, ":uid": {"S": user_id}}
+    try:
+        yield Call(
+            "delete_item",
+            {
+                "TableName": table,
+                "Key": _key(session_id),
+                "ConditionExpression": f"attribute_exists(session_id) AND #ttl > :epoch AND {owner}",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": values,
+            },
+        )
+    except ConditionFailed:
+        return False
+    return True
+
+
+def rate_key(client: str, window_start: int) -> str:
+    """The counter's key: hashed so any client string fits, and never a valid session id."""
+    digest = hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"ratelimit#{digest}#{window_start}"
+
+
+def rate_plan(table: str, client: str, now: float, *, limit: int, window: int) -> Plan:
+    """Count one request of `client` in the current fixed window, shared by both stacks."""
+    start = math.floor(now / window) * window
+    end = start + window
+    reply = yield Call(
+        "update_item",
+        {
+            "TableName": table,
+            "Key": _key(rate_key(client, start)),
+            "UpdateExpression": "ADD hits :one SET #ttl = :ttl",
+            "ExpressionAttributeNames": {"#ttl": "ttl"},
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":ttl": {"N": str(end + window)}},
+            "ReturnValues": "UPDATED_NEW",
+        },
+    )
+    count = int(reply["Attributes"]["hits"]["N"])
+    return RateDecision(allowed=count <= limit, count=count, retry_after=max(1, math.ceil(end - now)))
+
+
+def _key(session_id: str) -> Item:
+    return {"session_id": {"S": session_id}}

@@ -1,0 +1,47 @@
+"""One settings class for both stacks, read from the environment under the legacy names."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the Flask and FastAPI stacks.
+
+    Field names map to the legacy environment variables case-insensitively
+    (`aws_region` reads `AWS_REGION`, `dynamodb_table` reads `DYNAMODB_TABLE`, ...).
+    Endpoints are not settings: boto3 reads `AWS_ENDPOINT_URL_DYNAMODB` and
+    `AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME` itself, exactly as it would against AWS.
+    """
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    aws_region: str = "us-east-1"
+    bedrock_agent_id: str = "default-agent"
+    bedrock_agent_alias_id: str = "TSTALIASID"
+    dynamodb_table: str = "chat_sessions"
+    log_level: str = "INFO"
+    debug: bool = False
+
+    # Agent calls: one read timeout per socket read, explicit retry policy (botocore
+    # versions differ in their default mode, so both stacks set it).
+    agent_timeout_seconds: float = Field(default=30.0, gt=0)
+    agent_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    agent_max_attempts: int = Field(default=3, ge=1)
+    agent_enable_trace: bool = True
+    agent_retry_after_seconds: int = Field(default=5, ge=1)
+
+    # Session store.
+    store_timeout_seconds: float = Field(default=5.0, gt=0)
+    store_max_attempts: int = Field(default=3, ge=1)
+    store_retry_after_seconds: int = Field(default=5, ge=1)
+    session_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    session_history_limit: int = Field(default=20, ge=2)
+
+    # Rate limiting: requests per client per fixed window; 0 turns it off.
+    rate_limit_requests: int = Field(default=0, ge=0)
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    cors_origins: str = "*"
