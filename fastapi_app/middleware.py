@@ -83,7 +83,7 @@ class LegacyCORSMiddleware:
             await self.app(scope, receive, send)
             return
         request = Headers(scope=scope)
-        origin = request.get("origin")
+        preflight = scope["method"] == "OPTIONS"
         answered = False
 
         async def send_with_cors(message: Message) -> None:
@@ -92,38 +92,37 @@ class LegacyCORSMiddleware:
                 return  # the app's 405 body, replaced by the OPTIONS answer
             if message["type"] == "http.response.start":
                 allow = Headers(raw=message["headers"]).get("allow")
-                if scope["method"] == "OPTIONS" and message["status"] == 405 and allow:
+                if preflight and message["status"] == 405 and allow:
                     # The path exists: answer as Flask's automatic OPTIONS view.
                     answered = True
-                    await self._options(send, allow.split(","), origin, request)
+                    await self._options(send, allow.split(","), request)
                     return
-                self._decorate(MutableHeaders(scope=message), origin)
+                self._decorate(MutableHeaders(scope=message), request, preflight)
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
 
-    def _decorate(self, headers: MutableHeaders, origin: str | None) -> None:
+    def _decorate(self, headers: MutableHeaders, request: Headers, options: bool) -> None:
+        origin = request.get("origin")
         if origin is None:
             if "*" in self.origins:
                 headers["Access-Control-Allow-Origin"] = "*"
             return
-        if "*" in self.origins or origin in self.origins:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers.add_vary_header("Origin")
+        if "*" not in self.origins and origin not in self.origins:
+            return
+        headers["Access-Control-Allow-Origin"] = origin
+        headers.add_vary_header("Origin")
+        if options and "access-control-request-method" in request:
+            wanted = request.get("access-control-request-headers")
+            if wanted:
+                headers["Access-Control-Allow-Headers"] = wanted
+            headers["Access-Control-Allow-Methods"] = contract.LEGACY_CORS_METHODS
 
-    async def _options(
-        self, send: Send, methods: list[str], origin: str | None, request: Headers
-    ) -> None:
+    async def _options(self, send: Send, methods: list[str], request: Headers) -> None:
         response = MutableHeaders()
         response["Content-Type"] = "text/html; charset=utf-8"
         response["Allow"] = contract.allow_header(methods)
         response["Content-Length"] = "0"
-        self._decorate(response, origin)
-        allowed = "Access-Control-Allow-Origin" in response
-        if allowed and origin is not None and "access-control-request-method" in request:
-            wanted = request.get("access-control-request-headers")
-            if wanted:
-                response["Access-Control-Allow-Headers"] = wanted
-            response["Access-Control-Allow-Methods"] = contract.LEGACY_CORS_METHODS
+        self._decorate(response, request, options=True)
         await send({"type": "http.response.start", "status": 200, "headers": response.raw})
         await send({"type": "http.response.body", "body": b""})

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=settings.debug)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes + 1, DEBUG=settings.debug)
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")])
 
     session = boto3.session.Session()

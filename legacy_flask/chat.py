@@ -42,7 +42,11 @@ def _read_chat_request() -> ChatRequest:
         raise BadRequest(contract.BODY_TOO_LARGE, status=413)
     if not contract.is_json_content_type(request.headers.get("Content-Type")):
         raise BadRequest(contract.UNSUPPORTED_MEDIA_TYPE, status=415)
-    raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH
+    # MAX_CONTENT_LENGTH is one byte over the limit: a streamed (chunked) body is cut
+    # there by werkzeug, so a longer read means the body was too large.
+    raw = request.get_data(cache=False)
+    if len(raw) > limit:
+        raise BadRequest(contract.BODY_TOO_LARGE, status=413)
     try:
         payload = json.loads(raw)
     except (ValueError, RecursionError):

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     aws_region: str = "us-east-1"
-    bedrock_agent_id: str = "default-agent"
+    bedrock_agent_id: str = "LOCALAGENT"  # Bedrock ids are 10 alphanumerics
     bedrock_agent_alias_id: str = "TSTALIASID"
     dynamodb_table: str = "chat_sessions"
     log_level: str = "INFO"

@@ -1,0 +1,45 @@
+# Every target sets itself up: the virtualenv in .venv is created and synced from
+# uv.lock whenever it is missing or the lock changed.
+SHELL := bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.synced-$(UV_VERSION)
+
+.PHONY: help install run emulators test lint format clean
+
+help:
+	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
+	@echo "make test   run the whole test suite"
+	@echo "make lint   ruff, mypy and the import contracts"
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv sync --frozen --quiet
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m harness.devstack
+
+emulators: $(STAMP)
+	$(PY) -m harness.emulators
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache reports

@@ -1,0 +1,107 @@
+"""Serve a WSGI or ASGI app on a free loopback port in a background thread.
+
+For tests and tools that need real servers (real sockets, real concurrency, the ASGI
+lifespan) without subprocesses. Each server is stopped by whoever started it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Protocol
+
+import uvicorn
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+class RunningServer(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+class ASGIServer:
+    """uvicorn in a thread, with the lifespan run; `url` is set once it accepts."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        bound_port = self._sock.getsockname()[1]
+        self.url = f"http://{host}:{bound_port}"
+        config = uvicorn.Config(
+            app, lifespan="on", log_level="warning", access_log=False, **options
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self, timeout: float = 15.0) -> ASGIServer:
+        """Start serving; returns once the lifespan has started and the socket accepts."""
+        self._thread.start()
+        _wait_until(lambda: self._server.started, timeout, "uvicorn did not start", self._thread)
+        return self
+
+    def stop(self) -> None:
+        """Shut down (the lifespan's shutdown runs) and join the thread."""
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self._sock.close()
+
+    def __enter__(self) -> ASGIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class WSGIServer:
+    """werkzeug's threaded server in a thread: one thread per request, as gunicorn's
+    threaded workers would give the legacy app."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self.url = f"http://{host}:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> WSGIServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=15)
+
+    def __enter__(self) -> WSGIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now on `host` (for subprocess servers that must bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until(
+    ready: Callable[[], bool], timeout: float, message: str, thread: threading.Thread
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(message)
+        time.sleep(0.01)
