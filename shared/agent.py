@@ -96,7 +96,11 @@ class AgentClient:
         """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
         try:
             response = self._client.invoke_agent(**build_request(self._settings, session_id, text))
-            return parse_reply(response["completion"])
+            stream = response["completion"]
+            try:
+                return parse_reply(stream)
+            finally:
+                stream.close()  # an error mid-stream would otherwise leak the connection
         except Exception as exc:
             raise agent_error(exc, self._settings) from exc
 
@@ -114,9 +118,13 @@ class AsyncAgentClient:
             response = await self._client.invoke_agent(
                 **build_request(self._settings, session_id, text)
             )
+            stream = response["completion"]
             builder = ReplyBuilder()
-            async for event in response["completion"]:
-                builder.add(event)
+            try:
+                async for event in stream:
+                    builder.add(event)
+            finally:
+                stream.close()  # an error mid-stream would otherwise leak the connection
             return builder.reply()
         except Exception as exc:
             raise agent_error(exc, self._settings) from exc
