@@ -21,6 +21,9 @@ Item = dict[str, Any]
 
 Role = Literal["user", "agent"]
 
+TURN_IDS = "turn_ids"
+"""Bookkeeping attribute: ids of the newest turns, so a retried write is applied once."""
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
@@ -125,7 +128,7 @@ def is_expired(item: Mapping[str, Any], now: float) -> bool:
 
 def get_plan(table: str, session_id: str, now: float, history_limit: int) -> Plan:
     """Read a live session; returns None when absent or expired."""
-    reply = yield Call("get_item", {"TableName": table, "Key": _key(session_id), "ConsistentRead": True})
+    reply = yield Call("get_item", _read(table, session_id))
     item = reply.get("Item")
     if item is None or is_expired(item, now):
         return None
@@ -140,15 +143,19 @@ def record_turn_plan(
     agent_text: str,
     now: float,
     *,
+    turn_id: str,
     ttl_seconds: int,
     history_limit: int,
 ) -> Plan:
-    """Append one exchange to a session and count the turn, atomically.
+    """Append one exchange to a session and count the turn, atomically and exactly once.
 
     The append is a single `list_append` + `ADD turns` update, so concurrent turns on one
-    session are all kept without read-modify-write races. An expired record is replaced
-    by a fresh one. Trimming to `history_limit` is a second, conditional update: only the
-    writer that saw the current length trims, and the last writer always does.
+    session are all kept without read-modify-write races. It is idempotent: the turn's
+    `turn_id` is recorded with it and the update is conditional on its absence, so a
+    retried request (botocore retries a timed-out call that may have been applied) is not
+    counted twice. An expired record is replaced by a fresh one. Trimming to
+    `history_limit` is a second, conditional update: only the writer that saw the current
+    length trims, and the last writer always does.
     """
     stamp = iso(now)
     entries = (
@@ -156,18 +163,29 @@ def record_turn_plan(
         HistoryEntry("agent", agent_text, stamp),
     )
     expires = int(now) + ttl_seconds
+    epoch = {"N": str(int(now))}
     for _ in range(5):
-        names = {"#h": "history", "#t": "turns", "#ttl": "ttl", "#c": "created_at", "#u": "updated_at"}
+        names = {
+            "#h": "history",
+            "#t": "turns",
+            "#ttl": "ttl",
+            "#c": "created_at",
+            "#u": "updated_at",
+            "#ids": TURN_IDS,
+        }
         values: Item = {
             ":new": {"L": [_entry_item(e) for e in entries]},
+            ":tids": {"L": [{"S": turn_id}]},
+            ":tid": {"S": turn_id},
             ":empty": {"L": []},
             ":one": {"N": "1"},
             ":now": {"S": stamp},
             ":ttl": {"N": str(expires)},
-            ":epoch": {"N": str(int(now))},
+            ":epoch": epoch,
         }
         assignments = [
             "#h = list_append(if_not_exists(#h, :empty), :new)",
+            "#ids = list_append(if_not_exists(#ids, :empty), :tids)",
             "#u = :now",
             "#ttl = :ttl",
             "#c = if_not_exists(#c, :now)",
@@ -183,48 +201,70 @@ def record_turn_plan(
                     "TableName": table,
                     "Key": _key(session_id),
                     "UpdateExpression": "SET " + ", ".join(assignments) + " ADD #t :one",
-                    "ConditionExpression": "attribute_not_exists(session_id) OR #ttl > :epoch",
+                    "ConditionExpression": (
+                        "(attribute_not_exists(session_id) OR #ttl > :epoch) "
+                        "AND NOT contains(#ids, :tid)"
+                    ),
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
                     "ReturnValues": "ALL_NEW",
                 },
             )
         except ConditionFailed:
-            # The record exists but has expired: start the conversation afresh.
+            # Either this very turn was applied already (a retried request), or the
+            # record has expired. A consistent read tells which.
+            current = (yield Call("get_item", _read(table, session_id))).get("Item")
+            if current is None:
+                continue  # deleted meanwhile: append afresh
+            if _has_turn(current, turn_id):
+                return from_item(current, history_limit=history_limit)
+            if not is_expired(current, now):
+                continue
             fresh = SessionRecord(session_id, user_id, stamp, stamp, expires, 1, entries)
             try:
                 yield Call(
                     "put_item",
                     {
                         "TableName": table,
-                        "Item": to_item(fresh),
+                        "Item": {**to_item(fresh), TURN_IDS: {"L": [{"S": turn_id}]}},
                         "ConditionExpression": "attribute_not_exists(session_id) OR #ttl <= :epoch",
                         "ExpressionAttributeNames": {"#ttl": "ttl"},
-                        "ExpressionAttributeValues": {":epoch": {"N": str(int(now))}},
+                        "ExpressionAttributeValues": {":epoch": epoch},
                     },
                 )
             except ConditionFailed:
                 continue  # someone else renewed it first: append to theirs
             return fresh
         item = reply["Attributes"]
-        length = len(item["history"]["L"])
-        if length > history_limit:
-            yield from _trim(table, session_id, length, length - history_limit)
+        yield from _trim(table, session_id, item, history_limit)
         return from_item(item, history_limit=history_limit)
     raise RuntimeError("session record kept changing under the turn")  # pragma: no cover
 
 
-def _trim(table: str, session_id: str, length: int, drop: int) -> Plan:
-    removals = ", ".join(f"#h[{i}]" for i in range(drop))
+def _has_turn(item: Mapping[str, Any], turn_id: str) -> bool:
+    return {"S": turn_id} in item.get(TURN_IDS, {}).get("L", [])
+
+
+def _trim(table: str, session_id: str, item: Mapping[str, Any], history_limit: int) -> Plan:
+    length = len(item["history"]["L"])
+    if length <= history_limit:
+        return
+    removals = [f"#h[{i}]" for i in range(length - history_limit)]
+    # Turn ids are kept for as many turns as history is: enough to spot a retry.
+    names = {"#h": "history"}
+    extra_ids = len(item.get(TURN_IDS, {}).get("L", [])) - history_limit
+    if extra_ids > 0:
+        names["#ids"] = TURN_IDS
+        removals += [f"#ids[{i}]" for i in range(extra_ids)]
     try:
         yield Call(
             "update_item",
             {
                 "TableName": table,
                 "Key": _key(session_id),
-                "UpdateExpression": f"REMOVE {removals}",
+                "UpdateExpression": "REMOVE " + ", ".join(removals),
                 "ConditionExpression": "size(#h) = :len",
-                "ExpressionAttributeNames": {"#h": "history"},
+                "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": {":len": {"N": str(length)}},
             },
         )
@@ -283,3 +323,7 @@ def rate_plan(table: str, client: str, now: float, *, limit: int, window: int) -
 
 def _key(session_id: str) -> Item:
     return {"session_id": {"S": session_id}}
+
+
+def _read(table: str, session_id: str) -> dict[str, Any]:
+    return {"TableName": table, "Key": _key(session_id), "ConsistentRead": True}

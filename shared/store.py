@@ -4,6 +4,7 @@ the same pure plans from `shared.session` over a DynamoDB client given to them."
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ class _Plans:
             user_text,
             agent_text,
             self.clock(),
+            turn_id=uuid.uuid4().hex,
             ttl_seconds=s.session_ttl_seconds,
             history_limit=s.session_history_limit,
         )

@@ -27,7 +27,7 @@ def build_settings(**overrides: object) -> Settings:
         "agent_max_attempts": 1,
         "agent_timeout_seconds": 5.0,
         "store_max_attempts": 2,
-        "store_timeout_seconds": 2.0,
+        "store_timeout_seconds": 5.0,
         "log_level": "WARNING",
     }
     values.update(overrides)

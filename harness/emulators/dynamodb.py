@@ -7,14 +7,15 @@ their tables. moto never expires TTL items: readers must ignore expired records 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
-    from moto.server import ThreadedMotoServer
     from types_boto3_dynamodb.client import DynamoDBClient
 
 __all__ = ["DUMMY_ACCESS_KEY_ID", "DUMMY_SECRET_ACCESS_KEY", "DynamoDBEmulator"]
@@ -33,7 +34,7 @@ class DynamoDBEmulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: ThreadedMotoServer | None = None
+        self._server: Any = None
         self._url: str | None = None
 
     @property
@@ -49,9 +50,8 @@ class DynamoDBEmulator:
             raise RuntimeError("DynamoDB emulator already started")
         # Imported here: moto.server pulls in Flask and every moto backend, which importers
         # of this package that only want the Bedrock emulator should not pay for.
-        from moto.server import ThreadedMotoServer
 
-        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
+        server = _AtomicMotoServer(ip_address=self._host, port=self._port, verbose=False)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()
@@ -114,3 +114,40 @@ class DynamoDBEmulator:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class _AtomicApp:
+    """Real DynamoDB applies each request to an item atomically, conditions included; moto's
+    backend takes no lock, so two concurrent conditional updates of one item can both pass
+    (seen: 50 concurrent turns counted as 52). One lock around every request restores the
+    guarantee the stacks' session writes rely on."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
+def _AtomicMotoServer(**options: Any) -> Any:  # noqa: N802 - a class factory, see below
+    # Built on first use: importing moto.server pulls in Flask and every moto backend.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = _AtomicApp(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer(**options)

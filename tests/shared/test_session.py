@@ -78,7 +78,7 @@ def test_get_plan_ignores_expired_records() -> None:
 
 def _turn_plan(limit: int = 4) -> session.Plan:
     return session.record_turn_plan(
-        "t", "s", "u", "question", "answer", NOW, ttl_seconds=100, history_limit=limit
+        "t", "s", "u", "question", "answer", NOW, turn_id="T1", ttl_seconds=100, history_limit=limit
     )
 
 
@@ -86,26 +86,37 @@ def test_turn_is_one_atomic_append_and_increment() -> None:
     call = _first_call(_turn_plan())
     assert call.operation == "update_item"
     assert call.kwargs["UpdateExpression"] == (
-        "SET #h = list_append(if_not_exists(#h, :empty), :new), #u = :now, #ttl = :ttl, "
+        "SET #h = list_append(if_not_exists(#h, :empty), :new), "
+        "#ids = list_append(if_not_exists(#ids, :empty), :tids), #u = :now, #ttl = :ttl, "
         "#c = if_not_exists(#c, :now), #uid = if_not_exists(#uid, :uid) ADD #t :one"
     )
-    assert call.kwargs["ConditionExpression"] == "attribute_not_exists(session_id) OR #ttl > :epoch"
+    assert call.kwargs["ConditionExpression"] == (
+        "(attribute_not_exists(session_id) OR #ttl > :epoch) AND NOT contains(#ids, :tid)"
+    )
+    assert call.kwargs["ExpressionAttributeValues"][":tid"] == {"S": "T1"}
     values = call.kwargs["ExpressionAttributeValues"]
     assert values[":ttl"] == {"N": str(int(NOW) + 100)}
     assert [e["M"]["role"]["S"] for e in values[":new"]["L"]] == ["user", "agent"]
     assert [e["M"]["text"]["S"] for e in values[":new"]["L"]] == ["question", "answer"]
 
 
-def _attributes(length: int) -> dict[str, Any]:
+def _item(length: int, ttl: int = int(NOW) + 50, turn_ids: tuple[str, ...] = ()) -> dict[str, Any]:
     entries = tuple(HistoryEntry("user", str(i), "t") for i in range(length))
-    return {"Attributes": session.to_item(SessionRecord("s", "u", "a", "b", 9, length // 2, entries))}
+    item = session.to_item(SessionRecord("s", "u", "a", "b", ttl, length // 2, entries))
+    item[session.TURN_IDS] = {"L": [{"S": t} for t in turn_ids]}
+    return item
+
+
+def _attributes(length: int, turn_ids: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"Attributes": _item(length, turn_ids=turn_ids)}
 
 
 def test_turn_trims_only_what_exceeds_the_limit() -> None:
     plan = _turn_plan(limit=4)
     next(plan)
-    trim = plan.send(_attributes(6))
-    assert trim.kwargs["UpdateExpression"] == "REMOVE #h[0], #h[1]"
+    trim = plan.send(_attributes(6, turn_ids=("a", "b", "c", "d", "T1")))
+    assert trim.kwargs["UpdateExpression"] == "REMOVE #h[0], #h[1], #ids[0]"
+    assert trim.kwargs["ExpressionAttributeNames"] == {"#h": "history", "#ids": "turn_ids"}
     assert trim.kwargs["ConditionExpression"] == "size(#h) = :len"
     assert trim.kwargs["ExpressionAttributeValues"] == {":len": {"N": "6"}}
     with pytest.raises(StopIteration) as done:
@@ -121,16 +132,29 @@ def test_turn_within_limit_does_not_trim() -> None:
     assert done.value.value.turns == 2
 
 
+def test_retried_turn_that_was_applied_is_not_applied_again() -> None:
+    # botocore retried a timed-out update that had in fact been applied: the condition
+    # fails on the turn id, and the plan returns the record instead of writing again.
+    plan = _turn_plan()
+    next(plan)
+    read = plan.throw(ConditionFailed())
+    assert read == Call("get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True})
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Item": _item(4, turn_ids=("T0", "T1"))})
+    assert done.value.value.turns == 2
+
+
 def test_turn_on_expired_record_starts_afresh() -> None:
     plan = _turn_plan()
     next(plan)
-    put = plan.throw(ConditionFailed())
+    plan.throw(ConditionFailed())
+    put = plan.send({"Item": _item(4, ttl=int(NOW) - 1, turn_ids=("old",))})
     assert put.operation == "put_item"
     assert put.kwargs["ConditionExpression"] == "attribute_not_exists(session_id) OR #ttl <= :epoch"
     with pytest.raises(StopIteration) as done:
         plan.send({})
     fresh = done.value.value
-    assert session.to_item(fresh) == put.kwargs["Item"]
+    assert {**session.to_item(fresh), "turn_ids": {"L": [{"S": "T1"}]}} == put.kwargs["Item"]
     assert (fresh.turns, [e.text for e in fresh.history]) == (1, ["question", "answer"])
 
 
@@ -138,8 +162,10 @@ def test_turn_retries_append_when_another_writer_renewed_first() -> None:
     plan = _turn_plan()
     next(plan)
     plan.throw(ConditionFailed())
-    again = plan.throw(ConditionFailed())
+    plan.send({"Item": _item(4, ttl=int(NOW) - 1)})
+    again = plan.throw(ConditionFailed())  # the renewal raced ours
     assert again.operation == "update_item"
+    assert again.kwargs["ExpressionAttributeValues"][":tid"] == {"S": "T1"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,170 @@
+"""One session schema written by both stacks: conversations that switch stacks, concurrent
+turns, expiry, and the FastAPI-only session endpoints."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+
+import httpx
+
+from harness.emulators import LocalEmulators
+from harness.emulators.replies import compose_reply
+from shared import contract, session
+from shared.session import HistoryEntry, SessionRecord
+from shared.settings import Settings
+
+from .conftest import STACKS, Stacks  # noqa: TID252
+
+CHAT = "/api/v1/chat"
+
+
+def _sid(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+def _turn(stacks: Stacks, stack: str, session_id: str, message: str, **extra: str) -> httpx.Response:
+    with stacks.client(stack) as client:
+        return client.post(CHAT, json={"message": message, "session_id": session_id, **extra})
+
+
+def _record(stacks: Stacks, session_id: str, user_id: str | None = None) -> httpx.Response:
+    headers = {"X-User-ID": user_id} if user_id else {}
+    with stacks.client("fastapi") as client:
+        return client.get(f"{CHAT}/sessions/{session_id}", headers=headers)
+
+
+def test_conversation_continues_across_stacks(stacks: Stacks) -> None:
+    sid = _sid("cross")
+    plan = [("flask", "first"), ("fastapi", "second"), ("flask", "third"), ("fastapi", "fourth")]
+    for turn, (stack, message) in enumerate(plan, start=1):
+        response = _turn(stacks, stack, sid, message, user_id="alice")
+        assert response.status_code == 200, response.text
+        # The agent session is the same whichever stack calls it: the turn count goes on.
+        assert response.json()["response"] == compose_reply(message, turn)
+    record = _record(stacks, sid, "alice").json()
+    assert record["turns"] == 4
+    assert record["user_id"] == "alice"
+    assert [(e["role"], e["text"]) for e in record["history"]] == [
+        pair
+        for _, message in plan
+        for pair in (("user", message), ("agent", compose_reply(message, plan_index(plan, message))))
+    ]
+    assert record["created_at"] <= record["updated_at"]
+    assert record["ttl"] > time.time() + 23 * 3600
+
+
+def plan_index(plan: list[tuple[str, str]], message: str) -> int:
+    return [m for _, m in plan].index(message) + 1
+
+
+def test_concurrent_turns_on_both_stacks_are_all_kept(
+    start_stacks: Callable[..., AbstractContextManager[Stacks]],
+    make_settings: Callable[..., Settings],
+) -> None:
+    sid = _sid("concurrent")
+    messages = [f"message {i}" for i in range(50)]
+    with start_stacks(make_settings(session_history_limit=100)) as stacks:
+
+        def send(i: int) -> int:
+            return _turn(stacks, STACKS[i % 2], sid, messages[i]).status_code
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(pool.map(send, range(50)))
+        record = _record(stacks, sid).json()
+    assert statuses == [200] * 50
+    assert record["turns"] == 50
+    users = [e["text"] for e in record["history"] if e["role"] == "user"]
+    assert sorted(users) == sorted(messages)  # every turn's entry, none lost
+    # Each exchange stays together: the agent entry right after its user entry.
+    for user, agent in zip(record["history"][::2], record["history"][1::2], strict=True):
+        assert (user["role"], agent["role"]) == ("user", "agent")
+        assert agent["text"].startswith(compose_reply(user["text"], 1).split(" This is turn")[0])
+
+
+def test_concurrent_turns_keep_the_newest_window(stacks: Stacks) -> None:
+    sid = _sid("window")
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(
+            pool.map(lambda i: _turn(stacks, STACKS[i % 2], sid, f"m{i}").status_code, range(30))
+        )
+    record = _record(stacks, sid).json()
+    assert statuses == [200] * 30
+    assert record["turns"] == 30
+    assert len(record["history"]) == 20
+    roles = [e["role"] for e in record["history"]]
+    assert roles == ["user", "agent"] * 10
+
+
+def test_sequential_turns_keep_exactly_the_last_twenty_entries(stacks: Stacks) -> None:
+    sid = _sid("trim")
+    for i in range(13):
+        assert _turn(stacks, STACKS[i % 2], sid, f"turn {i}").status_code == 200
+    record = _record(stacks, sid).json()
+    assert record["turns"] == 13
+    assert [e["text"] for e in record["history"] if e["role"] == "user"] == [
+        f"turn {i}" for i in range(3, 13)
+    ]
+
+
+def _store_expired(emulators: LocalEmulators, sid: str, user_id: str | None) -> None:
+    past = time.time() - 3600
+    record = SessionRecord(
+        session_id=sid,
+        user_id=user_id,
+        created_at=session.iso(past - 86400),
+        updated_at=session.iso(past - 60),
+        ttl=int(past),
+        turns=7,
+        history=(HistoryEntry("user", "old question", "x"), HistoryEntry("agent", "old answer", "x")),
+    )
+    client = emulators.dynamodb.client()
+    try:
+        client.put_item(TableName=emulators.table, Item=session.to_item(record))
+    finally:
+        client.close()
+
+
+def test_expired_session_is_absent_and_starts_afresh(
+    stacks: Stacks, stack: str, emulators: LocalEmulators
+) -> None:
+    sid = _sid(f"expired-{stack}")
+    _store_expired(emulators, sid, "bob")
+    assert _record(stacks, sid, "bob").status_code == 404
+    response = _turn(stacks, stack, sid, "new start", user_id="bob")
+    assert response.status_code == 200
+    record = _record(stacks, sid, "bob").json()
+    assert record["turns"] == 1
+    assert [e["text"] for e in record["history"]] == ["new start", response.json()["response"]]
+    assert record["ttl"] > time.time()
+
+
+def test_session_endpoints_respect_the_owner(stacks: Stacks) -> None:
+    sid = _sid("owned")
+    assert _turn(stacks, "flask", sid, "mine", user_id="carol").status_code == 200
+    assert _record(stacks, sid, "carol").status_code == 200
+    for other in ("dave", None):
+        response = _record(stacks, sid, other)
+        assert (response.status_code, response.json()["error"]) == (404, contract.SESSION_NOT_FOUND)
+    with stacks.client("fastapi") as client:
+        path = f"{CHAT}/sessions/{sid}"
+        assert client.delete(path, headers={"X-User-ID": "dave"}).status_code == 404
+        assert client.delete(path).status_code == 404
+        deleted = client.delete(path, headers={"X-User-ID": "carol"})
+        assert (deleted.status_code, deleted.json()) == (200, {"message": "Session deleted successfully"})
+        assert client.delete(path, headers={"X-User-ID": "carol"}).status_code == 404
+    assert _record(stacks, sid, "carol").status_code == 404
+
+
+def test_anonymous_session_and_bad_ids(stacks: Stacks) -> None:
+    sid = _sid("anon")
+    assert _turn(stacks, "fastapi", sid, "hello").status_code == 200
+    assert _record(stacks, sid).status_code == 200
+    assert _record(stacks, sid, "someone").status_code == 404
+    assert _record(stacks, _sid("never")).status_code == 404
+    with stacks.client("fastapi") as client:
+        assert client.get(f"{CHAT}/sessions/bad%20id").status_code == 404
+        assert client.get(f"{CHAT}/sessions/ratelimit%23x").status_code == 404
