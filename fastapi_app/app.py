@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aioboto3
 import structlog
+from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
 from fastapi_app import chat, errors, health, sessions
@@ -37,10 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session = aioboto3.Session()
         async with AsyncExitStack() as stack:
             dynamodb = await stack.enter_async_context(
-                session.client("dynamodb", config=store_config(settings))
+                session.client("dynamodb", config=store_config(settings, AioConfig))
             )
             runtime = await stack.enter_async_context(
-                session.client("bedrock-agent-runtime", config=agent_config(settings))
+                session.client("bedrock-agent-runtime", config=agent_config(settings, AioConfig))
             )
             app.state.services = Services(
                 settings=settings,

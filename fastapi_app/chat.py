@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -23,7 +24,7 @@ class JSONBodyRoute(APIRoute):
     """Checks size and content type before FastAPI parses the body, in the legacy order:
     413 by Content-Length, 415, 413 while reading, then JSON and field validation."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:

@@ -32,9 +32,7 @@ async def get_session(
     return SessionResponse.model_validate(record.to_json())
 
 
-@router.delete(
-    "/chat/sessions/{session_id}", response_model=DeletedResponse, responses=_NOT_FOUND
-)
+@router.delete("/chat/sessions/{session_id}", response_model=DeletedResponse, responses=_NOT_FOUND)
 async def delete_session(
     session_id: str, services: ServicesDep, user_id: UserHeader = None
 ) -> DeletedResponse:

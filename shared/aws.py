@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import (
@@ -17,6 +18,8 @@ from botocore.exceptions import (
 
 from shared import errors
 from shared.settings import Settings
+
+C = TypeVar("C", bound=Config)
 
 _THROTTLING = {
     "ThrottlingException",
@@ -35,9 +38,12 @@ _STORE_DOWN = {
 }
 
 
-def agent_config(settings: Settings) -> Config:
-    """Retries set explicitly: botocore versions differ in their default mode."""
-    return Config(
+def agent_config(settings: Settings, config_class: type[C] = Config) -> C:  # type: ignore[assignment]
+    """Retries set explicitly: botocore versions differ in their default mode.
+
+    `config_class` is botocore's `Config`, or aiobotocore's `AioConfig` for aioboto3.
+    """
+    return config_class(
         region_name=settings.aws_region,
         connect_timeout=settings.agent_connect_timeout_seconds,
         read_timeout=settings.agent_timeout_seconds,
@@ -45,9 +51,9 @@ def agent_config(settings: Settings) -> Config:
     )
 
 
-def store_config(settings: Settings) -> Config:
+def store_config(settings: Settings, config_class: type[C] = Config) -> C:  # type: ignore[assignment]
     """Short timeouts: an unreachable store must answer 503 quickly, not hang a worker."""
-    return Config(
+    return config_class(
         region_name=settings.aws_region,
         connect_timeout=settings.store_timeout_seconds,
         read_timeout=settings.store_timeout_seconds,
@@ -71,7 +77,9 @@ def agent_error(exc: BaseException, settings: Settings) -> errors.ServiceError:
     """The contract error for anything that went wrong calling the agent."""
     if error_code(exc) in _THROTTLING:
         return errors.AgentThrottled(retry_after=settings.agent_retry_after_seconds)
-    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError | asyncio.TimeoutError):
+    if isinstance(
+        exc, ReadTimeoutError | ConnectTimeoutError | TimeoutError | asyncio.TimeoutError
+    ):
         return errors.AgentTimeout()
     if _is_urllib3_read_timeout(exc):
         return errors.AgentTimeout()

@@ -26,9 +26,15 @@ def configure_logging(level: str = "INFO") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stderr_logger(*args: object) -> structlog.PrintLogger:
+    # sys.stderr is looked up per logger, not once at configure time: a server that
+    # outlives a redirected stderr (a test's capture, a daemon's reopen) keeps logging.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def request_id(header: str | None) -> str:

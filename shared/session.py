@@ -9,6 +9,7 @@ so the sync and async stacks run the very same logic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Generator, Mapping
@@ -256,7 +257,8 @@ def _trim(table: str, session_id: str, item: Mapping[str, Any], history_limit: i
     if extra_ids > 0:
         names["#ids"] = TURN_IDS
         removals += [f"#ids[{i}]" for i in range(extra_ids)]
-    try:
+    # A failed condition means a later append changed the length: its writer trims instead.
+    with contextlib.suppress(ConditionFailed):
         yield Call(
             "update_item",
             {
@@ -268,8 +270,6 @@ def _trim(table: str, session_id: str, item: Mapping[str, Any], history_limit: i
                 "ExpressionAttributeValues": {":len": {"N": str(length)}},
             },
         )
-    except ConditionFailed:
-        pass  # a later append changed the length; its writer trims instead
 
 
 def delete_plan(table: str, session_id: str, user_id: str | None, now: float) -> Plan:
@@ -286,7 +286,9 @@ def delete_plan(table: str, session_id: str, user_id: str | None, now: float) ->
             {
                 "TableName": table,
                 "Key": _key(session_id),
-                "ConditionExpression": f"attribute_exists(session_id) AND #ttl > :epoch AND {owner}",
+                "ConditionExpression": (
+                    f"attribute_exists(session_id) AND #ttl > :epoch AND {owner}"
+                ),
                 "ExpressionAttributeNames": {"#ttl": "ttl"},
                 "ExpressionAttributeValues": values,
             },
@@ -318,7 +320,9 @@ def rate_plan(table: str, client: str, now: float, *, limit: int, window: int) -
         },
     )
     count = int(reply["Attributes"]["hits"]["N"])
-    return RateDecision(allowed=count <= limit, count=count, retry_after=max(1, math.ceil(end - now)))
+    return RateDecision(
+        allowed=count <= limit, count=count, retry_after=max(1, math.ceil(end - now))
+    )
 
 
 def _key(session_id: str) -> Item:

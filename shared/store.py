@@ -27,7 +27,9 @@ class _Plans:
         s = self.settings
         return session.get_plan(s.dynamodb_table, session_id, self.clock(), s.session_history_limit)
 
-    def record_turn(self, session_id: str, user_id: str | None, user_text: str, agent_text: str) -> Plan:
+    def record_turn(
+        self, session_id: str, user_id: str | None, user_text: str, agent_text: str
+    ) -> Plan:
         s = self.settings
         return session.record_turn_plan(
             s.dynamodb_table,

@@ -131,7 +131,7 @@ class _AtomicApp:
             return list(self._app(environ, start_response))
 
 
-def _AtomicMotoServer(**options: Any) -> Any:  # noqa: N802 - a class factory, see below
+def _AtomicMotoServer(**options: Any) -> Any:
     # Built on first use: importing moto.server pulls in Flask and every moto backend.
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

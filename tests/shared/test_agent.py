@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from botocore.exceptions import (
     ClientError,
@@ -41,7 +39,13 @@ def test_agent_session_id_fits_bedrock_limits(session_id: str, kept: bool) -> No
 def test_parse_reply_joins_chunks_and_sums_usage() -> None:
     usage = {"inputTokens": 7, "outputTokens": 5}
     events = [
-        {"trace": {"trace": {"orchestrationTrace": {"modelInvocationOutput": {"metadata": {"usage": usage}}}}}},
+        {
+            "trace": {
+                "trace": {
+                    "orchestrationTrace": {"modelInvocationOutput": {"metadata": {"usage": usage}}}
+                }
+            }
+        },
         {"chunk": {"bytes": "héllo, ".encode()}},
         {"trace": {"trace": {"orchestrationTrace": {"rationale": {"text": "thinking"}}}}},
         {"chunk": {"bytes": "wörld".encode()[:3]}},
@@ -56,7 +60,10 @@ def test_parse_reply_without_trace_has_no_token_count() -> None:
 
 def _client_error(code: str, status: int = 400) -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": "secret detail"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        {
+            "Error": {"Code": code, "Message": "secret detail"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
         "InvokeAgent",
     )
 
@@ -65,11 +72,21 @@ def _client_error(code: str, status: int = 400) -> ClientError:
     ("exc", "expected"),
     [
         (_client_error("ThrottlingException", 429), errors.AgentThrottled),
-        (EventStreamError({"Error": {"Code": "throttlingException", "Message": "x"}}, "InvokeAgent"), errors.AgentThrottled),
+        (
+            EventStreamError(
+                {"Error": {"Code": "throttlingException", "Message": "x"}}, "InvokeAgent"
+            ),
+            errors.AgentThrottled,
+        ),
         (ReadTimeoutError(endpoint_url="http://x"), errors.AgentTimeout),
-        (asyncio.TimeoutError(), errors.AgentTimeout),
+        (TimeoutError(), errors.AgentTimeout),
         (_client_error("AccessDeniedException", 403), errors.AgentFailed),
-        (EventStreamError({"Error": {"Code": "internalServerException", "Message": "x"}}, "InvokeAgent"), errors.AgentFailed),
+        (
+            EventStreamError(
+                {"Error": {"Code": "internalServerException", "Message": "x"}}, "InvokeAgent"
+            ),
+            errors.AgentFailed,
+        ),
         (EndpointConnectionError(endpoint_url="http://x"), errors.AgentFailed),
         (ValueError("boom"), errors.AgentFailed),
     ],

@@ -46,7 +46,10 @@ def _message_for(body: Any) -> str | None:
         ({"message": "hi", "user_id": {"id": 1}}, contract.INVALID_USER_ID),
         # Field order decides which error is reported.
         ({"message": "", "session_id": "bad id"}, contract.MESSAGE_REQUIRED),
-        ({"session_id": "bad id", "user_id": "bad id", "message": "ok"}, contract.INVALID_SESSION_ID),
+        (
+            {"session_id": "bad id", "user_id": "bad id", "message": "ok"},
+            contract.INVALID_SESSION_ID,
+        ),
         ([1, 2], contract.NOT_AN_OBJECT),
         ("message", contract.NOT_AN_OBJECT),
         (None, contract.NOT_AN_OBJECT),
@@ -60,13 +63,25 @@ def test_chat_request_validation(body: Any, expected: str | None) -> None:
     ("errors", "expected"),
     [
         # FastAPI's own errors for a body it could not even parse.
-        ([{"type": "json_invalid", "loc": ("body", 1), "msg": "JSON decode error"}], contract.MALFORMED_JSON),
+        (
+            [{"type": "json_invalid", "loc": ("body", 1), "msg": "JSON decode error"}],
+            contract.MALFORMED_JSON,
+        ),
         ([{"type": "missing", "loc": ("body",), "msg": "Field required"}], contract.MALFORMED_JSON),
         ([{"type": "model_attributes_type", "loc": ("body",), "msg": "x"}], contract.NOT_AN_OBJECT),
         ([{"type": "missing", "loc": ("body", "message"), "msg": "x"}], contract.MESSAGE_REQUIRED),
-        ([{"type": "string_type", "loc": ("body", "message"), "msg": "x"}], contract.MESSAGE_NOT_STRING),
-        ([{"type": "string_type", "loc": ("body", "user_id"), "msg": "x"}], contract.INVALID_USER_ID),
-        ([{"type": "contract", "loc": ("body", "session_id"), "msg": "Invalid session_id"}], contract.INVALID_SESSION_ID),
+        (
+            [{"type": "string_type", "loc": ("body", "message"), "msg": "x"}],
+            contract.MESSAGE_NOT_STRING,
+        ),
+        (
+            [{"type": "string_type", "loc": ("body", "user_id"), "msg": "x"}],
+            contract.INVALID_USER_ID,
+        ),
+        (
+            [{"type": "contract", "loc": ("body", "session_id"), "msg": "Invalid session_id"}],
+            contract.INVALID_SESSION_ID,
+        ),
         ([], contract.MALFORMED_JSON),
     ],
 )
@@ -126,7 +141,14 @@ def test_message_for_status(status: int, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("a", True), ("A-z_0.9:x", True), ("x" * 128, True), ("x" * 129, False), ("a\n", False), ("", False)],
+    [
+        ("a", True),
+        ("A-z_0.9:x", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("a\n", False),
+        ("", False),
+    ],
 )
 def test_is_identifier(value: str, expected: bool) -> None:
     assert contract.is_identifier(value) is expected

@@ -39,8 +39,20 @@ def test_record_round_trips_through_item() -> None:
         "turns": {"N": "2"},
         "history": {
             "L": [
-                {"M": {"role": {"S": "user"}, "text": {"S": "hi 👋"}, "at": {"S": "2027-01-15T08:00:00.250Z"}}},
-                {"M": {"role": {"S": "agent"}, "text": {"S": "hello"}, "at": {"S": "2027-01-15T08:00:00.250Z"}}},
+                {
+                    "M": {
+                        "role": {"S": "user"},
+                        "text": {"S": "hi 👋"},
+                        "at": {"S": "2027-01-15T08:00:00.250Z"},
+                    }
+                },
+                {
+                    "M": {
+                        "role": {"S": "agent"},
+                        "text": {"S": "hello"},
+                        "at": {"S": "2027-01-15T08:00:00.250Z"},
+                    }
+                },
             ]
         },
     }
@@ -69,7 +81,10 @@ def test_get_plan_ignores_expired_records() -> None:
     for item, expected in [(live, session.from_item(live)), (dead, None), (None, None)]:
         plan = session.get_plan("t", "s", NOW, 20)
         call = next(plan)
-        assert call == Call("get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True})
+        assert call == Call(
+            "get_item",
+            {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True},
+        )
         reply: dict[str, Any] = {} if item is None else {"Item": item}
         with pytest.raises(StopIteration) as done:
             plan.send(reply)
@@ -138,7 +153,9 @@ def test_retried_turn_that_was_applied_is_not_applied_again() -> None:
     plan = _turn_plan()
     next(plan)
     read = plan.throw(ConditionFailed())
-    assert read == Call("get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True})
+    assert read == Call(
+        "get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True}
+    )
     with pytest.raises(StopIteration) as done:
         plan.send({"Item": _item(4, turn_ids=("T0", "T1"))})
     assert done.value.value.turns == 2

@@ -61,9 +61,7 @@ def serve_stacks(
 
 
 @pytest.fixture(scope="session")
-def stacks(
-    emulators: LocalEmulators, make_settings: Callable[..., Settings]
-) -> Iterator[Stacks]:
+def stacks(emulators: LocalEmulators, make_settings: Callable[..., Settings]) -> Iterator[Stacks]:
     with serve_stacks(emulators, make_settings()) as running:
         yield running
 
@@ -74,7 +72,9 @@ def start_stacks(
 ) -> Callable[..., AbstractContextManager[Stacks]]:
     """`with start_stacks(settings, env) as stacks:` both stacks with other settings."""
 
-    def start(settings: Settings, env: dict[str, str] | None = None) -> AbstractContextManager[Stacks]:
+    def start(
+        settings: Settings, env: dict[str, str] | None = None
+    ) -> AbstractContextManager[Stacks]:
         return serve_stacks(emulators, settings, env)
 
     return start

@@ -19,7 +19,7 @@ import pytest
 from harness.emulators.replies import compose_reply
 from shared import contract
 
-from .conftest import STACKS, Stacks  # noqa: TID252
+from .conftest import STACKS, Stacks
 
 JSON = {"Content-Type": "application/json"}
 CHAT = "/api/v1/chat"
@@ -41,7 +41,9 @@ def chat(payload: Any, status: int, error: str | None = None, name: str = "") ->
 
 
 def raw(name: str, body: bytes, status: int, error: str | None, **headers: str) -> Case:
-    return Case(name, status, error, body=body, headers={**JSON, **headers} if headers else dict(JSON))
+    return Case(
+        name, status, error, body=body, headers={**JSON, **headers} if headers else dict(JSON)
+    )
 
 
 CASES = [
@@ -50,7 +52,12 @@ CASES = [
     raw("truncated", b'{"message": "hi"', 400, contract.MALFORMED_JSON),
     raw("empty body", b"", 400, contract.MALFORMED_JSON),
     raw("invalid utf-8", b'{"message": "\xff\xfe"}', 400, contract.MALFORMED_JSON),
-    raw("deep nesting", b'{"message": ' + b"[" * 20000 + b"]" * 20000 + b"}", 400, contract.MALFORMED_JSON),
+    raw(
+        "deep nesting",
+        b'{"message": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+        400,
+        contract.MALFORMED_JSON,
+    ),
     raw("array", b'["hi"]', 400, contract.NOT_AN_OBJECT),
     raw("string", b'"hi"', 400, contract.NOT_AN_OBJECT),
     raw("null", b"null", 400, contract.NOT_AN_OBJECT),
@@ -76,9 +83,27 @@ CASES = [
     chat({"message": "hi", "user_id": "a/b"}, 400, contract.INVALID_USER_ID),
     chat({"message": "hi", "user_id": True}, 400, contract.INVALID_USER_ID),
     # Content type and size.
-    raw("text/plain", b'{"message": "hi"}', 415, contract.UNSUPPORTED_MEDIA_TYPE, **{"Content-Type": "text/plain"}),
-    raw("form", b"message=hi", 415, contract.UNSUPPORTED_MEDIA_TYPE, **{"Content-Type": "application/x-www-form-urlencoded"}),
-    Case("no content type", 415, contract.UNSUPPORTED_MEDIA_TYPE, body=b'{"message": "hi"}', headers={}),
+    raw(
+        "text/plain",
+        b'{"message": "hi"}',
+        415,
+        contract.UNSUPPORTED_MEDIA_TYPE,
+        **{"Content-Type": "text/plain"},
+    ),
+    raw(
+        "form",
+        b"message=hi",
+        415,
+        contract.UNSUPPORTED_MEDIA_TYPE,
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    ),
+    Case(
+        "no content type",
+        415,
+        contract.UNSUPPORTED_MEDIA_TYPE,
+        body=b'{"message": "hi"}',
+        headers={},
+    ),
     raw("oversized", json.dumps({"message": "x" * 70_000}).encode(), 413, contract.BODY_TOO_LARGE),
     # Paths and methods.
     Case("unknown path", 404, contract.NOT_FOUND, method="GET", path="/nope", body=None),
@@ -86,7 +111,14 @@ CASES = [
     Case("GET chat", 405, contract.METHOD_NOT_ALLOWED, method="GET", body=None),
     Case("PUT chat", 405, contract.METHOD_NOT_ALLOWED, method="PUT"),
     Case("POST health", 405, contract.METHOD_NOT_ALLOWED, path="/health"),
-    Case("DELETE health", 405, contract.METHOD_NOT_ALLOWED, method="DELETE", path="/health", body=None),
+    Case(
+        "DELETE health",
+        405,
+        contract.METHOD_NOT_ALLOWED,
+        method="DELETE",
+        path="/health",
+        body=None,
+    ),
 ]
 
 
@@ -148,7 +180,7 @@ def _turn(client: httpx.Client, message: str, **fields: Any) -> httpx.Response:
         "x" * 4000,
         "😀" * 4000,
         "مرحبا بالعالم — עברית — e\u0301 — \u200b\u200d — \x00 nul",
-        "line\nbreaks\tand \"quotes\" and \\ backslashes",
+        'line\nbreaks\tand "quotes" and \\ backslashes',
     ],
     ids=["ascii", "4000 chars", "4000 emoji", "mixed scripts", "escapes"],
 )
@@ -168,7 +200,7 @@ def test_chat_answers_with_the_agent_reply(stacks: Stacks, stack: str, message: 
 def test_fastapi_adds_timestamp_and_tokens(stacks: Stacks) -> None:
     with stacks.client("fastapi") as client:
         body = _turn(client, "count my tokens please").json()
-    words_in, words_out = len("count my tokens please".split()), len(body["response"].split())
+    words_in, words_out = len(["count", "my", "tokens", "please"]), len(body["response"].split())
     assert body["tokens_used"] == words_in + 20 + words_out
     assert isinstance(body["timestamp"], float)
 
@@ -177,13 +209,19 @@ def test_fastapi_adds_timestamp_and_tokens(stacks: Stacks) -> None:
     "content_type",
     ["application/json; charset=utf-8", "application/vnd.api+json", "APPLICATION/JSON"],
 )
-def test_json_content_type_variants_are_accepted(stacks: Stacks, stack: str, content_type: str) -> None:
+def test_json_content_type_variants_are_accepted(
+    stacks: Stacks, stack: str, content_type: str
+) -> None:
     with stacks.client(stack) as client:
-        response = client.post(CHAT, content=b'{"message": "hi"}', headers={"Content-Type": content_type})
+        response = client.post(
+            CHAT, content=b'{"message": "hi"}', headers={"Content-Type": content_type}
+        )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("session_id", ["a", "s" * 128, "A.b:c-d_e"], ids=["1 char", "128 chars", "punctuation"])
+@pytest.mark.parametrize(
+    "session_id", ["a", "s" * 128, "A.b:c-d_e"], ids=["1 char", "128 chars", "punctuation"]
+)
 def test_any_contract_session_id_is_served(stacks: Stacks, stack: str, session_id: str) -> None:
     # Bedrock allows 2-100 characters; the contract 1-128. Both must still work.
     sid = f"{session_id}"[:128]
@@ -202,7 +240,9 @@ def test_health(stacks: Stacks, stack: str) -> None:
     assert body["status"] == "healthy"
     assert isinstance(body["timestamp"], float)
     assert re.fullmatch(r"\d+\.\d+\.\d+", body["version"])
-    assert set(body) == ({"status", "timestamp", "version"} | ({"environment"} if stack == "fastapi" else set()))
+    assert set(body) == (
+        {"status", "timestamp", "version"} | ({"environment"} if stack == "fastapi" else set())
+    )
     assert (head.status_code, head.content) == (200, b"")
 
 
@@ -246,7 +286,9 @@ CORS_HEADERS = (
 
 
 @pytest.mark.parametrize(("method", "path", "headers"), CORS_REQUESTS)
-def test_cors_is_the_legacy_apps(stacks: Stacks, method: str, path: str, headers: dict[str, str]) -> None:
+def test_cors_is_the_legacy_apps(
+    stacks: Stacks, method: str, path: str, headers: dict[str, str]
+) -> None:
     answers = []
     for name in STACKS:
         with stacks.client(name) as client:

@@ -13,7 +13,7 @@ from harness.serving import free_port
 from shared import contract
 from shared.settings import Settings
 
-from .conftest import Stacks  # noqa: TID252
+from .conftest import Stacks
 
 CHAT = "/api/v1/chat"
 

@@ -17,7 +17,7 @@ from shared import contract, session
 from shared.session import HistoryEntry, SessionRecord
 from shared.settings import Settings
 
-from .conftest import STACKS, Stacks  # noqa: TID252
+from .conftest import STACKS, Stacks
 
 CHAT = "/api/v1/chat"
 
@@ -26,7 +26,9 @@ def _sid(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
 
 
-def _turn(stacks: Stacks, stack: str, session_id: str, message: str, **extra: str) -> httpx.Response:
+def _turn(
+    stacks: Stacks, stack: str, session_id: str, message: str, **extra: str
+) -> httpx.Response:
     with stacks.client(stack) as client:
         return client.post(CHAT, json={"message": message, "session_id": session_id, **extra})
 
@@ -51,7 +53,10 @@ def test_conversation_continues_across_stacks(stacks: Stacks) -> None:
     assert [(e["role"], e["text"]) for e in record["history"]] == [
         pair
         for _, message in plan
-        for pair in (("user", message), ("agent", compose_reply(message, plan_index(plan, message))))
+        for pair in (
+            ("user", message),
+            ("agent", compose_reply(message, plan_index(plan, message))),
+        )
     ]
     assert record["created_at"] <= record["updated_at"]
     assert record["ttl"] > time.time() + 23 * 3600
@@ -119,7 +124,10 @@ def _store_expired(emulators: LocalEmulators, sid: str, user_id: str | None) -> 
         updated_at=session.iso(past - 60),
         ttl=int(past),
         turns=7,
-        history=(HistoryEntry("user", "old question", "x"), HistoryEntry("agent", "old answer", "x")),
+        history=(
+            HistoryEntry("user", "old question", "x"),
+            HistoryEntry("agent", "old answer", "x"),
+        ),
     )
     client = emulators.dynamodb.client()
     try:
@@ -154,7 +162,10 @@ def test_session_endpoints_respect_the_owner(stacks: Stacks) -> None:
         assert client.delete(path, headers={"X-User-ID": "dave"}).status_code == 404
         assert client.delete(path).status_code == 404
         deleted = client.delete(path, headers={"X-User-ID": "carol"})
-        assert (deleted.status_code, deleted.json()) == (200, {"message": "Session deleted successfully"})
+        assert (deleted.status_code, deleted.json()) == (
+            200,
+            {"message": "Session deleted successfully"},
+        )
         assert client.delete(path, headers={"X-User-ID": "carol"}).status_code == 404
     assert _record(stacks, sid, "carol").status_code == 404
 

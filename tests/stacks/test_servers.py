@@ -1,0 +1,147 @@
+"""The stacks under their production servers, their docs, and their logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from fastapi_app import create_app as create_fastapi_app
+from harness.emulators import LocalEmulators
+from harness.serving import free_port
+from legacy_flask import create_app as create_flask_app
+from shared.settings import Settings
+
+from .conftest import Stacks
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def _process(argv: list[str], env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [a.format(port=port) for a in argv],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        process.stderr.read().decode() if process.stderr else ""
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)  # only the process this test started
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+
+SERVERS = {
+    "gunicorn": [
+        str(VENV_BIN / "gunicorn"),
+        "legacy_flask:create_app()",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+    ],
+    "uvicorn": [
+        str(VENV_BIN / "uvicorn"),
+        "fastapi_app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ],
+}
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_stack_runs_under_its_production_server(emulators: LocalEmulators, server: str) -> None:
+    with _process(SERVERS[server], emulators.env()) as url:
+        health = httpx.get(f"{url}/health")
+        turn = httpx.post(f"{url}/api/v1/chat", json={"message": "from a real server"}, timeout=10)
+    assert health.json()["status"] == "healthy"
+    assert turn.status_code == 200, turn.text
+
+
+def test_openapi_docs(stacks: Stacks) -> None:
+    with stacks.client("fastapi") as client:
+        docs = client.get("/docs")
+        schema = client.get("/openapi.json").json()
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert set(schema["paths"]) >= {
+        "/api/v1/chat",
+        "/api/v1/chat/sessions/{session_id}",
+        "/health",
+        "/health/detailed",
+    }
+    chat = schema["paths"]["/api/v1/chat"]["post"]
+    assert {"400", "413", "415", "429", "502", "503", "504"} <= set(chat["responses"])
+
+
+def test_detailed_health_checks_real_dependencies(stacks: Stacks) -> None:
+    with stacks.client("fastapi") as client:
+        response = client.get("/health/detailed")
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "healthy"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "dynamodb": True,
+        "agent": True,
+    }
+
+
+def _log_lines(captured: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in captured.splitlines() if line.startswith("{")]
+
+
+def test_both_stacks_log_json_with_the_request_id(
+    emulators: LocalEmulators,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in emulators.env().items():
+        monkeypatch.setenv(name, value)
+    settings = settings.model_copy(update={"log_level": "INFO"})
+    flask = create_flask_app(settings).test_client()
+    flask.get("/nope", headers={"X-Request-ID": "flask-req-1"})
+    with TestClient(create_fastapi_app(settings)) as client:
+        client.get("/nope", headers={"X-Request-ID": "fastapi-req-1"})
+    completed = [
+        e for e in _log_lines(capsys.readouterr().err) if e["event"] == "request.completed"
+    ]
+    assert [(e["stack"], e["request_id"], e["path"], e["status"]) for e in completed] == [
+        ("flask", "flask-req-1", "/nope", 404),
+        ("fastapi", "fastapi-req-1", "/nope", 404),
+    ]
