@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import uuid
 
 import structlog
@@ -31,10 +33,26 @@ def configure_logging(level: str = "INFO") -> None:
     )
 
 
-def _stderr_logger(*args: object) -> structlog.PrintLogger:
-    # sys.stderr is looked up per logger, not once at configure time: a server that
-    # outlives a redirected stderr (a test's capture, a daemon's reopen) keeps logging.
-    return structlog.PrintLogger(sys.stderr)
+class StderrLogger:
+    """Writes each rendered line to the current `sys.stderr`.
+
+    The stream is looked up per line, not once at configure time, so a server that
+    outlives a redirected stderr keeps logging; and a failed write (closed stream,
+    broken pipe) is dropped, never raised: a log line must not fail the request it
+    describes, least of all after that request's data was written.
+    """
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*args: object) -> StderrLogger:
+    return StderrLogger()
 
 
 def request_id(header: str | None) -> str:
