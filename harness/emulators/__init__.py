@@ -15,6 +15,7 @@ from harness.emulators.dynamodb import (
     DUMMY_ACCESS_KEY_ID,
     DUMMY_SECRET_ACCESS_KEY,
     DynamoDBEmulator,
+    ExternalDynamoDB,
 )
 
 __all__ = [
@@ -35,7 +36,8 @@ class LocalEmulators:
 
     ``bedrock`` is the live ``BedrockAgentEmulator``: ``emulators.bedrock.configure(...)``
     changes latency, chunking or faults while it runs. ``bedrock_options`` are the initial
-    options (``EmulatorConfig`` field names).
+    options (``EmulatorConfig`` field names). With ``external_dynamodb_url`` no moto server
+    starts: the table is created in that DynamoDB (DynamoDB Local, for instance).
     """
 
     def __init__(
@@ -47,12 +49,17 @@ class LocalEmulators:
         table: str = DEFAULT_TABLE,
         region: str = "us-east-1",
         bedrock_options: Mapping[str, object] | None = None,
+        external_dynamodb_url: str | None = None,
     ) -> None:
         self.table = table
         self.region = region
         self.bedrock = BedrockAgentEmulator(host, bedrock_port)
         self.bedrock.configure(**dict(bedrock_options or {}))
-        self.dynamodb = DynamoDBEmulator(host, dynamodb_port)
+        self.dynamodb = (
+            ExternalDynamoDB(external_dynamodb_url)
+            if external_dynamodb_url
+            else DynamoDBEmulator(host, dynamodb_port)
+        )
         self._bedrock_thread = BedrockEmulatorThread(self.bedrock)
 
     @property

@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--dynamodb-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--bedrock-port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--dynamodb-url",
+        default=None,
+        help="use this DynamoDB (e.g. DynamoDB Local) instead of starting moto's server",
+    )
     parser.add_argument("--table", default=os.environ.get("DYNAMODB_TABLE", DEFAULT_TABLE))
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
@@ -58,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table=args.table,
             region=args.region,
             bedrock_options=options,
+            external_dynamodb_url=args.dynamodb_url,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -116,6 +116,21 @@ class DynamoDBEmulator:
         self.stop()
 
 
+class ExternalDynamoDB(DynamoDBEmulator):
+    """A DynamoDB that runs elsewhere (DynamoDB Local in docker-compose, say): nothing to
+    start or stop; `create_table()` prepares the session table there."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url.rstrip("/")
+
+    def start(self) -> str:
+        return self.url
+
+    def stop(self) -> None:
+        return None
+
+
 class _AtomicApp:
     """Real DynamoDB applies each request to an item atomically, conditions included; moto's
     backend takes no lock, so two concurrent conditional updates of one item can both pass

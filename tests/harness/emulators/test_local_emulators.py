@@ -98,3 +98,17 @@ def test_cli_prints_exports_and_stops_on_sigterm() -> None:
     assert process.returncode == 0, stderr
     assert stdout == ""
     assert "stopping emulators" in stderr
+
+
+def test_external_dynamodb_gets_the_table_and_is_left_running() -> None:
+    from harness.emulators.dynamodb import DynamoDBEmulator
+
+    with DynamoDBEmulator() as outside:
+        with LocalEmulators(table="external_table", external_dynamodb_url=outside.url) as local:
+            assert local.env()["AWS_ENDPOINT_URL_DYNAMODB"] == outside.url
+        client = outside.client()
+        try:
+            # The table was created there, and stopping LocalEmulators left it serving.
+            assert "external_table" in client.list_tables()["TableNames"]
+        finally:
+            client.close()
