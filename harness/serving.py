@@ -6,10 +6,12 @@ lifespan) without subprocesses. Each server is stopped by whoever started it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -87,6 +89,24 @@ class WSGIServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them.
+
+    boto3 reads `AWS_ENDPOINT_URL_*` when a client is created, so servers started inside
+    the block talk to the endpoints it names."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
+from harness.emulators import LocalEmulators
 from shared.settings import Settings
 
 
@@ -15,6 +16,9 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Settings come from the test, never from the machine's environment."""
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+    # Each app factory configures structlog globally (level included): start every test
+    # from the defaults so one test's configuration cannot filter another's logs.
+    structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     yield
     structlog.contextvars.clear_contextvars()
@@ -46,3 +50,10 @@ def make_settings() -> Callable[..., Settings]:
 @pytest.fixture
 def settings() -> Settings:
     return build_settings()
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[LocalEmulators]:
+    """DynamoDB (moto) and the Bedrock emulator on free loopback ports, for the session."""
+    with LocalEmulators() as running:
+        yield running

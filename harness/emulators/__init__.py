@@ -6,7 +6,7 @@ code under test is the code that would run against AWS. ``LocalEmulators`` start
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from harness.emulators.bedrock import BedrockAgentEmulator, BedrockEmulatorThread
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 DEFAULT_TABLE = "chat_sessions"
+GATEWAY_TABLE = "dualstack_gateway"
+"""The gateway's rollout state (same key schema as the session table)."""
 
 
 class LocalEmulators:
@@ -50,8 +52,10 @@ class LocalEmulators:
         region: str = "us-east-1",
         bedrock_options: Mapping[str, object] | None = None,
         external_dynamodb_url: str | None = None,
+        extra_tables: Sequence[str] = (GATEWAY_TABLE,),
     ) -> None:
         self.table = table
+        self.extra_tables = tuple(extra_tables)
         self.region = region
         self.bedrock = BedrockAgentEmulator(host, bedrock_port)
         self.bedrock.configure(**dict(bedrock_options or {}))
@@ -76,7 +80,8 @@ class LocalEmulators:
         """Start DynamoDB, create the table, start Bedrock; on failure stop what started."""
         try:
             self.dynamodb.start()
-            self.dynamodb.create_table(self.table, self.region)
+            for name in (self.table, *self.extra_tables):
+                self.dynamodb.create_table(name, self.region)
             self._bedrock_thread.start()
         except BaseException:
             self.stop()

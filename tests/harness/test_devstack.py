@@ -1,4 +1,4 @@
-"""`make run`'s runner: everything starts, answers, and stops on SIGTERM."""
+"""`make run`'s runner: everything starts, answers through the gateway, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,22 +15,18 @@ from harness.serving import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_devstack_serves_both_stacks_and_stops_cleanly() -> None:
-    flask_port, fastapi_port = free_port(), free_port()
+def test_devstack_serves_the_gateway_and_stops_cleanly() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.devstack",
-            f"--flask-port={flask_port}",
-            f"--fastapi-port={fastapi_port}",
-        ],
+        [sys.executable, "-m", "harness.devstack", f"--port={port}"],
         cwd=ROOT,
-        env={**os.environ, "LOG_LEVEL": "WARNING"},
+        env={**env, "LOG_LEVEL": "WARNING"},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
         assert process.stdout is not None
         banner = []
@@ -38,31 +34,38 @@ def test_devstack_serves_both_stacks_and_stops_cleanly() -> None:
             banner.append(line)
             if line.strip() == "ready":
                 break
-        assert banner[-1].strip() == "ready", "".join(banner)
+        text = "".join(banner)
+        assert banner[-1].strip() == "ready", text
+        assert f"{url}   50% to FastAPI" in text
+        token = next(line.split()[2] for line in banner if line.strip().startswith("admin token"))
         sid = "devstack-test"
-        first = httpx.post(
-            f"http://127.0.0.1:{flask_port}/api/v1/chat",
-            json={"message": "one", "session_id": sid},
-            timeout=10,
+        served = set()
+        for backend in ("flask", "fastapi"):
+            response = httpx.post(
+                f"{url}/api/v1/chat",
+                json={"message": backend, "session_id": sid},
+                headers={"X-Dualstack-Backend": backend},
+                timeout=10,
+            )
+            assert response.status_code == 200
+            served.add(response.headers["x-dualstack-backend"])
+        record = httpx.get(f"{url}/api/v1/chat/sessions/{sid}")
+        changed = httpx.put(
+            f"{url}/_gateway/rollout",
+            json={"fastapi_percent": 80},
+            headers={"Authorization": f"Bearer {token}"},
         )
-        second = httpx.post(
-            f"http://127.0.0.1:{fastapi_port}/api/v1/chat",
-            json={"message": "two", "session_id": sid},
-            timeout=10,
-        )
-        record = httpx.get(f"http://127.0.0.1:{fastapi_port}/api/v1/chat/sessions/{sid}")
-        assert (first.status_code, second.status_code) == (200, 200)
+        assert served == {"flask", "fastapi"}
         assert record.json()["turns"] == 2
-        assert f"http://127.0.0.1:{flask_port}" in "".join(banner)
+        assert changed.status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)  # only the process this test started
         code = process.wait(timeout=20)
         if process.stdout:
             process.stdout.close()
     assert code == 0
-    for port in (flask_port, fastapi_port):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            raise AssertionError(f"port {port} still answers after stop")
-        except httpx.TransportError:
-            pass
+    try:
+        httpx.get(f"{url}/health", timeout=1)
+        raise AssertionError("the gateway still answers after stop")
+    except httpx.TransportError:
+        pass

@@ -1,0 +1,347 @@
+"""The gateway: one ASGI app in front of a WSGI stack (through a2wsgi) and an ASGI stack.
+
+Decide, then act: `Gateway.__call__` reads the body, gathers the facts, asks the pure
+`choose()` which stack serves the request, and forwards. Everything it knows about a
+request's routing is in `Facts`; everything it decided is in `Decision`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aioboto3
+from a2wsgi import WSGIMiddleware
+from aiobotocore.config import AioConfig
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from harness.admin import build_admin
+from harness.body import BodyTooLarge, ClientGone, read_body, replay
+from harness.metrics import GatewayMetrics
+from harness.ownership import Ownership, asgi_templates, flask_matcher, template_matcher
+from harness.policy import Backend, Decision, Facts, Policy, Rollout, choose
+from harness.rollout import RolloutState, RolloutStore
+from harness.settings import GatewaySettings
+from harness.sticky import StickyRules
+from shared import contract
+from shared.logs import REQUEST_ID_HEADER, request_id
+
+BACKEND_HEADER = "X-Dualstack-Backend"
+ADMIN_PREFIX = "/_gateway"
+OVERLOADED = "Service overloaded, retry later"
+_BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
+
+Control = Callable[[], AbstractAsyncContextManager[tuple[RolloutState, ASGIApp]]]
+"""Opens the rollout state (and the admin app over it) for the gateway's lifespan."""
+
+
+def wsgi_app(app: Any, threads: int) -> ASGIApp:
+    """A WSGI app as ASGI through a2wsgi, with `wsgi.input_terminated` set: the body
+    a2wsgi hands over ends where the request's does, so chunked uploads reach the app
+    whole instead of being read as empty for want of a Content-Length."""
+
+    def terminated(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return cast(ASGIApp, WSGIMiddleware(terminated, workers=threads))  # type: ignore[arg-type]
+
+
+class PoolGuard:
+    """Bounds the requests in front of the WSGI thread pool: beyond its threads plus a
+    short queue, Flask-bound requests are shed at once rather than queued into timeouts.
+    All calls happen on the event loop's thread, so a plain counter is safe."""
+
+    def __init__(
+        self, threads: int, queue: int, on_change: Callable[[int], None] = lambda n: None
+    ) -> None:
+        self.capacity = threads + queue
+        self.in_use = 0
+        self._on_change = on_change
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Yields whether a slot was free; holds it until the block ends."""
+        if self.in_use >= self.capacity:
+            yield False
+            return
+        self.in_use += 1
+        self._on_change(self.in_use)
+        try:
+            yield True
+        finally:
+            self.in_use -= 1
+            self._on_change(self.in_use)
+
+
+@dataclass(frozen=True)
+class Stacks:
+    flask: ASGIApp
+    fastapi: ASGIApp
+
+    def __getitem__(self, backend: Backend) -> ASGIApp:
+        return self.flask if backend == "flask" else self.fastapi
+
+
+class Gateway:
+    """Routes each request to one stack, says which served it, and measures it."""
+
+    def __init__(
+        self,
+        stacks: Stacks,
+        ownership: Ownership,
+        settings: GatewaySettings,
+        control: Control,
+        *,
+        metrics: GatewayMetrics | None = None,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.stacks = stacks
+        self.ownership = ownership
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self.pool = PoolGuard(
+            settings.wsgi_threads, settings.wsgi_queue, self.metrics.pool_in_use.set
+        )
+        self.metrics.pool_capacity.set(self.pool.capacity)
+        self.sticky = StickyRules(settings.sticky_rules)
+        self._control = control
+        self._draw = draw
+        self._state: RolloutState | None = None
+        self._admin: ASGIApp | None = None
+
+    @property
+    def state(self) -> RolloutState:
+        if self._state is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self._state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            if _is_admin(scope["path"]):
+                await self._serve_admin(scope, receive, send)
+            else:
+                await self._proxy(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # Only the ASGI stack can hold a websocket.
+            await self.stacks.fastapi(scope, receive, send)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        rid = request_id(headers.get(REQUEST_ID_HEADER))
+        method = scope["method"]
+        length = headers.get("content-length", "")
+        limit = self.settings.max_body_bytes
+        if length.isdigit() and int(length) > limit:
+            await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
+            return
+        body = b""
+        if method not in _BODYLESS or length not in ("", "0") or "transfer-encoding" in headers:
+            try:
+                body = await read_body(receive, limit)
+            except BodyTooLarge:
+                await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
+                return
+            except ClientGone:
+                return
+        path = scope["path"]
+        owners, route = self.ownership.resolve(path)
+        sticky = self.sticky.find(
+            path,
+            method,
+            {k: v for k, v in headers.items()},
+            body,
+            contract.is_json_content_type(headers.get("content-type")),
+        )
+        policy = Policy(self.state.current, self.settings.salt, self.settings.override_header)
+        facts = Facts(path, owners, headers.get(BACKEND_HEADER), sticky.key)
+        decision = choose(policy, facts, self._draw)
+        self.metrics.decisions.labels(decision.backend, decision.reason).inc()
+        forwarded = _forwarded_scope(scope, rid, len(sticky.body) if sticky.minted else None)
+        await self._forward(
+            decision, route, forwarded, replay(sticky.body, receive), send, rid, started
+        )
+
+    async def _forward(
+        self,
+        decision: Decision,
+        route: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        started: float,
+    ) -> None:
+        backend = decision.backend
+        status = 500
+
+        async def send_marked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self._mark(MutableHeaders(scope=message), rid, backend)
+            await send(message)
+
+        guard = self.pool.slot() if backend == "flask" else contextlib.nullcontext(True)
+        with guard as admitted:
+            if not admitted:
+                self.metrics.shed.labels(backend).inc()
+                retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
+                await self._refuse(send, rid, 503, OVERLOADED, retry)
+                return
+            in_flight = self.metrics.in_flight.labels(backend)
+            in_flight.inc()
+            try:
+                await self.stacks[backend](scope, receive, send_marked)
+            finally:
+                in_flight.dec()
+                seconds = time.perf_counter() - started
+                self.metrics.observe(backend, route, scope["method"], status, seconds)
+
+    def _mark(self, headers: MutableHeaders, rid: str, backend: str) -> None:
+        headers[REQUEST_ID_HEADER] = rid
+        if self.settings.show_backend_header:
+            headers[BACKEND_HEADER] = backend
+
+    async def _refuse(
+        self, send: Send, rid: str, status: int, message: str, extra: dict[str, str] | None = None
+    ) -> None:
+        body = json.dumps(contract.error_body(message)).encode()
+        headers = MutableHeaders(
+            {"content-type": "application/json", "content-length": str(len(body)), **(extra or {})}
+        )
+        self._mark(headers, rid, "gateway")
+        await send({"type": "http.response.start", "status": status, "headers": headers.raw})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- admin and lifespan ---------------------------------------------------------------
+
+    async def _serve_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._admin is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        # Starlette routes on the path less root_path: keep the full path, extend root_path.
+        child = {**scope, "root_path": scope.get("root_path", "") + ADMIN_PREFIX}
+        await self._admin(child, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                state, admin = await stack.enter_async_context(self._control())
+                await stack.enter_async_context(_lifespan_of(self.stacks.fastapi))
+            except Exception as exc:  # startup failed: say so, the server exits
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                return
+            self._state, self._admin = state, admin
+            self.metrics.set_rollout(state.current)
+            state.add_listener(self.metrics.set_rollout)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def _is_admin(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
+def _forwarded_scope(scope: Scope, rid: str, new_length: int | None) -> Scope:
+    """The request as the stack sees it: our request id, and a corrected Content-Length
+    when the gateway added a minted key to the body."""
+    headers = MutableHeaders(scope={"type": "http", "headers": list(scope["headers"])})
+    headers[REQUEST_ID_HEADER] = rid
+    if new_length is not None:
+        headers["content-length"] = str(new_length)
+        del headers["transfer-encoding"]
+    return {**scope, "headers": headers.raw}
+
+
+@contextlib.asynccontextmanager
+async def _lifespan_of(app: ASGIApp) -> AsyncIterator[None]:
+    """Runs an ASGI app's lifespan (startup on enter, shutdown on exit), so the gateway
+    forwards its own lifespan to the stack that has one."""
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    outbox: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def send(message: Message) -> None:
+        await outbox.put(message)
+
+    scope: Scope = {
+        "type": "lifespan",
+        "asgi": {"version": "3.0", "spec_version": "2.0"},
+        "state": {},
+    }
+
+    async def run() -> None:
+        await app(scope, inbox.get, send)
+
+    task = asyncio.create_task(run())
+
+    async def reply() -> Message:
+        getter = asyncio.ensure_future(outbox.get())
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        task.result()  # the app's own error, if it raised
+        raise RuntimeError("the app ended its lifespan without answering")
+
+    await inbox.put({"type": "lifespan.startup"})
+    answer = await reply()
+    if answer["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"startup failed: {answer.get('message', '')}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await reply()
+        await task
+
+
+def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings, *, region: str) -> Gateway:
+    """The gateway in front of a WSGI app and an ASGI app.
+
+    Route ownership comes from the apps' own routing: a Flask app's url_map, a FastAPI
+    app's routes. A WSGI app whose routes cannot be read is taken to serve every path,
+    so the percentage alone decides. The rollout lives in DynamoDB table
+    `settings.state_table`, reached through boto3's usual configuration
+    (`AWS_ENDPOINT_URL_DYNAMODB` for the local emulator).
+    """
+    flask_routes = flask_matcher(wsgi) if hasattr(wsgi, "url_map") else (lambda path: "*")
+    ownership = Ownership(flask_routes, template_matcher(asgi_templates(asgi)))
+    metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def control() -> AsyncIterator[tuple[RolloutState, ASGIApp]]:
+        config = AioConfig(
+            region_name=region,
+            connect_timeout=2,
+            read_timeout=2,
+            retries={"mode": "standard", "total_max_attempts": 2},
+        )
+        async with aioboto3.Session().client("dynamodb", config=config) as client:
+            initial = Rollout(fastapi_percent=settings.fastapi_percent)
+            state = RolloutState(
+                RolloutStore(client, settings.state_table, initial=initial),
+                interval=settings.refresh_seconds,
+            )
+            await state.start()
+            try:
+                yield state, build_admin(state, token=settings.admin_token, metrics=metrics.render)
+            finally:
+                await state.stop()
+
+    stacks = Stacks(flask=wsgi_app(wsgi, settings.wsgi_threads), fastapi=asgi)
+    return Gateway(stacks, ownership, settings, control, metrics=metrics)
