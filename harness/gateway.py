@@ -20,7 +20,7 @@ from typing import Any, cast
 import aioboto3
 from a2wsgi import WSGIMiddleware
 from aiobotocore.config import AioConfig
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.admin import build_admin
@@ -113,6 +113,20 @@ class Gateway:
         )
         self.metrics.pool_capacity.set(self.pool.capacity)
         self.sticky = StickyRules(settings.sticky_rules)
+        self._wanted_headers = frozenset(
+            [
+                b"x-request-id",
+                b"content-length",
+                b"content-type",
+                b"transfer-encoding",
+                b"x-dualstack-backend",
+                *(
+                    r.field.lower().encode("latin-1")
+                    for r in settings.sticky_rules
+                    if r.source == "header"
+                ),
+            ]
+        )
         self._control = control
         self._draw = draw
         self._state: RolloutState | None = None
@@ -140,16 +154,18 @@ class Gateway:
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        headers = Headers(scope=scope)
-        rid = request_id(headers.get(REQUEST_ID_HEADER))
+        # One pass over the raw headers for the few the gateway reads (hot path).
+        wanted = self._wanted_headers
+        headers = {n: v for n, v in scope["headers"] if n in wanted}
+        rid = request_id(_text(headers.get(b"x-request-id")))
         method = scope["method"]
-        length = headers.get("content-length", "")
+        length = _text(headers.get(b"content-length")) or ""
         limit = self.settings.max_body_bytes
         if length.isdigit() and int(length) > limit:
             await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
             return
         body = b""
-        if method not in _BODYLESS or length not in ("", "0") or "transfer-encoding" in headers:
+        if method not in _BODYLESS or length not in ("", "0") or b"transfer-encoding" in headers:
             try:
                 body = await read_body(receive, limit)
             except BodyTooLarge:
@@ -162,14 +178,14 @@ class Gateway:
         sticky = self.sticky.find(
             path,
             method,
-            {k: v for k, v in headers.items()},
+            {n.decode("latin-1"): v.decode("latin-1") for n, v in headers.items()},
             body,
-            contract.is_json_content_type(headers.get("content-type")),
+            contract.is_json_content_type(_text(headers.get(b"content-type"))),
         )
         policy = Policy(self.state.current, self.settings.salt, self.settings.override_header)
-        facts = Facts(path, owners, headers.get(BACKEND_HEADER), sticky.key)
+        facts = Facts(path, owners, _text(headers.get(b"x-dualstack-backend")), sticky.key)
         decision = choose(policy, facts, self._draw)
-        self.metrics.decisions.labels(decision.backend, decision.reason).inc()
+        self.metrics.decided(decision.backend, decision.reason)
         forwarded = _forwarded_scope(scope, rid, len(sticky.body) if sticky.minted else None)
         await self._forward(
             decision, route, forwarded, replay(sticky.body, receive), send, rid, started
@@ -187,12 +203,14 @@ class Gateway:
     ) -> None:
         backend = decision.backend
         status = 500
+        marks = self._marks(rid, backend)
 
         async def send_marked(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self._mark(MutableHeaders(scope=message), rid, backend)
+                kept = [(n, v) for n, v in message["headers"] if n.lower() not in _MARKED]
+                message = {**message, "headers": kept + marks}
             await send(message)
 
         guard = self.pool.slot() if backend == "flask" else contextlib.nullcontext(True)
@@ -202,7 +220,7 @@ class Gateway:
                 retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
                 await self._refuse(send, rid, 503, OVERLOADED, retry)
                 return
-            in_flight = self.metrics.in_flight.labels(backend)
+            in_flight = self.metrics.in_flight_of(backend)
             in_flight.inc()
             try:
                 await self.stacks[backend](scope, receive, send_marked)
@@ -210,6 +228,12 @@ class Gateway:
                 in_flight.dec()
                 seconds = time.perf_counter() - started
                 self.metrics.observe(backend, route, scope["method"], status, seconds)
+
+    def _marks(self, rid: str, backend: str) -> list[tuple[bytes, bytes]]:
+        marks = [(b"x-request-id", rid.encode("latin-1"))]
+        if self.settings.show_backend_header:
+            marks.append((b"x-dualstack-backend", backend.encode("latin-1")))
+        return marks
 
     def _mark(self, headers: MutableHeaders, rid: str, backend: str) -> None:
         headers[REQUEST_ID_HEADER] = rid
@@ -223,8 +247,8 @@ class Gateway:
         headers = MutableHeaders(
             {"content-type": "application/json", "content-length": str(len(body)), **(extra or {})}
         )
-        self._mark(headers, rid, "gateway")
-        await send({"type": "http.response.start", "status": status, "headers": headers.raw})
+        raw = [(n, v) for n, v in headers.raw if n not in _MARKED] + self._marks(rid, "gateway")
+        await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
     # -- admin and lifespan ---------------------------------------------------------------
@@ -253,6 +277,13 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
 
+_MARKED = {b"x-request-id", b"x-dualstack-backend"}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
 def _is_admin(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
@@ -260,12 +291,13 @@ def _is_admin(path: str) -> bool:
 def _forwarded_scope(scope: Scope, rid: str, new_length: int | None) -> Scope:
     """The request as the stack sees it: our request id, and a corrected Content-Length
     when the gateway added a minted key to the body."""
-    headers = MutableHeaders(scope={"type": "http", "headers": list(scope["headers"])})
-    headers[REQUEST_ID_HEADER] = rid
+    replaced = {b"x-request-id"}
+    extra = [(b"x-request-id", rid.encode("latin-1"))]
     if new_length is not None:
-        headers["content-length"] = str(new_length)
-        del headers["transfer-encoding"]
-    return {**scope, "headers": headers.raw}
+        replaced |= {b"content-length", b"transfer-encoding"}
+        extra.append((b"content-length", str(new_length).encode("latin-1")))
+    headers = [(n, v) for n, v in scope["headers"] if n not in replaced]
+    return {**scope, "headers": headers + extra}
 
 
 @contextlib.asynccontextmanager

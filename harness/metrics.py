@@ -22,6 +22,9 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self._decided: dict[tuple[str, str], Counter] = {}
+        self._in_flight: dict[str, Gauge] = {}
         r = self.registry
         self.requests = Counter(
             "dualstack_requests",
@@ -80,8 +83,32 @@ class GatewayMetrics:
 
     def observe(self, backend: str, route: str, method: str, status: int, seconds: float) -> None:
         """One finished request."""
-        self.requests.labels(backend, route, method, f"{status // 100}xx").inc()
-        self.latency.labels(backend, route).observe(seconds)
+        key = (backend, route, method, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            # labels() takes a lock and builds a key on every call: resolve each label set
+            # once (route is a template, so the set stays small).
+            children = (
+                self.requests.labels(backend, route, method, f"{status // 100}xx"),
+                self.latency.labels(backend, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def decided(self, backend: str, reason: str) -> None:
+        """One routing decision."""
+        child = self._decided.get((backend, reason))
+        if child is None:
+            child = self._decided[(backend, reason)] = self.decisions.labels(backend, reason)
+        child.inc()
+
+    def in_flight_of(self, backend: str) -> Gauge:
+        """The in-flight gauge of one backend."""
+        child = self._in_flight.get(backend)
+        if child is None:
+            child = self._in_flight[backend] = self.in_flight.labels(backend)
+        return child
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
