@@ -29,10 +29,10 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from harness.policy import Rollout, validate_percent, validate_prefix
-from shared.aws import error_code
+from shared.aws import error_code, is_store_down
 from shared.session import iso
 
 __all__ = [
@@ -66,15 +66,6 @@ so ten concurrent admins still all get through."""
 
 _BATCH = 100
 """Keys per BatchGetItem, DynamoDB's maximum."""
-
-_STORE_DOWN = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "ResourceNotFoundException",
-}
 
 Item = dict[str, Any]
 
@@ -218,11 +209,11 @@ def _is_condition_failed(exc: BaseException) -> bool:
 
 
 def _is_unavailable(exc: BaseException) -> bool:
-    # aiobotocore maps aiohttp's connection and timeout errors to botocore's.
-    if isinstance(exc, BotoCoreError | TimeoutError):
+    if is_store_down(exc):
         return True
+    # A cancelled transaction names its reasons per item instead of one error code.
     throttled = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
-    return error_code(exc) in _STORE_DOWN or bool(_cancellation_reasons(exc) & throttled)
+    return bool(_cancellation_reasons(exc) & throttled)
 
 
 # --- the store ------------------------------------------------------------------------------

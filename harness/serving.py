@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
+import httpx
 import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -107,6 +110,47 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def server_process(
+    argv: Sequence[str], *, env: Mapping[str, str], ready_path: str, cwd: str | None = None
+) -> Iterator[str]:
+    """Run a server command (`{port}` in `argv` becomes a free port) until the block ends;
+    yields its base URL once `ready_path` answers 2xx. Stops only the process it started,
+    by its PID: SIGTERM, then SIGKILL after 15 s."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - the caller's own argv
+        [arg.format(port=port) for arg in argv],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}{ready_path}", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    _, err = process.communicate()
+                    raise RuntimeError(f"{argv[0]} did not start: {err.decode()[-2000:]}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr:
+            process.stderr.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -86,8 +86,9 @@ def agent_error(exc: BaseException, settings: Settings) -> errors.ServiceError:
     return errors.AgentFailed()
 
 
-def store_error(exc: BaseException, settings: Settings) -> errors.ServiceError | None:
-    """The contract error for a failed store call, or None for a bug to surface as 500."""
+def is_store_down(exc: BaseException) -> bool:
+    """True when a DynamoDB call failed for want of the service (unreachable, timed out,
+    throttled, table missing), not because of the request: worth a retry later."""
     down = (
         EndpointConnectionError,
         ConnectTimeoutError,
@@ -97,8 +98,14 @@ def store_error(exc: BaseException, settings: Settings) -> errors.ServiceError |
         asyncio.TimeoutError,
     )
     if isinstance(exc, down) or error_code(exc) in _STORE_DOWN:
-        return errors.StoreUnavailable(retry_after=settings.store_retry_after_seconds)
-    if isinstance(exc, BotoCoreError) and not isinstance(exc, EventStreamError):
+        return True
+    # aiobotocore maps aiohttp's connection and timeout errors to botocore's.
+    return isinstance(exc, BotoCoreError) and not isinstance(exc, EventStreamError)
+
+
+def store_error(exc: BaseException, settings: Settings) -> errors.ServiceError | None:
+    """The contract error for a failed store call, or None for a bug to surface as 500."""
+    if is_store_down(exc):
         return errors.StoreUnavailable(retry_after=settings.store_retry_after_seconds)
     return None
 

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_app import create_app as create_fastapi_app
 from harness.emulators import LocalEmulators
-from harness.serving import free_port
+from harness.serving import server_process
 from legacy_flask import create_app as create_flask_app
 from shared.settings import Settings
 
@@ -26,41 +20,6 @@ from .conftest import Stacks
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-
-
-@contextmanager
-def _process(argv: list[str], env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [a.format(port=port) for a in argv],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        process.stderr.read().decode() if process.stderr else ""
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)  # only the process this test started
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
 
 
 SERVERS = {
@@ -87,7 +46,9 @@ SERVERS = {
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_stack_runs_under_its_production_server(emulators: LocalEmulators, server: str) -> None:
-    with _process(SERVERS[server], emulators.env()) as url:
+    with server_process(
+        SERVERS[server], env=emulators.env(), ready_path="/health", cwd=str(ROOT)
+    ) as url:
         health = httpx.get(f"{url}/health")
         turn = httpx.post(f"{url}/api/v1/chat", json={"message": "from a real server"}, timeout=10)
     assert health.json()["status"] == "healthy"
