@@ -30,7 +30,7 @@ from harness.ownership import Ownership, asgi_templates, flask_matcher, template
 from harness.policy import Backend, Decision, Facts, Policy, Rollout, choose
 from harness.rollout import RolloutState, RolloutStore
 from harness.settings import GatewaySettings
-from harness.sticky import StickyRules
+from harness.sticky import Sticky, StickyRules
 from shared import contract
 from shared.logs import REQUEST_ID_HEADER, request_id
 
@@ -130,6 +130,7 @@ class Gateway:
         self._control = control
         self._draw = draw
         self._state: RolloutState | None = None
+        self._policy: Policy | None = None
         self._admin: ASGIApp | None = None
 
     @property
@@ -175,14 +176,19 @@ class Gateway:
                 return
         path = scope["path"]
         owners, route = self.ownership.resolve(path)
-        sticky = self.sticky.find(
-            path,
-            method,
-            {n.decode("latin-1"): v.decode("latin-1") for n, v in headers.items()},
-            body,
-            contract.is_json_content_type(_text(headers.get(b"content-type"))),
-        )
-        policy = Policy(self.state.current, self.settings.salt, self.settings.override_header)
+        rollout = self.state.current
+        policy = self._policy_for(rollout)
+        sticky = Sticky(None, body)
+        if rollout.percent_for(path) not in (0.0, 100.0):
+            # Only a split needs the conversation key (and a minted one for a new
+            # conversation); at 0 % or 100 % every key lands on the same stack.
+            sticky = self.sticky.find(
+                path,
+                method,
+                {n.decode("latin-1"): v.decode("latin-1") for n, v in headers.items()},
+                body,
+                contract.is_json_content_type(_text(headers.get(b"content-type"))),
+            )
         facts = Facts(path, owners, _text(headers.get(b"x-dualstack-backend")), sticky.key)
         decision = choose(policy, facts, self._draw)
         self.metrics.decided(decision.backend, decision.reason)
@@ -228,6 +234,12 @@ class Gateway:
                 in_flight.dec()
                 seconds = time.perf_counter() - started
                 self.metrics.observe(backend, route, scope["method"], status, seconds)
+
+    def _policy_for(self, rollout: Rollout) -> Policy:
+        # One Policy per rollout, not per request.
+        if self._policy is None or self._policy.rollout is not rollout:
+            self._policy = Policy(rollout, self.settings.salt, self.settings.override_header)
+        return self._policy
 
     def _marks(self, rid: str, backend: str) -> list[tuple[bytes, bytes]]:
         marks = [(b"x-request-id", rid.encode("latin-1"))]
