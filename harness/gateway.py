@@ -109,9 +109,9 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.pool = PoolGuard(
-            settings.wsgi_threads, settings.wsgi_queue, self.metrics.pool_in_use.set
+            settings.wsgi_threads, settings.wsgi_queue, self.metrics.set_pool_in_use
         )
-        self.metrics.pool_capacity.set(self.pool.capacity)
+        self.metrics.pool_capacity = self.pool.capacity
         self.sticky = StickyRules(settings.sticky_rules)
         self._wanted_headers = frozenset(
             [
@@ -191,7 +191,7 @@ class Gateway:
             )
         facts = Facts(path, owners, _text(headers.get(b"x-dualstack-backend")), sticky.key)
         decision = choose(policy, facts, self._draw)
-        self.metrics.decided(decision.backend, decision.reason)
+        self.metrics.decisions[(decision.backend, decision.reason)] += 1
         forwarded = _forwarded_scope(scope, rid, len(sticky.body) if sticky.minted else None)
         await self._forward(
             decision, route, forwarded, replay(sticky.body, receive), send, rid, started
@@ -222,16 +222,16 @@ class Gateway:
         guard = self.pool.slot() if backend == "flask" else contextlib.nullcontext(True)
         with guard as admitted:
             if not admitted:
-                self.metrics.shed.labels(backend).inc()
+                self.metrics.shed[backend] += 1
                 retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
                 await self._refuse(send, rid, 503, OVERLOADED, retry)
                 return
-            in_flight = self.metrics.in_flight_of(backend)
-            in_flight.inc()
+            in_flight = self.metrics.in_flight
+            in_flight[backend] += 1
             try:
                 await self.stacks[backend](scope, receive, send_marked)
             finally:
-                in_flight.dec()
+                in_flight[backend] -= 1
                 seconds = time.perf_counter() - started
                 self.metrics.observe(backend, route, scope["method"], status, seconds)
 
