@@ -20,7 +20,6 @@ from typing import Any, cast
 import aioboto3
 from a2wsgi import WSGIMiddleware
 from aiobotocore.config import AioConfig
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.admin import build_admin
@@ -32,7 +31,7 @@ from harness.rollout import RolloutState, RolloutStore
 from harness.settings import GatewaySettings
 from harness.sticky import Sticky, StickyRules
 from shared import contract
-from shared.logs import REQUEST_ID_HEADER, request_id
+from shared.logs import request_id
 
 BACKEND_HEADER = "X-Dualstack-Backend"
 ADMIN_PREFIX = "/_gateway"
@@ -247,19 +246,14 @@ class Gateway:
             marks.append((b"x-dualstack-backend", backend.encode("latin-1")))
         return marks
 
-    def _mark(self, headers: MutableHeaders, rid: str, backend: str) -> None:
-        headers[REQUEST_ID_HEADER] = rid
-        if self.settings.show_backend_header:
-            headers[BACKEND_HEADER] = backend
-
     async def _refuse(
         self, send: Send, rid: str, status: int, message: str, extra: dict[str, str] | None = None
     ) -> None:
         body = json.dumps(contract.error_body(message)).encode()
-        headers = MutableHeaders(
-            {"content-type": "application/json", "content-length": str(len(body)), **(extra or {})}
-        )
-        raw = [(n, v) for n, v in headers.raw if n not in _MARKED] + self._marks(rid, "gateway")
+        fields = {"content-type": "application/json", "content-length": str(len(body))}
+        fields.update(extra or {})
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
+        raw += self._marks(rid, "gateway")
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
