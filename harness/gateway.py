@@ -142,7 +142,8 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            if _is_admin(scope["path"]):
+            path: str = scope["path"]
+            if path.startswith(ADMIN_PREFIX) and _is_admin(path):
                 await self._serve_admin(scope, receive, send)
             else:
                 await self._proxy(scope, receive, send)
@@ -165,9 +166,11 @@ class Gateway:
             await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
             return
         body = b""
+        consumed = False  # whether the request's messages were read here, to be replayed
         if method not in _BODYLESS or length not in ("", "0") or b"transfer-encoding" in headers:
             try:
                 body = await read_body(receive, limit)
+                consumed = True
             except BodyTooLarge:
                 await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
                 return
@@ -175,7 +178,7 @@ class Gateway:
                 return
         path = scope["path"]
         owners, route = self.ownership.resolve(path)
-        rollout = self.state.current
+        rollout = (self._state or self.state).current
         policy = self._policy_for(rollout)
         sticky = Sticky(None, body)
         if rollout.percent_for(path) not in (0.0, 100.0):
@@ -191,10 +194,10 @@ class Gateway:
         facts = Facts(path, owners, _text(headers.get(b"x-dualstack-backend")), sticky.key)
         decision = choose(policy, facts, self._draw)
         self.metrics.decisions[(decision.backend, decision.reason)] += 1
+        # Nothing read (a bodyless request): the stack reads the request itself.
+        forward_receive = replay(sticky.body, receive) if consumed else receive
         forwarded = _forwarded_scope(scope, rid, len(sticky.body) if sticky.minted else None)
-        await self._forward(
-            decision, route, forwarded, replay(sticky.body, receive), send, rid, started
-        )
+        await self._forward(decision, route, forwarded, forward_receive, send, rid, started)
 
     async def _forward(
         self,
@@ -218,7 +221,7 @@ class Gateway:
                 message = {**message, "headers": kept + marks}
             await send(message)
 
-        guard = self.pool.slot() if backend == "flask" else contextlib.nullcontext(True)
+        guard = self.pool.slot() if backend == "flask" else _ADMITTED
         with guard as admitted:
             if not admitted:
                 self.metrics.shed[backend] += 1
@@ -243,7 +246,7 @@ class Gateway:
     def _marks(self, rid: str, backend: str) -> list[tuple[bytes, bytes]]:
         marks = [(b"x-request-id", rid.encode("latin-1"))]
         if self.settings.show_backend_header:
-            marks.append((b"x-dualstack-backend", backend.encode("latin-1")))
+            marks.append(_BACKEND_MARKS[backend])
         return marks
 
     async def _refuse(
@@ -284,6 +287,10 @@ class Gateway:
 
 
 _MARKED = {b"x-request-id", b"x-dualstack-backend"}
+_BACKEND_MARKS = {
+    name: (b"x-dualstack-backend", name.encode()) for name in ("flask", "fastapi", "gateway")
+}
+_ADMITTED = contextlib.nullcontext(True)  # FastAPI-bound requests have no pool to wait for
 
 
 def _text(value: bytes | None) -> str | None:

@@ -243,3 +243,17 @@ def test_saturated_flask_is_shed_fast_and_fastapi_is_unaffected(
     first_slow_done = min(t for k, _, t in done if k == "slow")
     # Shed answers and FastAPI answers all came back while Flask was still busy.
     assert max(t for k, _, t in done if k in ("shed", "fastapi")) < first_slow_done
+
+
+def test_an_empty_post_body_reaches_the_stack(gateway: RunningGateway) -> None:
+    # The gateway reads (and so must replay) even an empty body; a stack left waiting for
+    # it would hang until the client gave up.
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        for backend in ("flask", "fastapi"):
+            response = client.post(
+                CHAT, content=b"", headers={"Content-Type": "application/json", BACKEND: backend}
+            )
+            assert (response.status_code, response.json()["error"]) == (
+                400,
+                contract.MALFORMED_JSON,
+            )
