@@ -41,14 +41,26 @@ class ASGIServer:
             app, lifespan="on", log_level="warning", access_log=False, **options
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self.exit_code: int | str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        # uvicorn exits the process (sys.exit(3)) when the app's lifespan startup fails;
+        # in a thread that is a SystemExit to keep, so start() can say what happened.
+        try:
+            self._server.run(sockets=[self._sock])
+        except SystemExit as exit_:
+            self.exit_code = exit_.code
 
     def start(self, timeout: float = 15.0) -> ASGIServer:
         """Start serving; returns once the lifespan has started and the socket accepts."""
         self._thread.start()
-        _wait_until(lambda: self._server.started, timeout, "uvicorn did not start", self._thread)
+        try:
+            _wait_until(
+                lambda: self._server.started, timeout, "uvicorn did not start", self._thread
+            )
+        except RuntimeError as error:
+            raise RuntimeError(f"{error} (exit code {self.exit_code})") from None
         return self
 
     def stop(self) -> None:

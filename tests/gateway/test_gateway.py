@@ -6,17 +6,21 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from gateway import create_gateway
+from harness.emulators import LocalEmulators
 from harness.emulators.replies import compose_reply
 from harness.policy import bucket
+from harness.serving import ASGIServer, environment
 from shared import contract
+from shared.settings import Settings
 
-from .conftest import TOKEN, RunningGateway, StartGateway
+from .conftest import TOKEN, RunningGateway, StartGateway, gateway_settings
 
 CHAT = "/api/v1/chat"
 BACKEND = "x-dualstack-backend"
@@ -257,3 +261,17 @@ def test_an_empty_post_body_reaches_the_stack(gateway: RunningGateway) -> None:
                 400,
                 contract.MALFORMED_JSON,
             )
+
+
+def test_a_missing_rollout_table_fails_start_up(
+    emulators: LocalEmulators, make_settings: Callable[..., Settings]
+) -> None:
+    # The rollout store is read at start-up: without it the gateway must not start
+    # serving with a made-up percentage.
+    settings = gateway_settings(state_table=f"missing_{uuid.uuid4().hex[:8]}")
+    with environment(emulators.env()):
+        app = create_gateway(make_settings(), settings)
+        server = ASGIServer(app)
+        with pytest.raises(RuntimeError, match=r"uvicorn did not start \(exit code 3\)"):
+            server.start(timeout=20)
+    server.stop()
