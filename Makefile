@@ -7,12 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-$(UV_VERSION)
 
-.PHONY: help install run emulators test lint format clean
+.PHONY: help install run emulators test lint format clean parity bench
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
 	@echo "make test   run the whole test suite"
 	@echo "make lint   ruff, mypy and the import contracts"
+	@echo "make parity replay the parity corpus against both stacks; reports in reports/parity/"
+	@echo "make bench  the standard load-test comparison; reports in reports/bench/"
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,12 @@ emulators: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+parity: $(STAMP)
+	$(PY) -m parity_tests --report reports/parity
+
+bench: $(STAMP)
+	$(PY) -m load_test bench --report reports/bench --json reports/bench/results.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
