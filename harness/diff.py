@@ -24,7 +24,9 @@ which stack sorts its keys):
   number, `true` is not 1;
 - same type, different scalar: `value` (breaking);
 - a list holding the same elements in another order: one `order` difference (breaking) at the
-  list, instead of a value difference per index. Otherwise lists are compared index by index;
+  list, instead of a value difference per index (given rules, the fields they ignore or mark
+  volatile are left out of that judgement: a timestamp in every element cannot hide a
+  reordering). Otherwise lists are compared index by index;
   an index only in the legacy list is `missing` (breaking), one only in the candidate's is
   `added` and also breaking: a list that grew is changed data, not a new field.
 
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -128,6 +130,9 @@ class Wildcard(Enum):
 
 Segment = str | int | Wildcard
 """A parsed path segment: a key, a list index, or (in patterns only) a wildcard."""
+
+Mask = Callable[[str], bool]
+"""Tells whether a path's value is compared loosely (an ignored or volatile field)."""
 
 _QUOTED_CHARS = frozenset('.[]"\\*')
 _INDEX = re.compile(r"\[(0|[1-9][0-9]*)\]")
@@ -247,7 +252,20 @@ def _canonical(value: Any) -> str:
     return json.dumps(_normalized(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _compare_json(legacy: Any, candidate: Any, path: str, out: list[Difference]) -> None:
+def _masked_canonical(value: Any, path: str, mask: Mask) -> str:
+    # The element's leaves relative to the element itself, so elements from different
+    # indexes compare; the masked leaves are dropped (a volatile timestamp in every element
+    # must not make a reordered list look like changed values).
+    leaves = flatten(value, path)
+    kept = sorted(
+        (leaf[len(path) :], _normalized(item)) for leaf, item in leaves.items() if not mask(leaf)
+    )
+    return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+
+
+def _compare_json(
+    legacy: Any, candidate: Any, path: str, out: list[Difference], mask: Mask | None = None
+) -> None:
     kind = json_type(legacy)
     if kind != json_type(candidate):
         out.append(Difference(path, "type", legacy, candidate, "breaking"))
@@ -259,15 +277,15 @@ def _compare_json(legacy: Any, candidate: Any, path: str, out: list[Difference])
             elif key not in legacy:
                 out.append(Difference(below, "added", None, candidate[key], "additive"))
             else:
-                _compare_json(legacy[key], candidate[key], below, out)
+                _compare_json(legacy[key], candidate[key], below, out, mask)
     elif kind == "array":
-        _compare_lists(legacy, candidate, path, out)
+        _compare_lists(legacy, candidate, path, out, mask)
     elif legacy != candidate:
         out.append(Difference(path, "value", legacy, candidate, "breaking"))
 
 
 def _compare_lists(
-    legacy: list[Any], candidate: list[Any], path: str, out: list[Difference]
+    legacy: list[Any], candidate: list[Any], path: str, out: list[Difference], mask: Mask | None
 ) -> None:
     # Order is judged on whole elements before descending, or a reordering would show up as
     # a value difference at every index it moved.
@@ -278,6 +296,13 @@ def _compare_lists(
     if sorted(mine) == sorted(theirs):
         out.append(Difference(path, "order", legacy, candidate, "breaking"))
         return
+    if mask is not None:
+        # Elements that differ only in loosely compared fields: judge order without them.
+        mine = [_masked_canonical(v, f"{path}[{i}]", mask) for i, v in enumerate(legacy)]
+        theirs = [_masked_canonical(v, f"{path}[{i}]", mask) for i, v in enumerate(candidate)]
+        if mine != theirs and sorted(mine) == sorted(theirs):
+            out.append(Difference(path, "order", legacy, candidate, "breaking"))
+            return
     for index in range(max(len(legacy), len(candidate))):
         below = f"{path}[{index}]"
         if index >= len(candidate):
@@ -287,7 +312,7 @@ def _compare_lists(
                 Difference(below, "added", None, candidate[index], "breaking", LONGER_LIST_REASON)
             )
         else:
-            _compare_json(legacy[index], candidate[index], below, out)
+            _compare_json(legacy[index], candidate[index], below, out, mask)
 
 
 def _reject_constant(name: str) -> Any:
@@ -307,13 +332,15 @@ def _text(body: bytes) -> str:
     return body.decode("utf-8", errors="backslashreplace")
 
 
-def _compare_bodies(legacy: bytes, candidate: bytes, out: list[Difference]) -> None:
+def _compare_bodies(
+    legacy: bytes, candidate: bytes, out: list[Difference], mask: Mask | None = None
+) -> None:
     mine_ok, mine = _parse(legacy)
     theirs_ok, theirs = _parse(candidate)
     if mine_ok and theirs_ok:
         found: list[Difference] = []
         try:
-            _compare_json(mine, theirs, "$", found)
+            _compare_json(mine, theirs, "$", found, mask)
         except RecursionError:
             # Nesting the parser took but the walk cannot: no real API answers this way, and
             # the bytes still tell whether a client could see a difference.
@@ -369,12 +396,14 @@ def _compare_headers(
             out.append(Difference(path, kind, old, new, "breaking"))
 
 
-def _compare(legacy: Reply, candidate: Reply, headers: Iterable[str]) -> list[Difference]:
+def _compare(
+    legacy: Reply, candidate: Reply, headers: Iterable[str], mask: Mask | None = None
+) -> list[Difference]:
     out: list[Difference] = []
     if legacy.status != candidate.status:
         out.append(Difference("status", "status", legacy.status, candidate.status, "breaking"))
     _compare_headers(legacy.headers, candidate.headers, headers, out)
-    _compare_bodies(legacy.body, candidate.body, out)
+    _compare_bodies(legacy.body, candidate.body, out, mask)
     return out
 
 
@@ -405,11 +434,13 @@ def diff(
     one, `endpoint` such as "GET /health" scoping the last), recording matches in `usage`;
     `now` (epoch seconds, the clock when None) is what volatile timestamps must be close to.
     A difference no rule decided, at or below one of the `noise` paths (from `noisy_paths`),
-    is classed "noise".
+    is classed "noise". A list whose elements differ only in ignored or volatile fields and
+    in their order is one `order` difference, as if those fields were equal.
     """
     noisy = tuple(noise)
     classed: list[Difference] = []
-    for difference in _compare(legacy, candidate, headers):
+    mask = rules.masks if rules is not None else None
+    for difference in _compare(legacy, candidate, headers, mask):
         verdict = None
         if rules is not None:
             verdict = rules.match(difference, endpoint, now=now, usage=usage)

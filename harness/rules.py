@@ -300,6 +300,13 @@ class Rules:
         for pattern in self.ignore:
             _validate_pattern(pattern)
 
+    def masks(self, path: str) -> bool:
+        """True when an ignore or volatile rule covers `path`: its value is never compared
+        exactly, so it cannot tell list elements apart either."""
+        return any(matches(p, path) for p in self.ignore) or any(
+            matches(v.path, path) for v in self.volatile
+        )
+
     def entries(self) -> tuple[Rule, ...]:
         """Every rule, in the order they are tried."""
         return (*self.ignore, *self.volatile, *self.expected)

@@ -287,6 +287,31 @@ def test_a_reordered_inner_list_is_reported_inside_its_element() -> None:
     ]
 
 
+def test_volatile_fields_cannot_hide_a_reordered_list() -> None:
+    # Each entry carries its own timestamp, different on every run: with the rule saying so,
+    # the reordering is still one order difference, not a value difference per index.
+    rules = Rules(volatile=(Volatile("$.h[*].at", "iso8601"),))
+    legacy = {
+        "h": [{"t": "a", "at": "2026-01-01T00:00:00"}, {"t": "b", "at": "2026-01-01T00:00:01"}]
+    }
+    moved = {
+        "h": [{"t": "b", "at": "2026-01-02T00:00:00"}, {"t": "a", "at": "2026-01-02T00:00:01"}]
+    }
+    assert diff(reply(legacy), reply(moved), rules=rules) == [
+        Difference("$.h", "order", legacy["h"], moved["h"], "breaking")
+    ]
+    # Same order, only the volatile field differs: index by index, classed by the rule.
+    same = {"h": [{"t": "a", "at": "2026-01-02T00:00:00"}, {"t": "b", "at": "2026-01-02T00:00:01"}]}
+    assert [
+        (d.path, d.kind, d.severity) for d in diff(reply(legacy), reply(same), rules=rules)
+    ] == [
+        ("$.h[0].at", "value", "noise"),
+        ("$.h[1].at", "value", "noise"),
+    ]
+    # Without the rule the timestamps make the elements different: compared by index.
+    assert {d.kind for d in diff(reply(legacy), reply(moved))} == {"value"}
+
+
 def test_a_shorter_list_misses_elements_and_a_longer_one_is_breaking_too() -> None:
     assert diff(reply({"l": [1, 2, 3]}), reply({"l": [1]})) == [
         Difference("$.l[1]", "missing", 2, None, "breaking"),

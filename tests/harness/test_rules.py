@@ -574,3 +574,14 @@ def test_describe_names_each_kind_of_rule() -> None:
         describe(Expected("$.e", "why")),
         describe(Expected("$.e", "why", kind="added")),
     ] == ["ignore $.a", "volatile $.t (timestamp)", "expected $.e: why", "expected $.e added: why"]
+
+
+def test_masks_covers_ignored_and_volatile_paths_only() -> None:
+    rules = Rules(
+        ignore=("$.debug.**",),
+        volatile=(Volatile("$.h[*].at", "iso8601"),),
+        expected=(Expected("$.version", "each stack has its own"),),
+    )
+    assert [
+        rules.masks(path) for path in ("$.debug.a.b", "$.h[3].at", "$.h[3].text", "$.version")
+    ] == [True, True, False, False]

@@ -1,0 +1,429 @@
+"""Replay the corpus against both stacks and diff every answer.
+
+Each case is run twice per round: the legacy run (steps for the stack under test go to
+Flask) and the candidate run (they go to FastAPI); steps pinned to a stack go there in both.
+Step by step, the legacy answer is diffed against the candidate's with `harness.diff`, after
+the run's fresh ids are put back as their placeholders, so `{session}` in one run compares
+equal to `{session}` in the other while a stack that answers with another id still differs.
+
+With `repeat` > 1 the rounds alternate which run goes first (ABBA); the latency samples are
+the steps that went to the stack under test. With `noise_check`, a second legacy run (each
+request sent to Flask twice, in a conversation of its own so neither disturbs the other)
+tells which paths differ between two legacy answers: those are noise for that step.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import httpx
+
+from harness.diff import DEFAULT_HEADERS, Difference, Reply, diff, flatten, noisy_paths
+from harness.rules import Rules, RuleUsage
+from parity_tests.corpus import Case, Stack, Step, fill, fill_value, id_names
+from parity_tests.latency import Comparison, abba, gate
+from parity_tests.targets import Endpoint, Targets
+
+Role = Literal["legacy", "candidate"]
+
+HEADERS: tuple[str, ...] = (*DEFAULT_HEADERS, "x-request-id")
+"""The headers compared: the diff engine's chosen ones and the echoed request id."""
+
+CHUNK_BYTES = 8192
+DEFAULT_TIMEOUT_SECONDS = 120.0
+_MIN_SUBSTITUTED = 8
+"""Captured values shorter than this are not put back as placeholders: a short value (a "1")
+would also match unrelated text."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to run: rounds per case, the noise check, the latency gate, and how long to wait
+    for one answer (a hung agent takes the stack's agent timeout times its attempts)."""
+
+    repeat: int = 1
+    noise_check: bool = False
+    max_latency_ratio: float | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One step's answer in one run: the reply (placeholders put back) or why there is none."""
+
+    stack: Stack
+    reply: Reply | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of a case: both answers of the first round, and what differed in any round."""
+
+    index: int
+    endpoint: str
+    legacy: Answer
+    candidate: Answer
+    differences: tuple[Difference, ...] = ()
+    noise: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """A case's steps, its problems (no answer, an answer not of the expected status, a
+    capture that found nothing) and its latency samples per stack."""
+
+    case: Case
+    steps: tuple[StepResult, ...]
+    problems: tuple[str, ...] = ()
+    samples: Mapping[Stack, tuple[float, ...]] = field(default_factory=dict)
+
+    @property
+    def differences(self) -> list[tuple[int, Difference]]:
+        """Every difference with its step number (1-based)."""
+        return [(step.index, d) for step in self.steps for d in step.differences]
+
+    @property
+    def unexpected(self) -> list[tuple[int, Difference]]:
+        """The breaking differences: what a client written against legacy could trip on."""
+        return [(i, d) for i, d in self.differences if d.severity == "breaking"]
+
+    @property
+    def failed(self) -> bool:
+        """True when the case shows an unexpected difference or could not be judged."""
+        return bool(self.problems or self.unexpected)
+
+    @property
+    def latency(self) -> Comparison:
+        """Both stacks' spreads over this case's samples."""
+        return Comparison.of(self.samples.get("flask", ()), self.samples.get("fastapi", ()))
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything a run found: per-case results, stale rules and the latency verdict."""
+
+    target: str
+    options: Options
+    results: tuple[CaseResult, ...]
+    stale_rules: tuple[str, ...]
+    seconds: float
+
+    @property
+    def latency(self) -> Comparison:
+        """Both stacks' spreads over every sample of every case."""
+        flask = [s for r in self.results for s in r.samples.get("flask", ())]
+        fastapi = [s for r in self.results for s in r.samples.get("fastapi", ())]
+        return Comparison.of(flask, fastapi)
+
+    @property
+    def latency_failure(self) -> str | None:
+        """Why the latency gate failed, or None."""
+        return gate(self.latency, self.options.max_latency_ratio)
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        """The cases with unexpected differences or problems."""
+        return [r for r in self.results if r.failed]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when parity holds, 1 when a case failed or the latency gate did."""
+        return 1 if self.failed or self.latency_failure else 0
+
+
+class Sender:
+    """Sends requests to both stacks over kept-alive connections; a context manager."""
+
+    def __init__(self, targets: Targets, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.targets = targets
+        self.timeout = timeout
+        self._clients: dict[Stack, httpx.Client] = {}
+
+    def _client(self, stack: Stack) -> httpx.Client:
+        if stack not in self._clients:
+            endpoint: Endpoint = self.targets.endpoint(stack)
+            self._clients[stack] = httpx.Client(
+                base_url=endpoint.base_url,
+                headers=dict(endpoint.headers),
+                timeout=self.timeout,
+            )
+        return self._clients[stack]
+
+    def send(self, stack: Stack, step: Step, values: Mapping[str, str]) -> Reply:
+        """Send `step`'s request, placeholders filled from `values`; httpx.HTTPError when no
+        answer came."""
+        request = step.request
+        headers = {name: fill(text, values) for name, text in request.headers}
+        content: bytes | Iterator[bytes] | None = None
+        if request.body_kind == "json":
+            text = json.dumps(fill_value(request.body, values), ensure_ascii=False)
+            content = text.encode("utf-8", "surrogatepass")
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+        elif request.body_kind == "text":
+            content = fill(str(request.body), values).encode("utf-8", "surrogatepass")
+        elif request.body_kind == "base64":
+            content = base64.b64decode(str(request.body))
+        if request.chunked and isinstance(content, bytes):
+            content = _chunks(content)
+        started = time.perf_counter()
+        response = self._client(stack).request(
+            request.method, fill(request.path, values), headers=headers, content=content
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return Reply(
+            response.status_code,
+            {name: response.headers[name] for name in response.headers},
+            response.content,
+            elapsed_ms,
+        )
+
+    def close(self) -> None:
+        """Close every connection."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _chunks(content: bytes) -> Iterator[bytes]:
+    for start in range(0, len(content), CHUNK_BYTES):
+        yield content[start : start + CHUNK_BYTES]
+
+
+def fresh_ids(case: Case) -> dict[str, str]:
+    """A new id for every placeholder the case uses, valid wherever an id is."""
+    return {name: f"p{name[0]}-{secrets.token_hex(10)}" for name in sorted(id_names(case))}
+
+
+def put_back(reply: Reply, values: Mapping[str, str]) -> Reply:
+    """`reply` with each of the run's values written as its `{placeholder}` again."""
+    body = reply.body
+    headers = dict(reply.headers)
+    for name, value in sorted(values.items(), key=lambda item: -len(item[1])):
+        if len(value) < _MIN_SUBSTITUTED:
+            continue
+        body = body.replace(value.encode(), ("{" + name + "}").encode())
+        headers = {k: v.replace(value, "{" + name + "}") for k, v in headers.items()}
+    return Reply(reply.status, headers, body, reply.elapsed_ms)
+
+
+def _capture(step: Step, reply: Reply, values: dict[str, str]) -> list[str]:
+    problems = []
+    try:
+        leaves = flatten(json.loads(reply.body)) if step.capture else {}
+    except ValueError:
+        leaves = {}
+    for name, path in step.capture:
+        value = leaves.get(path)
+        if isinstance(value, str):
+            values[name] = value
+        else:
+            problems.append(f"capture {name}: no string at {path} in the reply")
+    return problems
+
+
+@dataclass
+class _Run:
+    role: Role
+    answers: list[Answer]
+    problems: list[str]
+    samples: list[float]
+
+
+def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
+    """One run of `case`: every step in order, with fresh ids; a step with no answer ends
+    the run (the next steps would only say the same)."""
+    values = fresh_ids(case)
+    answers: list[Answer] = []
+    problems: list[str] = []
+    samples: list[float] = []
+    default: Stack = "flask" if role == "legacy" else "fastapi"
+    for number, step in enumerate(case.steps, start=1):
+        stack = step.stack or default
+        try:
+            raw = sender.send(stack, step, values)
+        except httpx.HTTPError as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            answers.append(Answer(stack, None, reason))
+            problems.append(f"step {number}: {role} run: no answer from {stack}: {reason}")
+            break
+        problems += [f"step {number}: {role} run: {p}" for p in _capture(step, raw, values)]
+        answers.append(Answer(stack, put_back(raw, values)))
+        if step.stack is None:
+            samples.append(raw.elapsed_ms)
+    return _Run(role, answers, problems, samples)
+
+
+def _key(difference: Difference) -> tuple[str, str, str]:
+    return difference.path, difference.kind, difference.severity
+
+
+Pair = tuple[Answer, Answer, list[Difference]]
+
+
+def _diff_runs(
+    case: Case,
+    legacy: _Run,
+    candidate: _Run,
+    rules: Rules,
+    noise: list[set[str]],
+    usage: RuleUsage | None,
+) -> list[Pair]:
+    # zip stops at the shorter run: a step without an answer ended it.
+    pairs: list[Pair] = []
+    for index, (step, mine, theirs) in enumerate(
+        zip(case.steps, legacy.answers, candidate.answers, strict=False)
+    ):
+        found: list[Difference] = []
+        if mine.reply is not None and theirs.reply is not None:
+            found = diff(
+                mine.reply,
+                theirs.reply,
+                headers=HEADERS,
+                rules=rules,
+                noise=sorted(noise[index]),
+                endpoint=step.request.endpoint,
+                usage=usage,
+            )
+        pairs.append((mine, theirs, found))
+    return pairs
+
+
+def _unexpected_statuses(case: Case, pairs: list[Pair]) -> list[str]:
+    problems = []
+    for number, (step, (mine, _, _)) in enumerate(zip(case.steps, pairs, strict=False), start=1):
+        status = mine.reply.status if mine.reply is not None else None
+        if step.status is not None and status is not None and status != step.status:
+            problems.append(
+                f"step {number}: the legacy answer is {status}, the case expects {step.status}"
+            )
+    return problems
+
+
+def _with_new(step: StepResult, found: list[Difference]) -> StepResult:
+    # A later round adds only what the first did not show (a flaky difference).
+    known = {_key(d) for d in step.differences}
+    extra = tuple(d for d in found if _key(d) not in known)
+    return replace(step, differences=step.differences + extra) if extra else step
+
+
+def run_case(
+    case: Case,
+    sender: Sender,
+    rules: Rules,
+    options: Options = Options(),
+    usage: RuleUsage | None = None,
+) -> CaseResult:
+    """Run `case` (`options.repeat` rounds, ABBA) and diff each step's answers. The steps
+    keep the first round's answers, and the differences seen in any round."""
+    noise: list[set[str]] = [set() for _ in case.steps]
+    if options.noise_check:
+        first, second = run_steps(case, "legacy", sender), run_steps(case, "legacy", sender)
+        for index, (a, b) in enumerate(zip(first.answers, second.answers, strict=False)):
+            if a.reply is not None and b.reply is not None:
+                noise[index] = noisy_paths(a.reply, b.reply, headers=HEADERS)
+    samples: dict[Stack, list[float]] = {"flask": [], "fastapi": []}
+    steps: list[StepResult] = []
+    problems: list[str] = []
+    for round_number, order in enumerate(abba(options.repeat)):
+        runs: dict[Role, _Run] = {}
+        for stack in order:
+            role: Role = "legacy" if stack == "flask" else "candidate"
+            runs[role] = run_steps(case, role, sender)
+            samples[stack] += runs[role].samples
+        legacy, candidate = runs["legacy"], runs["candidate"]
+        problems += [p for p in legacy.problems + candidate.problems if p not in problems]
+        pairs = _diff_runs(case, legacy, candidate, rules, noise, usage)
+        if round_number == 0:
+            problems += _unexpected_statuses(case, pairs)
+            steps = [
+                StepResult(
+                    index + 1,
+                    case.steps[index].request.endpoint,
+                    mine,
+                    theirs,
+                    tuple(found),
+                    tuple(sorted(noise[index])),
+                )
+                for index, (mine, theirs, found) in enumerate(pairs)
+            ]
+        else:
+            steps = [
+                _with_new(step, found) for step, (_, _, found) in zip(steps, pairs, strict=False)
+            ] + steps[len(pairs) :]
+    return CaseResult(
+        case,
+        tuple(steps),
+        tuple(problems),
+        {stack: tuple(values) for stack, values in samples.items()},
+    )
+
+
+Progress = Callable[[int, int, CaseResult], None]
+
+
+def run(
+    cases: list[Case],
+    targets: Targets,
+    rules: Rules,
+    options: Options = Options(),
+    progress: Progress | None = None,
+) -> RunReport:
+    """Run every case against `targets`; `progress(done, total, result)` after each."""
+    usage = RuleUsage()
+    started = time.perf_counter()
+    results: list[CaseResult] = []
+    with Sender(targets, options.timeout) as sender:
+        for case in cases:
+            result = run_case(case, sender, rules, options, usage)
+            results.append(result)
+            if progress is not None:
+                progress(len(results), len(cases), result)
+    return RunReport(
+        targets.label,
+        options,
+        tuple(results),
+        tuple(usage.stale(rules)),
+        time.perf_counter() - started,
+    )
+
+
+def render(result: CaseResult) -> str:
+    """A case's problems and differences (ignored ones left out) as readable lines."""
+    lines = [f"{result.case.id}: {'FAILED' if result.failed else 'ok'}"]
+    lines += [f"  problem: {problem}" for problem in result.problems]
+    for step in result.steps:
+        shown = [d for d in step.differences if d.severity != "ignored"]
+        if not shown:
+            continue
+        lines.append(
+            f"  step {step.index} {step.endpoint} "
+            f"(legacy: {step.legacy.stack}, candidate: {step.candidate.stack})"
+        )
+        for d in shown:
+            reason = f"  [{d.reason}]" if d.reason else ""
+            legacy = "(absent)" if d.kind in ("added", "header_added") else _brief(d.legacy)
+            absent = d.kind in ("missing", "header_missing")
+            candidate = "(absent)" if absent else _brief(d.candidate)
+            lines.append(
+                f"    {d.severity:<9} {d.kind:<14} {d.path}: {legacy} -> {candidate}{reason}"
+            )
+    return "\n".join(lines)
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,217 @@
+"""The command line: exit codes, one-line setup errors, the report files, stale rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.serving import free_port
+from parity_tests.cli import main
+from parity_tests.corpus import Case, select
+
+from .conftest import Rewrite, Stacks, json_change
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(stacks: Stacks) -> list[str]:
+    return [
+        "--flask-url",
+        stacks.targets.flask.base_url,
+        "--fastapi-url",
+        stacks.targets.fastapi.base_url,
+    ]
+
+
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # one line, no traceback
+    assert lines[0].startswith("python -m parity_tests: error: ")
+    return lines[0]
+
+
+def test_an_unreachable_url_is_a_setup_error(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["--flask-url", url, "--fastapi-url", url]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"flask at {url} is unreachable" in line
+
+
+def test_an_unreachable_gateway_is_a_setup_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--gateway-url", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert "unreachable" in _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cases: [\n  {name: x\n", "bad.yaml: invalid YAML at line"),
+        ("cases:\n  - {name: x, request: {path: nope}}\n", "cases[0] (x).request.path: must start"),
+        ("cases:\n  - {name: x, request: {path: /a, bodyy: 1}}\n", "unknown field 'bodyy'"),
+        ("cases:\n  - {name: x, steps: []}\n", "cases[0] (x).steps: must be a non-empty list"),
+        ("cases:\n  - {name: 'a b', request: {path: /}}\n", "cases[0].name: 'a b' is not"),
+        (
+            "cases:\n  - {name: x, request: {path: /}, stack: django}\n",
+            "cases[0] (x).stack: must be flask or fastapi, not 'django'",
+        ),
+        (
+            "cases:\n  - {name: x, request: {path: /}, capture: {s: session_id}}\n",
+            "cases[0] (x).capture.s: bad path 'session_id'",
+        ),
+        ("hello: []\n", "bad.yaml: must be a mapping with one key, 'cases'"),
+    ],
+)
+def test_a_bad_corpus_is_a_setup_error_naming_file_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    # No target is reached: the corpus is checked before anything starts.
+    assert main(["--corpus", str(tmp_path), "--gateway-url", "http://127.0.0.1:9"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert str(tmp_path / "bad.yaml") in line
+    assert expected in line
+
+
+def test_a_case_name_used_twice_is_a_setup_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yaml").write_text("cases:\n  - {name: x, request: {path: /}}\n")
+    (tmp_path / "b.yaml").write_text("cases:\n  - {name: x, request: {path: /health}}\n")
+    assert main(["--corpus", str(tmp_path), "--list"]) == 2
+    assert "case 'x' is also in" in _one_line_error(capsys.readouterr().err)
+
+
+def test_bad_rules_are_a_setup_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("volatile:\n  - {path: $.a, check: uuid4}\n")
+    assert main(["--rules", str(rules), "--gateway-url", "http://127.0.0.1:9"]) == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert f"{rules}: volatile[0] ($.a): unknown check 'uuid4'" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--repeat", "0"],
+        ["--max-latency-ratio", "-1"],
+        ["--flask-url", "http://127.0.0.1:1"],
+        ["--gateway-url", "ftp://example"],
+        ["--case", "no-such-case-anywhere", "--list"],
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(str(exit_.code))
+    assert code == 2
+    _one_line_error(capsys.readouterr().err)
+
+
+def test_stale_rules_are_reported(
+    stacks: Stacks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        (ROOT / "parity_tests" / "rules.yaml").read_text()
+        + "  - path: $.never_answered\n    reason: nothing answers this\n"
+    )
+    report = tmp_path / "report"
+    with stacks.alter():
+        code = main([*_args(stacks), "--rules", str(rules), "-k", "health/health-head"])
+    out = capsys.readouterr().out
+    assert code == 0  # stale rules are reported, not failures
+    assert "stale rules: " in out
+    assert "expected $.never_answered: nothing answers this" in out
+    assert "result: PASS" in out
+    # The report says so too.
+    with stacks.alter():
+        main(
+            [
+                *_args(stacks),
+                "--rules",
+                str(rules),
+                "-k",
+                "health/health-head",
+                "--report",
+                str(report),
+            ]
+        )
+    summary = json.loads((report / "report.json").read_text())["summary"]
+    assert "expected $.never_answered: nothing answers this" in summary["stale_rules"]
+
+
+def test_the_cli_fails_an_altered_stack_and_writes_its_reports(
+    stacks: Stacks, corpus: list[Case], tmp_path: Path
+) -> None:
+    def reworded(method: str, path: str, status: int, data: dict[str, object]) -> None:
+        if data.get("error") == "Message is required":
+            data["error"] = "Message is missing"
+
+    pattern = "validation/message-"
+    selected = [case.id for case in select(corpus, [pattern])]
+    # Every case whose answer is "Message is required", and only those.
+    failing = {
+        f"validation/message-{name}"
+        for name in ("missing", "missing-with-other-fields", "null", "empty", "blank")
+    } | {"validation/message-blank-newlines-tabs"}
+    assert failing < set(selected)
+    with stacks.alter(fastapi=lambda app: Rewrite(app, json_change(reworded))):
+        command = [sys.executable, "-m", "parity_tests", *_args(stacks), "-k", pattern]
+        done = subprocess.run(
+            [*command, "--report", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    # stderr is not a terminal: one plain progress line per case, no carriage returns.
+    progress = done.stderr.splitlines()
+    assert len(progress) == len(selected) and "\r" not in done.stderr
+    assert progress[-1].startswith(f"[{len(selected):>3}/{len(selected)}] ")
+    assert f"result: FAIL, {len(failing)} of {len(selected)} cases" in done.stdout
+    assert '$.error: "Message is required" -> "Message is missing"' in done.stdout
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["summary"]["failed_cases"]) == failing
+    assert report["summary"]["exit_code"] == 1
+    assert [case["id"] for case in report["cases"]] == selected
+    missing = next(case for case in report["cases"] if case["id"] == "validation/message-missing")
+    breaking = [d for d in missing["steps"][0]["differences"] if d["severity"] == "breaking"]
+    assert breaking == [
+        {
+            "step": 1,
+            "path": "$.error",
+            "kind": "value",
+            "severity": "breaking",
+            "legacy": "Message is required",
+            "candidate": "Message is missing",
+            "reason": "",
+        }
+    ]
+
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    testcases = suite.findall("testcase")
+    assert len(testcases) == len(selected) == int(suite.get("tests", "0"))
+    failed = {
+        f"validation/{case.get('name')}" for case in testcases if case.find("failure") is not None
+    }
+    assert failed == failing
+
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!doctype html>")
+    assert 'id="validation/message-missing"' in page  # a side-by-side block for it
+    assert "Message is missing" in page and "<svg" in page
+    assert "http://" not in page.replace(stacks.targets.flask.base_url, "").replace(
+        stacks.targets.fastapi.base_url, ""
+    ).replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched from elsewhere
