@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import json
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, cast
 
 import aioboto3
@@ -26,10 +26,10 @@ from harness.admin import build_admin
 from harness.body import BodyTooLarge, ClientGone, read_body, replay
 from harness.metrics import GatewayMetrics
 from harness.ownership import Ownership, asgi_templates, flask_matcher, template_matcher
-from harness.policy import Backend, Decision, Facts, Policy, Rollout, choose
+from harness.policy import Backend, Facts, Policy, Rollout, choose
 from harness.rollout import RolloutState, RolloutStore
 from harness.settings import GatewaySettings
-from harness.sticky import Sticky, StickyRules
+from harness.sticky import StickyRules
 from shared import contract
 from shared.logs import request_id
 
@@ -66,19 +66,17 @@ class PoolGuard:
         self.in_use = 0
         self._on_change = on_change
 
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[bool]:
-        """Yields whether a slot was free; holds it until the block ends."""
+    def acquire(self) -> bool:
+        """Takes a slot if one is free; whether it did. Each taken slot is released once."""
         if self.in_use >= self.capacity:
-            yield False
-            return
+            return False
         self.in_use += 1
         self._on_change(self.in_use)
-        try:
-            yield True
-        finally:
-            self.in_use -= 1
-            self._on_change(self.in_use)
+        return True
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._on_change(self.in_use)
 
 
 @dataclass(frozen=True)
@@ -130,6 +128,7 @@ class Gateway:
         self._draw = draw
         self._state: RolloutState | None = None
         self._policy: Policy | None = None
+        self._apps: dict[str, ASGIApp] = {"flask": stacks.flask, "fastapi": stacks.fastapi}
         self._admin: ASGIApp | None = None
 
     @property
@@ -139,14 +138,14 @@ class Gateway:
         return self._state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(ADMIN_PREFIX) and _is_admin(path):
                 await self._serve_admin(scope, receive, send)
             else:
                 await self._proxy(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
         elif scope["type"] == "websocket":
             # Only the ASGI stack can hold a websocket.
             await self.stacks.fastapi(scope, receive, send)
@@ -154,20 +153,30 @@ class Gateway:
     # -- requests -------------------------------------------------------------------------
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        # One pass over the raw headers for the few the gateway reads (hot path).
+        # The hot path: every proxied request runs it, so it stays flat (few calls, no
+        # comprehensions or context managers, no objects beyond the decision's own).
+        started = perf_counter()
         wanted = self._wanted_headers
-        headers = {n: v for n, v in scope["headers"] if n in wanted}
-        rid = request_id(_text(headers.get(b"x-request-id")))
+        headers: dict[bytes, bytes] = {}
+        forwarded_headers: list[tuple[bytes, bytes]] = []  # all but our own request id
+        for header in scope["headers"]:
+            name = header[0]
+            if name in wanted:
+                headers[name] = header[1]
+                if name == b"x-request-id":
+                    continue
+            forwarded_headers.append(header)
+        given = headers.get(b"x-request-id")
+        rid = request_id(None if given is None else given.decode("latin-1"))
         method = scope["method"]
-        length = _text(headers.get(b"content-length")) or ""
+        length = headers.get(b"content-length", b"")
         limit = self.settings.max_body_bytes
         if length.isdigit() and int(length) > limit:
             await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
             return
         body = b""
         consumed = False  # whether the request's messages were read here, to be replayed
-        if method not in _BODYLESS or length not in ("", "0") or b"transfer-encoding" in headers:
+        if method not in _BODYLESS or length not in (b"", b"0") or b"transfer-encoding" in headers:
             try:
                 body = await read_body(receive, limit)
                 consumed = True
@@ -179,9 +188,13 @@ class Gateway:
         path = scope["path"]
         owners, route = self.ownership.resolve(path)
         rollout = (self._state or self.state).current
-        policy = self._policy_for(rollout)
-        sticky = Sticky(None, body)
-        if rollout.percent_for(path) not in (0.0, 100.0):
+        policy = self._policy
+        if policy is None or policy.rollout is not rollout:  # one Policy per rollout
+            policy = self._policy = Policy(
+                rollout, self.settings.salt, self.settings.override_header
+            )
+        key: str | None = None
+        if len(owners) != 1 and rollout.percent_for(path) not in (0.0, 100.0):
             # Only a split needs the conversation key (and a minted one for a new
             # conversation); at 0 % or 100 % every key lands on the same stack.
             sticky = self.sticky.find(
@@ -191,63 +204,56 @@ class Gateway:
                 body,
                 contract.is_json_content_type(_text(headers.get(b"content-type"))),
             )
-        facts = Facts(path, owners, _text(headers.get(b"x-dualstack-backend")), sticky.key)
-        decision = choose(policy, facts, self._draw)
-        self.metrics.decisions[(decision.backend, decision.reason)] += 1
-        # Nothing read (a bodyless request): the stack reads the request itself.
-        forward_receive = replay(sticky.body, receive) if consumed else receive
-        forwarded = _forwarded_scope(scope, rid, len(sticky.body) if sticky.minted else None)
-        await self._forward(decision, route, forwarded, forward_receive, send, rid, started)
+            key = sticky.key
+            if sticky.minted:  # the body grew by the minted key
+                body = sticky.body
+                forwarded_headers = [h for h in forwarded_headers if h[0] not in _LENGTH_HEADERS]
+                forwarded_headers.append((b"content-length", str(len(body)).encode()))
+        override = headers.get(b"x-dualstack-backend")
+        facts = Facts(path, owners, None if override is None else override.decode("latin-1"), key)
+        backend, reason, _ = choose(policy, facts, self._draw)
+        metrics = self.metrics
+        metrics.decisions[(backend, reason)] += 1
 
-    async def _forward(
-        self,
-        decision: Decision,
-        route: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        rid: str,
-        started: float,
-    ) -> None:
-        backend = decision.backend
+        flask = backend == "flask"
+        if flask and not self.pool.acquire():
+            metrics.shed[backend] += 1
+            retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
+            await self._refuse(send, rid, 503, OVERLOADED, retry)
+            return
+        raw_rid = rid.encode("latin-1")
+        forwarded_headers.append((b"x-request-id", raw_rid))
+        forwarded = dict(scope)
+        forwarded["headers"] = forwarded_headers
+        marks = [(b"x-request-id", raw_rid)]
+        if self.settings.show_backend_header:
+            marks.append(_BACKEND_MARKS[backend])
         status = 500
-        marks = self._marks(rid, backend)
 
         async def send_marked(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                kept = [(n, v) for n, v in message["headers"] if n.lower() not in _MARKED]
-                message = {**message, "headers": kept + marks}
+                # The message is ours to change once sent (as Starlette's middleware do).
+                kept = marks.copy()
+                for header in message["headers"]:
+                    if header[0].lower() not in _MARKED:
+                        kept.append(header)
+                message["headers"] = kept
             await send(message)
 
-        guard = self.pool.slot() if backend == "flask" else _ADMITTED
-        with guard as admitted:
-            if not admitted:
-                self.metrics.shed[backend] += 1
-                retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
-                await self._refuse(send, rid, 503, OVERLOADED, retry)
-                return
-            in_flight = self.metrics.in_flight
-            in_flight[backend] += 1
-            try:
-                await self.stacks[backend](scope, receive, send_marked)
-            finally:
-                in_flight[backend] -= 1
-                seconds = time.perf_counter() - started
-                self.metrics.observe(backend, route, scope["method"], status, seconds)
-
-    def _policy_for(self, rollout: Rollout) -> Policy:
-        # One Policy per rollout, not per request.
-        if self._policy is None or self._policy.rollout is not rollout:
-            self._policy = Policy(rollout, self.settings.salt, self.settings.override_header)
-        return self._policy
-
-    def _marks(self, rid: str, backend: str) -> list[tuple[bytes, bytes]]:
-        marks = [(b"x-request-id", rid.encode("latin-1"))]
-        if self.settings.show_backend_header:
-            marks.append(_BACKEND_MARKS[backend])
-        return marks
+        in_flight = metrics.in_flight
+        in_flight[backend] += 1
+        try:
+            # Nothing read (a bodyless request): the stack reads the request itself.
+            await self._apps[backend](
+                forwarded, replay(body, receive) if consumed else receive, send_marked
+            )
+        finally:
+            in_flight[backend] -= 1
+            if flask:
+                self.pool.release()
+            metrics.observe(backend, route, method, status, perf_counter() - started)
 
     async def _refuse(
         self, send: Send, rid: str, status: int, message: str, extra: dict[str, str] | None = None
@@ -256,7 +262,9 @@ class Gateway:
         fields = {"content-type": "application/json", "content-length": str(len(body))}
         fields.update(extra or {})
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in fields.items()]
-        raw += self._marks(rid, "gateway")
+        raw.append((b"x-request-id", rid.encode("latin-1")))
+        if self.settings.show_backend_header:
+            raw.append(_BACKEND_MARKS["gateway"])
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
@@ -286,11 +294,11 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-_MARKED = {b"x-request-id", b"x-dualstack-backend"}
+_MARKED = frozenset({b"x-request-id", b"x-dualstack-backend"})
+_LENGTH_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _BACKEND_MARKS = {
     name: (b"x-dualstack-backend", name.encode()) for name in ("flask", "fastapi", "gateway")
 }
-_ADMITTED = contextlib.nullcontext(True)  # FastAPI-bound requests have no pool to wait for
 
 
 def _text(value: bytes | None) -> str | None:
@@ -299,18 +307,6 @@ def _text(value: bytes | None) -> str | None:
 
 def _is_admin(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
-
-
-def _forwarded_scope(scope: Scope, rid: str, new_length: int | None) -> Scope:
-    """The request as the stack sees it: our request id, and a corrected Content-Length
-    when the gateway added a minted key to the body."""
-    replaced = {b"x-request-id"}
-    extra = [(b"x-request-id", rid.encode("latin-1"))]
-    if new_length is not None:
-        replaced |= {b"content-length", b"transfer-encoding"}
-        extra.append((b"content-length", str(new_length).encode("latin-1")))
-    headers = [(n, v) for n, v in scope["headers"] if n not in replaced]
-    return {**scope, "headers": headers + extra}
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import random
 import sys
 import threading
 
@@ -59,4 +59,6 @@ def request_id(header: str | None) -> str:
     """The client's `X-Request-ID` when well-formed, else a new one."""
     if header and is_identifier(header):
         return header
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a tenth of the cost
+    # 128 random bits without a system call per request (os.urandom costs one). Ids need
+    # to be unique, not secret; `random` reseeds itself in every forked worker.
+    return f"{random.getrandbits(128):032x}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import sys
 
 import pytest
@@ -45,3 +47,24 @@ def test_request_id(header: str | None, kept: bool) -> None:
     rid = request_id(header)
     assert (rid == header) is kept
     assert 1 <= len(rid) <= 128
+
+
+def test_minted_request_ids_are_distinct_128_bit_hex() -> None:
+    minted = {request_id(None) for _ in range(10_000)}
+    assert len(minted) == 10_000
+    assert all(re.fullmatch("[0-9a-f]{32}", rid) for rid in minted)
+
+
+def test_a_forked_worker_mints_other_ids_than_its_parent() -> None:
+    # Worker processes fork from one parent: ids must not repeat across them.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then leave without running pytest's teardown
+        os.write(write, request_id(None).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    assert re.fullmatch("[0-9a-f]{32}", child)
+    assert child != request_id(None)
