@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import aioboto3
 import structlog
@@ -28,8 +29,18 @@ VERSION = "2.0.0"
 log = structlog.get_logger("fastapi_app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the migrated app; its aioboto3 clients live as long as the lifespan."""
+StoreFactory = Callable[[Any, Settings], AsyncSessionStore]
+"""Builds the session store over the app's aioboto3 DynamoDB client."""
+
+
+def create_app(
+    settings: Settings | None = None, *, store: StoreFactory = AsyncSessionStore
+) -> FastAPI:
+    """Build the migrated app; its aioboto3 clients live as long as the lifespan.
+
+    `store` builds the session store from the DynamoDB client the lifespan opened: tools
+    that need to watch or alter what the app writes (the parity suite's self-tests) wrap
+    the client there, instead of reaching into the running app."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
 
@@ -45,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             app.state.services = Services(
                 settings=settings,
-                store=AsyncSessionStore(dynamodb, settings),
+                store=store(dynamodb, settings),
                 agent=AsyncAgentClient(runtime, settings),
                 agent_endpoint=str(runtime.meta.endpoint_url),
                 version=VERSION,

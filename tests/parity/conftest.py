@@ -10,7 +10,6 @@ and off around their runs."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -132,28 +131,15 @@ class AlteredClient:
 
 
 class StoreTap:
-    """Wraps a FastAPI app: once its lifespan has built the services, the session store is
-    rebuilt over an `AlteredClient` (the app has no store injection point), kept in
-    `self.client` for tests to alter."""
+    """Builds the FastAPI app's session store over an `AlteredClient`, through the app's
+    `store` factory, and keeps that client in `self.client` for tests to alter."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self) -> None:
         self.client: AlteredClient | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def swap(message: dict[str, Any]) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                services = self.app.state.services
-                self.client = AlteredClient(services.store._client)
-                store = AsyncSessionStore(self.client, services.settings)
-                self.app.state.services = dataclasses.replace(services, store=store)
-            await send(message)
-
-        await self.app(scope, receive, swap)
+    def __call__(self, dynamodb: Any, settings: Settings) -> AsyncSessionStore:
+        self.client = AlteredClient(dynamodb)
+        return AsyncSessionStore(self.client, settings)
 
 
 class Switch:
@@ -281,8 +267,8 @@ def stacks(emulators: LocalEmulators) -> Iterator[Stacks]:
     parts: dict[str, Any] = {}
 
     def build_fastapi(settings: Settings) -> Any:
-        parts["tap"] = StoreTap(create_fastapi_app(settings))
-        parts["switch"] = Switch(parts["tap"])
+        parts["tap"] = StoreTap()
+        parts["switch"] = Switch(create_fastapi_app(settings, store=parts["tap"]))
         return parts["switch"]
 
     def build_flask(settings: Settings) -> Any:
