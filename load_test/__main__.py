@@ -1,0 +1,200 @@
+"""`python -m load_test`: what each stack and the gateway sustain, measured side by side.
+
+    python -m load_test bench [--report DIR] [--json PATH]
+        the standard comparison: Flask on gunicorn (sync workers, threads), Flask through
+        a2wsgi, FastAPI on uvicorn and the gateway at 50 %; 64 and 256 users; chat turns;
+        200 ms agent latency; the client's own ceiling first.
+    python -m load_test run --target fastapi-uvicorn --users 32 --duration 10
+    python -m load_test run --url mine=http://127.0.0.1:8000 --rate 50,100 --duration 20
+
+Exit status: 0 when every run was measured (errors the servers answered are figures, not
+failures), 2 on a usage or set-up error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from load_test import report, targets
+from load_test.comparison import Plan, compare
+from load_test.engine import ClosedLoop, Load, OpenLoop
+from load_test.progress import say
+from load_test.scenarios import SCENARIOS
+from load_test.targets import CEILING, STANDARD_TARGETS, Workers
+
+_DEFAULTS = {
+    "bench": {"users": "64,256", "duration": 20.0, "ramp_up": 5.0, "ceiling": True},
+    "run": {"users": "10", "duration": 10.0, "ramp_up": 1.0, "ceiling": False},
+}
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas: {text!r}"
+        ) from None
+    if not values or any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers: {text!r}")
+    return values
+
+
+def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    defaults = _DEFAULTS[command]
+    workers = Workers()
+    what = parser.add_argument_group("what to measure")
+    what.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help=f"targets to start: {', '.join(STANDARD_TARGETS)}, gateway-N (N %% to FastAPI), "
+        f"{CEILING}" + (" (default: the standard five)" if command == "bench" else ""),
+    )
+    what.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a server already running elsewhere (the tool starts nothing for it)",
+    )
+    what.add_argument("--scenario", choices=SCENARIOS, default="chat")
+    what.add_argument("--turns", type=int, default=5, help="turns per conversation (chat)")
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--users",
+        type=_numbers,
+        default=_numbers(str(defaults["users"])),
+        help=f"closed loop: concurrent users, comma-separated (default {defaults['users']})",
+    )
+    load.add_argument(
+        "--rate", type=_numbers, default=None, help="open loop instead: arrivals per second"
+    )
+    load.add_argument("--duration", type=float, default=defaults["duration"], help="seconds")
+    load.add_argument("--requests", type=int, default=None, help="a request count instead")
+    load.add_argument("--ramp-up", type=float, default=defaults["ramp_up"], help="seconds")
+    load.add_argument("--max-in-flight", type=int, default=1000, help="open loop's cap")
+    load.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
+    load.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
+    ceiling = parser.add_argument_group("the client's ceiling")
+    ceiling.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=defaults["ceiling"],
+        help="measure the client against a trivial server first",
+    )
+    ceiling.add_argument(
+        "--ceiling-duration", type=float, default=None, help="seconds (default: up to 10)"
+    )
+    servers = parser.add_argument_group("servers")
+    servers.add_argument("--agent-latency-ms", type=float, default=200.0)
+    servers.add_argument(
+        "--dynamodb-url",
+        default=None,
+        help="a DynamoDB to use instead of moto's (e.g. DynamoDB Local, much faster)",
+    )
+    servers.add_argument("--sync-workers", type=int, default=workers.sync_workers)
+    servers.add_argument("--workers", type=int, default=workers.workers)
+    servers.add_argument("--threads", type=int, default=workers.threads, help="per gthread worker")
+    servers.add_argument("--wsgi-threads", type=int, default=workers.wsgi_threads, help="a2wsgi's")
+    servers.add_argument("--log-level", default="WARNING", help="the stacks' LOG_LEVEL")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", type=Path, default=None, metavar="PATH", help="raw figures")
+    out.add_argument("--report", type=Path, default=None, metavar="DIR", help="HTML report")
+    out.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `bench` and `run`, with the same options and other defaults."""
+    parser = argparse.ArgumentParser(
+        prog="python -m load_test",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("bench", "the standard comparison"), ("run", "a one-off measurement")):
+        _add_options(commands.add_parser(name, help=help_), name)
+    return parser
+
+
+def _loads(args: argparse.Namespace, duration: float | None, ramp_up: float) -> tuple[Load, ...]:
+    requests = args.requests
+    if requests is not None:
+        duration = None
+    if args.rate:
+        return tuple(OpenLoop(rate, duration, requests, args.max_in_flight) for rate in args.rate)
+    return tuple(ClosedLoop(int(users), duration, requests, ramp_up) for users in args.users)
+
+
+def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
+    """The plan the arguments describe; ValueError when they do not add up."""
+    names = [name.strip() for text in args.target for name in text.split(",") if name.strip()]
+    urls = tuple(targets.parse_url_target(text) for text in args.url)
+    if args.command == "bench" and not names and not urls:
+        names = list(STANDARD_TARGETS)
+    if not names and not urls:
+        raise ValueError("name a --target or a --url")
+    unknown = [name for name in names if not targets.is_known(name)]
+    if unknown:
+        raise ValueError(f"unknown target(s): {', '.join(unknown)}")
+    loads = _loads(args, args.duration, args.ramp_up)
+    ceiling_loads: tuple[Load, ...] = ()
+    if args.ceiling:
+        duration = args.ceiling_duration or min(args.duration, 10.0)
+        users = [int(u) for u in args.users] if not args.rate else [min(args.max_in_flight, 256)]
+        ramp = min(args.ramp_up, 2.0)
+        ceiling_loads = tuple(ClosedLoop(u, duration, None, ramp) for u in users)
+    return Plan(
+        targets=tuple(dict.fromkeys(names)),
+        loads=loads,
+        urls=urls,
+        scenario=args.scenario,
+        turns=args.turns,
+        timeout_s=args.timeout,
+        agent_latency_ms=args.agent_latency_ms,
+        dynamodb_url=args.dynamodb_url,
+        workers=Workers(args.sync_workers, args.workers, args.threads, args.wsgi_threads),
+        ceiling_loads=ceiling_loads,
+        log_dir=log_dir,
+        log_level=args.log_level,
+        pause_s=args.pause,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, measure, print the table, write what was asked for."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="load_test_") as scratch:
+        log_dir = (args.report / "logs") if args.report else Path(scratch)
+        try:
+            plan = plan_from(args, log_dir)
+        except ValueError as error:
+            parser.error(str(error))
+        stream = None if args.quiet else sys.stderr
+        try:
+            bench = compare(plan, stream)
+        except (RuntimeError, OSError) as error:
+            say(sys.stderr, f"error: {error}")
+            return 2
+        except KeyboardInterrupt:
+            say(sys.stderr, "interrupted; the servers were stopped")
+            return 130
+    print(report.format_table(bench))
+    print(f"wall time {bench.wall_s:.0f} s")
+    if args.json:
+        report.write_json(bench, args.json)
+        say(sys.stderr, f"wrote {args.json}")
+    if args.report:
+        path = report.write_html(bench, args.report)
+        say(sys.stderr, f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

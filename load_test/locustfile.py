@@ -1,0 +1,80 @@
+"""The load test's scenarios for locust, for teams that already run it (and for load that
+one machine cannot generate: locust's master and workers spread it over several).
+
+    locust -f load_test/locustfile.py --host http://127.0.0.1:8000 ChatConversations
+    locust -f load_test/locustfile.py --headless -u 64 -r 16 -t 60s --host URL ChatConversations
+
+Name the user class: without one, locust runs both classes, half the users each.
+
+The users are the ones `python -m load_test` simulates (`load_test.scenarios`): chat
+conversations of `LOAD_TEST_TURNS` turns (5), continued through the `session_id` answered,
+and health checks. Errors are counted as failures by kind: the status, or the exception.
+Importing this module imports locust, which patches the standard library for gevent: load
+it only through locust.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from locust import FastHttpUser, constant, task
+
+from load_test.client import Response
+from load_test.scenarios import ChatScenario, HealthScenario, User
+
+_numbers = itertools.count()
+
+
+class _ScenarioUser(FastHttpUser):
+    abstract = True
+    wait_time = constant(0)  # closed loop, as `python -m load_test`
+    name = "request"
+
+    def make_user(self, number: int) -> User:
+        """The scenario's user behind this locust user."""
+        raise NotImplementedError
+
+    def on_start(self) -> None:
+        """Each locust user plays one scenario user."""
+        self.user = self.make_user(next(_numbers))
+
+    @task
+    def send(self) -> None:
+        """One request of the scenario; a non-2xx/3xx answer is a failure."""
+        request = self.user.next_request()
+        with self.client.request(
+            request.method,
+            request.path,
+            data=request.body.decode() or None,
+            headers=dict(request.headers),
+            name=self.name,
+            catch_response=True,
+        ) as answer:
+            status = answer.status_code or 0
+            headers = {name.lower(): value for name, value in answer.headers.items()}
+            self.user.observe(Response(status, headers, answer.content or b"") if status else None)
+            if status == 0:
+                answer.failure(f"connection: {answer.error}")
+            elif status >= 400:
+                answer.failure(f"status {status}")
+
+
+class ChatConversations(_ScenarioUser):
+    """Chat turns: new and continuing conversations."""
+
+    name = "chat turn"
+
+    def make_user(self, number: int) -> User:
+        """A chat user holding conversations one after another."""
+        return ChatScenario(int(os.environ.get("LOAD_TEST_TURNS", "5"))).new_user(number)
+
+
+class HealthChecks(_ScenarioUser):
+    """`GET /health`."""
+
+    name = "health"
+
+    def make_user(self, number: int) -> User:
+        """A health-polling user."""
+        return HealthScenario().new_user(number)

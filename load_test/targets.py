@@ -1,0 +1,331 @@
+"""The servers under test, started by the tool on loopback, each in its own processes.
+
+Every target runs its production server as a subprocess in a session of its own (so its
+workers are found, measured and stopped with it, by its process group id): Flask on
+gunicorn with sync workers or with threads, Flask alone behind a2wsgi on uvicorn, FastAPI
+on uvicorn, and the gateway at a given percentage. They share one set of emulators with
+the agent latency of the run: moto's DynamoDB and the agent emulator in a process each, so
+neither competes with the other or with the client for a GIL, and each one's CPU can be
+read apart. Stacks are named by import string only: this package imports neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from harness.emulators.dynamodb import ExternalDynamoDB
+from harness.serving import free_port
+
+CORES = os.cpu_count() or 2
+STANDARD_TARGETS = (
+    "flask-gunicorn-sync",
+    "flask-gunicorn-threads",
+    "flask-a2wsgi",
+    "fastapi-uvicorn",
+    "gateway-50",
+)
+CEILING = "client-ceiling"
+_GATEWAY = re.compile(r"gateway-(\d{1,3}(?:\.\d+)?)")
+_TARGET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Process and thread counts. Defaults for this machine's cores: gunicorn's own advice
+    (2 x cores + 1) for sync workers, which block on every call; one process per core for
+    the others, with `threads` threads per gthread worker and `wsgi_threads` in a2wsgi's
+    pool (the gateway's default, 10) per process."""
+
+    sync_workers: int = 2 * CORES + 1
+    workers: int = CORES
+    threads: int = 16
+    wsgi_threads: int = 10
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to start a target: `argv` (`{port}` is replaced), extra environment, and the
+    path that answers 2xx once it serves."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    ready_path: str
+    describe: str
+
+
+def is_known(name: str) -> bool:
+    """Whether the tool can start a target by that name."""
+    return name in STANDARD_TARGETS or name == CEILING or gateway_percent(name) is not None
+
+
+def gateway_percent(name: str) -> float | None:
+    """50.0 for "gateway-50"; None for any other name."""
+    match = _GATEWAY.fullmatch(name)
+    if match is None or float(match.group(1)) > 100:
+        return None
+    return float(match.group(1))
+
+
+def launch(name: str, workers: Workers) -> Launch:
+    """The command line of target `name` on `127.0.0.1:{port}`."""
+    python: tuple[str, ...] = (sys.executable, "-m")
+    uvicorn: tuple[str, ...] = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log")
+    uvicorn += ("--log-level", "warning", "--workers", str(workers.workers))
+    gunicorn: tuple[str, ...] = (*python, "gunicorn", "legacy_flask:create_app()")
+    gunicorn += ("--bind", "127.0.0.1:{port}", "--backlog", "2048")
+    argv: tuple[str, ...]
+    if name == "flask-gunicorn-sync":
+        n = workers.sync_workers
+        argv = (*gunicorn, "--worker-class", "sync", "--workers", str(n))
+        return Launch(argv, {}, "/health", f"gunicorn, {n} sync workers")
+    if name == "flask-gunicorn-threads":
+        n, t = workers.workers, workers.threads
+        argv = (*gunicorn, "--worker-class", "gthread", "--workers", str(n), "--threads", str(t))
+        return Launch(argv, {}, "/health", f"gunicorn, {n} gthread workers x {t} threads")
+    if name == "flask-a2wsgi":
+        argv = (*python, "uvicorn", "--factory", "load_test.a2wsgi_app:create_app", *uvicorn)
+        env = {"LOAD_TEST_WSGI_THREADS": str(workers.wsgi_threads)}
+        describe = f"uvicorn, {workers.workers} workers, a2wsgi {workers.wsgi_threads} threads"
+        return Launch(argv, env, "/health", describe)
+    if name == "fastapi-uvicorn":
+        argv = (*python, "uvicorn", "fastapi_app.main:app", *uvicorn)
+        return Launch(argv, {}, "/health", f"uvicorn, {workers.workers} workers")
+    if name == CEILING:
+        argv = (*python, "load_test.trivial", "--port", "{port}")
+        return Launch(argv, {}, "/", "trivial asyncio server answering at once")
+    percent = gateway_percent(name)
+    if percent is None:
+        raise ValueError(f"unknown target {name!r}")
+    argv = (*python, "uvicorn", "gateway:app", *uvicorn)
+    env = {
+        "GATEWAY_FASTAPI_PERCENT": f"{percent:g}",
+        "GATEWAY_WSGI_THREADS": str(workers.wsgi_threads),
+        # A table of its own: an earlier run's percentage must not override this one's.
+        "GATEWAY_STATE_TABLE": f"load_gateway_{uuid.uuid4().hex[:10]}",
+    }
+    describe = (
+        f"uvicorn, {workers.workers} workers, {percent:g} % FastAPI, "
+        f"a2wsgi {workers.wsgi_threads} threads"
+    )
+    return Launch(argv, env, "/health", describe)
+
+
+def cpu_seconds(group: int) -> float | None:
+    """CPU seconds (user + system) used so far by the live processes of process group
+    `group`, from /proc; None where /proc cannot tell (not Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+class ServerProcess:
+    """A server command in a process group of its own, stopped by its id (SIGTERM, then
+    SIGKILL after `grace_s`); its output goes to `log_path`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        stdout: int | IO[bytes] | None = None,
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(  # noqa: S603 - our own argv
+            [arg.format(port=self.port) for arg in argv],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else self._log,
+            stderr=self._log,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The leader's process id, which is also its group's."""
+        return self.process.pid
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the group (workers included)."""
+        return cpu_seconds(self.pid)
+
+    def wait_ready(self, path: str, timeout_s: float = 60.0) -> None:
+        """Return once `path` answers 2xx; RuntimeError (with the log's tail) if the process
+        exits or the timeout passes first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                httpx.get(f"{self.url}{path}", timeout=2).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}") from None
+                time.sleep(0.1)
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The end of the process's output."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_bytes()[-size:].decode(errors="replace")
+        return ""
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Stop the group: SIGTERM to it, SIGKILL if it is still there after `grace_s`."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.process.wait()
+        # Workers a killed leader left behind are in its group still.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        if self.process.stdout:
+            self.process.stdout.close()
+        self._log.close()
+
+
+@dataclass
+class Emulators:
+    """The emulators' environment for the stacks, and their processes by role
+    ("dynamodb", "agent"; only "agent" when DynamoDB runs elsewhere)."""
+
+    env: dict[str, str]
+    processes: dict[str, ServerProcess]
+
+    def create_table(self, name: str) -> None:
+        """Create a table (the session table's schema) in the emulated DynamoDB."""
+        dynamodb = ExternalDynamoDB(self.env["AWS_ENDPOINT_URL_DYNAMODB"])
+        dynamodb.create_table(name, self.env["AWS_REGION"])
+
+    def cpu_seconds(self) -> dict[str, float | None]:
+        """CPU seconds used so far by each emulator process."""
+        return {role: process.cpu_seconds() for role, process in self.processes.items()}
+
+
+@contextlib.contextmanager
+def emulators_process(
+    agent_latency_ms: float, log_dir: Path, dynamodb_url: str | None = None
+) -> Iterator[Emulators]:
+    """The emulators with that agent latency, until the block ends: moto's DynamoDB and the
+    agent emulator in a process each (`python -m load_test.emulators`), or with
+    `dynamodb_url` that DynamoDB (DynamoDB Local, say) and the agent emulator only."""
+    python = (sys.executable, "-m", "load_test.emulators")
+    with contextlib.ExitStack() as stack:
+        processes: dict[str, ServerProcess] = {}
+        if dynamodb_url is None:
+            dynamodb = ServerProcess(
+                "dynamodb",
+                (*python, "dynamodb"),
+                env={},
+                log_path=log_dir / "dynamodb.log",
+                stdout=subprocess.PIPE,
+            )
+            stack.callback(dynamodb.stop)
+            processes["dynamodb"] = dynamodb
+            dynamodb_url = _read_exports(dynamodb, "AWS_ENDPOINT_URL_DYNAMODB")[
+                "AWS_ENDPOINT_URL_DYNAMODB"
+            ]
+        agent = ServerProcess(
+            "agent",
+            (*python, "--latency-ms", f"{agent_latency_ms:g}", "--dynamodb-url", dynamodb_url),
+            env={},
+            log_path=log_dir / "agent.log",
+            stdout=subprocess.PIPE,
+        )
+        stack.callback(agent.stop)
+        processes["agent"] = agent
+        env = _read_exports(agent, "AWS_DEFAULT_REGION")
+        yield Emulators(env, processes)
+
+
+def _read_exports(process: ServerProcess, last: str) -> dict[str, str]:
+    # The emulators print `export NAME=value` lines once they serve, `last` last.
+    assert process.process.stdout is not None
+    env: dict[str, str] = {}
+    for raw in process.process.stdout:
+        name, _, value = raw.decode().strip().removeprefix("export ").partition("=")
+        env[name] = value
+        if name == last:
+            return env
+    raise RuntimeError(f"the emulators did not start:\n{process.log_tail()}")
+
+
+@dataclass
+class Target:
+    """A server to measure: started by the tool (`process`) or given by URL."""
+
+    name: str
+    url: str
+    describe: str
+    process: ServerProcess | None = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU used so far by the target's processes (None for a target given by URL)."""
+        return self.process.cpu_seconds() if self.process else None
+
+
+@contextlib.contextmanager
+def started(
+    name: str,
+    *,
+    workers: Workers,
+    emulators: Emulators | None,
+    log_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Target]:
+    """Target `name` running on loopback until the block ends."""
+    spec = launch(name, workers)
+    env = {**(emulators.env if emulators else {}), **spec.env, **(extra_env or {})}
+    if emulators is not None and "GATEWAY_STATE_TABLE" in spec.env:
+        emulators.create_table(spec.env["GATEWAY_STATE_TABLE"])
+    process = ServerProcess(name, spec.argv, env=env, log_path=log_dir / f"{name}.log")
+    try:
+        process.wait_ready(spec.ready_path)
+        yield Target(name, process.url, spec.describe, process)
+    finally:
+        process.stop()
+
+
+def parse_url_target(text: str) -> Target:
+    """`name=http://host:port` (from `--url`) as a target the tool does not start."""
+    name, sep, url = text.partition("=")
+    if not sep or not _TARGET_NAME.fullmatch(name) or not url.startswith("http://"):
+        raise ValueError(f"expected name=http://host:port, got {text!r}")
+    return Target(name, url.rstrip("/"), f"given: {url}")

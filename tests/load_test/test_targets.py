@@ -1,0 +1,124 @@
+"""How targets are started (pure), and one started for real."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from load_test import targets
+from load_test.targets import Launch, Workers
+
+PY = (sys.executable, "-m")
+UVICORN = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning")
+GUNICORN = (*PY, "gunicorn", "legacy_flask:create_app()", "--bind", "127.0.0.1:{port}")
+WORKERS = Workers(sync_workers=5, workers=2, threads=16, wsgi_threads=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "flask-gunicorn-sync",
+            Launch(
+                (*GUNICORN, "--backlog", "2048", "--worker-class", "sync", "--workers", "5"),
+                {},
+                "/health",
+                "gunicorn, 5 sync workers",
+            ),
+        ),
+        (
+            "flask-gunicorn-threads",
+            Launch(
+                (*GUNICORN, "--backlog", "2048", "--worker-class", "gthread", "--workers", "2",
+                 "--threads", "16"),
+                {},
+                "/health",
+                "gunicorn, 2 gthread workers x 16 threads",
+            ),
+        ),
+        (
+            "flask-a2wsgi",
+            Launch(
+                (*PY, "uvicorn", "--factory", "load_test.a2wsgi_app:create_app", *UVICORN,
+                 "--workers", "2"),
+                {"LOAD_TEST_WSGI_THREADS": "10"},
+                "/health",
+                "uvicorn, 2 workers, a2wsgi 10 threads",
+            ),
+        ),
+        (
+            "fastapi-uvicorn",
+            Launch(
+                (*PY, "uvicorn", "fastapi_app.main:app", *UVICORN, "--workers", "2"),
+                {},
+                "/health",
+                "uvicorn, 2 workers",
+            ),
+        ),
+        (
+            "client-ceiling",
+            Launch(
+                (*PY, "load_test.trivial", "--port", "{port}"),
+                {},
+                "/",
+                "trivial asyncio server answering at once",
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_launch(name: str, expected: Launch) -> None:
+    assert targets.launch(name, WORKERS) == expected
+
+
+def test_each_gateway_gets_its_percentage_and_a_table_of_its_own() -> None:
+    first, second = (targets.launch("gateway-37.5", WORKERS) for _ in range(2))
+    assert first.argv == (*PY, "uvicorn", "gateway:app", *UVICORN, "--workers", "2")
+    assert {k: v for k, v in first.env.items() if k != "GATEWAY_STATE_TABLE"} == {
+        "GATEWAY_FASTAPI_PERCENT": "37.5",
+        "GATEWAY_WSGI_THREADS": "10",
+    }
+    assert first.env["GATEWAY_STATE_TABLE"] != second.env["GATEWAY_STATE_TABLE"]
+
+
+@pytest.mark.parametrize(
+    ("name", "percent"),
+    [("gateway-50", 50.0), ("gateway-0", 0.0), ("gateway-100", 100.0), ("gateway-12.5", 12.5),
+     ("gateway-101", None), ("gateway-", None), ("gateway-x", None), ("fastapi-uvicorn", None)],
+)  # fmt: skip
+def test_gateway_percent(name: str, percent: float | None) -> None:
+    assert targets.gateway_percent(name) == percent
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [("flask-gunicorn-sync", True), ("gateway-50", True), ("client-ceiling", True),
+     ("flask", False), ("gateway-200", False)],
+)  # fmt: skip
+def test_is_known(name: str, known: bool) -> None:
+    assert targets.is_known(name) is known
+
+
+def test_url_targets() -> None:
+    target = targets.parse_url_target("staging=http://10.0.0.5:8000/")
+    assert (target.name, target.url, target.process) == ("staging", "http://10.0.0.5:8000", None)
+    assert target.cpu_seconds() is None
+    for bad in ("http://10.0.0.5", "x=https://secure", "sp ace=http://h:1"):
+        with pytest.raises(ValueError, match="name=http"):
+            targets.parse_url_target(bad)
+
+
+def test_a_started_target_serves_is_measured_and_is_gone_after(tmp_path: Path) -> None:
+    with targets.started(
+        "client-ceiling", workers=WORKERS, emulators=None, log_dir=tmp_path
+    ) as target:
+        assert httpx.get(target.url).status_code == 200
+        assert target.process is not None
+        cpu = target.cpu_seconds()
+        assert cpu is not None and cpu >= 0
+        process = target.process.process
+    assert process.poll() is not None
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(target.url)
