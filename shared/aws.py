@@ -48,6 +48,7 @@ def agent_config(settings: Settings, config_class: type[C] = Config) -> C:  # ty
         connect_timeout=settings.agent_connect_timeout_seconds,
         read_timeout=settings.agent_timeout_seconds,
         retries={"mode": "standard", "total_max_attempts": settings.agent_max_attempts},
+        max_pool_connections=settings.aws_max_pool_connections,
     )
 
 
@@ -58,7 +59,7 @@ def store_config(settings: Settings, config_class: type[C] = Config) -> C:  # ty
         connect_timeout=settings.store_timeout_seconds,
         read_timeout=settings.store_timeout_seconds,
         retries={"mode": "standard", "total_max_attempts": settings.store_max_attempts},
-        max_pool_connections=64,
+        max_pool_connections=settings.aws_max_pool_connections,
     )
 
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     agent_max_attempts: int = Field(default=3, ge=1)
     agent_enable_trace: bool = True
     agent_retry_after_seconds: int = Field(default=5, ge=1)
+    # Connections each AWS client (agent, store) keeps: the most calls one worker can have
+    # in flight to that service. botocore's default, 10, would cap an async worker at ten
+    # concurrent conversations.
+    aws_max_pool_connections: int = Field(default=100, ge=1)
 
     # Session store.
     store_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -114,3 +114,10 @@ def test_store_error_classification(exc: Exception, unavailable: bool) -> None:
     assert (mapped is not None) is unavailable
     if mapped is not None:
         assert (mapped.status, mapped.headers()) == (503, {"Retry-After": "3"})
+
+
+def test_both_aws_clients_keep_the_configured_number_of_connections() -> None:
+    settings = Settings(aws_max_pool_connections=37)
+    assert aws.agent_config(settings).max_pool_connections == 37
+    assert aws.store_config(settings).max_pool_connections == 37
+    assert Settings().aws_max_pool_connections > 10  # above botocore's default
