@@ -6,6 +6,9 @@
         200 ms agent latency; the client's own ceiling first.
     python -m load_test run --target fastapi-uvicorn --users 32 --duration 10
     python -m load_test run --url mine=http://127.0.0.1:8000 --rate 50,100 --duration 20
+    python -m load_test overhead [--instructions]
+        the gateway's own cost on /health: gateway-100 against FastAPI alone and gateway-0
+        against Flask through a2wsgi alone, one uvicorn worker each, side by side.
 
 Exit status: 0 when every run was measured (errors the servers answered are figures, not
 failures), 2 on a usage or set-up error.
@@ -14,13 +17,14 @@ failures), 2 on a usage or set-up error.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from load_test import report, targets
-from load_test.comparison import Plan, compare
+from load_test import overhead, report, targets
+from load_test.comparison import Plan, compare, machine
 from load_test.engine import ClosedLoop, Load, OpenLoop
 from load_test.progress import say
 from load_test.scenarios import SCENARIOS
@@ -119,7 +123,53 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_ in (("bench", "the standard comparison"), ("run", "a one-off measurement")):
         _add_options(commands.add_parser(name, help=help_), name)
+    cost = commands.add_parser(
+        "overhead",
+        help="the gateway's own cost against the stacks alone",
+        description=overhead.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cost.add_argument("--rounds", type=int, default=4, help="wall clock: ABBA rounds")
+    cost.add_argument("--duration", type=float, default=8.0, help="wall clock: seconds a run")
+    cost.add_argument("--users", type=int, default=16, help="wall clock: users for req/s")
+    cost.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
+    cost.add_argument("--requests", type=int, default=300, help="callgrind: requests counted")
+    cost.add_argument("--json", type=Path, default=None, metavar="PATH", help="raw figures")
     return parser
+
+
+def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
+    def progress(line: str) -> None:
+        say(sys.stderr, line)
+
+    with targets.emulators_process(0.0, log_dir) as emulators:
+        if args.instructions:
+            figures = overhead.measure_instructions(
+                emulators, log_dir, requests=args.requests, say=progress
+            )
+        else:
+            figures = overhead.measure_wall(
+                emulators,
+                log_dir,
+                rounds=args.rounds,
+                duration_s=args.duration,
+                users=args.users,
+                say=progress,
+            )
+    pairs = [overhead.compare(figures[d], figures[g], (d, g)) for d, g in overhead.PAIRS]
+    print(overhead.table(figures, pairs))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "targets": {name: f.to_json() for name, f in figures.items()},
+            "pairs": [p.to_json() for p in pairs],
+            "machine": machine(),
+        }
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        say(sys.stderr, f"wrote {args.json}")
+    return 0
 
 
 def _loads(args: argparse.Namespace, duration: float | None, ramp_up: float) -> tuple[Load, ...]:
@@ -170,6 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, measure, print the table, write what was asked for."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "overhead":
+        if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
+            parser.error("--rounds, --requests, --users and --duration must be positive")
+        with tempfile.TemporaryDirectory(prefix="load_test_") as scratch:
+            try:
+                return _overhead(args, Path(scratch))
+            except (RuntimeError, OSError) as error:
+                say(sys.stderr, f"error: {error}")
+                return 2
+            except KeyboardInterrupt:
+                say(sys.stderr, "interrupted; the servers were stopped")
+                return 130
     with tempfile.TemporaryDirectory(prefix="load_test_") as scratch:
         log_dir = (args.report / "logs") if args.report else Path(scratch)
         try:

@@ -309,15 +309,19 @@ def started(
     emulators: Emulators | None,
     log_dir: Path,
     extra_env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    ready_timeout_s: float = 60.0,
 ) -> Iterator[Target]:
-    """Target `name` running on loopback until the block ends."""
+    """Target `name` running on loopback until the block ends; `prefix` goes before its
+    command line (a profiler, say, which may need a longer `ready_timeout_s`)."""
     spec = launch(name, workers)
     env = {**(emulators.env if emulators else {}), **spec.env, **(extra_env or {})}
     if emulators is not None and "GATEWAY_STATE_TABLE" in spec.env:
         emulators.create_table(spec.env["GATEWAY_STATE_TABLE"])
-    process = ServerProcess(name, spec.argv, env=env, log_path=log_dir / f"{name}.log")
+    argv = (*prefix, *spec.argv)
+    process = ServerProcess(name, argv, env=env, log_path=log_dir / f"{name}.log")
     try:
-        process.wait_ready(spec.ready_path)
+        process.wait_ready(spec.ready_path, ready_timeout_s)
         yield Target(name, process.url, spec.describe, process)
     finally:
         process.stop()

@@ -1,0 +1,97 @@
+"""`python -m load_test overhead`: the pure parts (ABBA order, ratios, callgrind dumps,
+the table) and its usage errors. The measuring parts reuse the engine and the targets,
+which tests/load_test/test_engine.py and test_targets.py run against real servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from load_test.__main__ import main
+from load_test.overhead import (
+    PAIRS,
+    Comparison,
+    Figures,
+    callgrind_total,
+    compare,
+    round_order,
+    table,
+)
+
+
+def test_rounds_alternate_which_side_goes_first() -> None:
+    orders = [round_order(("direct", "gateway"), n) for n in range(4)]
+    assert orders == [
+        ("direct", "gateway"),
+        ("gateway", "direct"),
+        ("direct", "gateway"),
+        ("gateway", "direct"),
+    ]
+
+
+def test_each_gateway_target_is_paired_with_the_stack_it_fronts() -> None:
+    assert PAIRS == (("fastapi-uvicorn", "gateway-100"), ("flask-a2wsgi", "gateway-0"))
+
+
+def test_ratios_come_from_the_medians_of_both_sides() -> None:
+    direct = Figures(rps=[1000.0, 900.0, 5000.0], p50_ms=[1.0, 1.2, 0.9], instructions=1_000_000)
+    gateway = Figures(rps=[950.0, 800.0, 100.0], p50_ms=[1.3, 1.25, 9.0], instructions=1_050_000)
+    result = compare(direct, gateway, ("fastapi-uvicorn", "gateway-100"))
+    assert result == Comparison(
+        "fastapi-uvicorn",
+        "gateway-100",
+        throughput_ratio=pytest.approx(800.0 / 1000.0),
+        added_p50_ms=pytest.approx(1.3 - 1.0),
+        instruction_ratio=pytest.approx(1_000_000 / 1_050_000),
+    )
+
+
+def test_a_side_without_figures_gives_no_ratio() -> None:
+    result = compare(Figures(instructions=900), Figures(rps=[5.0], p50_ms=[1.0]), ("a", "b"))
+    assert (result.throughput_ratio, result.added_p50_ms, result.instruction_ratio) == (
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dump", "total"),
+    [
+        ("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 305123456\n", 305123456),
+        ("events: Ir\nfl=(1) a.c\nfn=(1) main\n0 12\ntotals: 42\n", 42),
+    ],
+)
+def test_callgrind_total_reads_the_dump_summary(dump: str, total: int) -> None:
+    assert callgrind_total(dump) == total
+
+
+def test_a_file_that_is_not_a_dump_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not a callgrind dump"):
+        callgrind_total("events: Ir\n0 12\n")
+
+
+def test_the_table_shows_figures_and_each_pair() -> None:
+    figures = {
+        "fastapi-uvicorn": Figures(rps=[1000.0], p50_ms=[1.0]),
+        "gateway-100": Figures(rps=[960.0], p50_ms=[1.15]),
+    }
+    pairs = [compare(figures["fastapi-uvicorn"], figures["gateway-100"], PAIRS[0])]
+    text = table(figures, pairs)
+    assert text.splitlines()[1].split() == ["fastapi-uvicorn", "1000.0", "1.00", "-"]
+    assert "gateway-100 vs fastapi-uvicorn:  throughput x0.960  added p50 +0.15 ms" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["overhead", "--rounds", "0"],
+        ["overhead", "--duration", "0"],
+        ["overhead", "--requests", "0"],
+        ["overhead", "--rounds", "many"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
