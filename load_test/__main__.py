@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from load_test import overhead, report, targets
+from load_test.client import parse_origin
 from load_test.comparison import Plan, compare, machine
 from load_test.engine import ClosedLoop, Load, OpenLoop
 from load_test.progress import say
@@ -181,8 +183,37 @@ def _loads(args: argparse.Namespace, duration: float | None, ramp_up: float) -> 
     return tuple(ClosedLoop(int(users), duration, requests, ramp_up) for users in args.users)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    positive = {
+        "--turns": args.turns,
+        "--duration": args.duration,
+        "--timeout": args.timeout,
+        "--max-in-flight": args.max_in_flight,
+        "--sync-workers": args.sync_workers,
+        "--workers": args.workers,
+        "--threads": args.threads,
+        "--wsgi-threads": args.wsgi_threads,
+    }
+    if args.requests is not None:
+        positive["--requests"] = args.requests
+    if args.ceiling_duration is not None:
+        positive["--ceiling-duration"] = args.ceiling_duration
+    bad = [name for name, value in positive.items() if not value > 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must be positive")
+    at_least_zero = {
+        "--ramp-up": args.ramp_up,
+        "--pause": args.pause,
+        "--agent-latency-ms": args.agent_latency_ms,
+    }
+    bad = [name for name, value in at_least_zero.items() if not value >= 0]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} must not be negative")
+
+
 def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
     """The plan the arguments describe; ValueError when they do not add up."""
+    _check_numbers(args)
     names = [name.strip() for text in args.target for name in text.split(",") if name.strip()]
     urls = tuple(targets.parse_url_target(text) for text in args.url)
     if args.command == "bench" and not names and not urls:
@@ -216,6 +247,32 @@ def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
     )
 
 
+def check_writable(path: Path, *, folder: bool) -> None:
+    """Create `path` (a folder) or its parent folder and prove it can be written to, so a
+    bad output path fails before a long run rather than after it; ValueError if not."""
+    where = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise ValueError(f"{path} is a folder, not a file")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write to {where}: {error.strerror or error}") from None
+
+
+def check_reachable(urls: Sequence[targets.Target], timeout_s: float = 5.0) -> None:
+    """Connect once to each target given by URL; RuntimeError naming the first that
+    cannot be reached (measuring it would only give a table of connection errors)."""
+    for target in urls:
+        host, port = parse_origin(target.url)
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise RuntimeError(f"cannot reach {target.name} at {target.url}: {reason}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, measure, print the table, write what was asked for."""
     parser = build_parser()
@@ -223,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "overhead":
         if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
             parser.error("--rounds, --requests, --users and --duration must be positive")
+        if args.json:
+            try:
+                check_writable(args.json, folder=False)
+            except ValueError as error:
+                parser.error(str(error))
         with tempfile.TemporaryDirectory(prefix="load_test_") as scratch:
             try:
                 return _overhead(args, Path(scratch))
@@ -236,10 +298,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_dir = (args.report / "logs") if args.report else Path(scratch)
         try:
             plan = plan_from(args, log_dir)
+            if args.json:
+                check_writable(args.json, folder=False)
+            if args.report:
+                check_writable(args.report, folder=True)
         except ValueError as error:
             parser.error(str(error))
         stream = None if args.quiet else sys.stderr
         try:
+            check_reachable(plan.urls)
             bench = compare(plan, stream)
         except (RuntimeError, OSError) as error:
             say(sys.stderr, f"error: {error}")

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from load_test.stats import Kind, classify
 
+IDEMPOTENT = frozenset({"GET", "HEAD"})  # safe to send again on a fresh connection
+
 
 class ProtocolError(Exception):
     """An answer that is not HTTP/1.x as this client reads it."""
@@ -100,15 +102,17 @@ class Connection:
         self._answered = False  # whether the current exchange got any of its answer
 
     async def request(self, request: Request) -> Response:
-        """Send `request`, read the whole answer. A keep-alive connection the server closed
-        while idle is retried once on a fresh one, as browsers and httpx do."""
+        """Send `request`, read the whole answer. A GET or HEAD on a keep-alive connection
+        the server closed while idle is retried once on a fresh one, as browsers and httpx
+        do. Nothing else is: the server may have acted on a POST before the connection
+        dropped (a chat turn recorded twice), so that is a connection error."""
         reused = self._writer is not None and self._used
         try:
             return await self._exchange(request)
         except (ConnectionError, asyncio.IncompleteReadError) as error:
             self.close()
             partial = isinstance(error, asyncio.IncompleteReadError) and error.partial
-            if not reused or self._answered or partial:
+            if not reused or self._answered or partial or request.method not in IDEMPOTENT:
                 raise
         return await self._exchange(request)
 

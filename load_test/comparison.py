@@ -20,7 +20,7 @@ from typing import TextIO
 
 from load_test import engine, targets
 from load_test.engine import ClosedLoop, Load, OpenLoop
-from load_test.progress import Display, say
+from load_test.progress import ProgressLine, say
 from load_test.results import Bench, Measurement, flag_client_bound
 from load_test.scenarios import build_scenario
 from load_test.stats import by_backend, summarize
@@ -106,15 +106,19 @@ def measure(
         if load.duration_s
         else None
     )
-    display = Display(stream, f"{target.name} @ {load.label}", planned) if stream else None
+    progress_line = (
+        ProgressLine(stream, f"{target.name} @ {load.label}", planned) if stream else None
+    )
     before = _cpu(target, emulators)
     started = time.perf_counter()
-    result = engine.run(target.url, scenario, load, timeout_s=plan.timeout_s, progress=display)
+    result = engine.run(
+        target.url, scenario, load, timeout_s=plan.timeout_s, progress=progress_line
+    )
     wall = time.perf_counter() - started
     after = _cpu(target, emulators)
     summary = summarize(result.samples, result.elapsed_s)
-    if display is not None:
-        display.finish(summary)
+    if progress_line is not None:
+        progress_line.finish(summary)
     cpu = {name: _share(before[name], after[name], wall) for name in after}
     return Measurement(
         target=target.name,
@@ -123,8 +127,8 @@ def measure(
         load=float(load.users if isinstance(load, ClosedLoop) else load.rate),
         summary=summary,
         backends=by_backend(result.samples),
+        sent=result.sent,
         warmup=result.warmup,
-        abandoned=result.abandoned,
         cpu=cpu,
     )
 

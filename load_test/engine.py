@@ -1,16 +1,24 @@
 """Drive load at one target: closed loop (N users) or open loop (a fixed arrival rate).
 
 Closed loop: each user sends, waits for the answer, sends again. Users start spread over
-the ramp-up; what completes during the measurement window that follows is measured (a
+the ramp-up; what is answered from the start of the measurement window on is measured (a
 request sent during the ramp-up and answered in the window counts: its latency is real).
-With a request count instead of a duration, exactly that many requests are sent after the
-ramp-up and all of them are measured.
+When the window closes no new request is sent, and the ones in flight are waited for (each
+ends within the per-request timeout, as a timeout if the server is slower): they are the
+slowest requests, and leaving them out would bias p99 and max low. With a request count
+instead of a duration, exactly that many requests are sent after the ramp-up and all of
+them are measured. A user whose request failed to connect waits a little (doubling up to
+`BACKOFF_MAX_S`) before its next one, so a server that refuses connections does not make
+the client spin.
 
 Open loop: request i is due at `i / rate` seconds whatever happened before it, and its
 latency runs from that intended time, so a server (or client) that falls behind shows up as
 growing latency instead of as a quietly lower send rate (coordinated omission). In-flight
 requests are capped by `max_in_flight` connections; a request waiting for one is late, and
 its wait is counted.
+
+Every request sent is counted when it is sent (`RunResult.sent`), apart from the samples,
+so that `sent == len(samples) + warmup` is a check on the engine, not a tautology.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ BACKEND_HEADER = "x-dualstack-backend"
 
 # uvloop's loop.time() ticks in whole milliseconds: too coarse for latencies.
 clock = time.perf_counter
+
+# A refused connection fails in microseconds: without a pause, users would spin on it.
+BACKOFF_FIRST_S = 0.01
+BACKOFF_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,18 +110,21 @@ class Counters:
 
 @dataclass(frozen=True)
 class RunResult:
-    """The measured samples, the measured span, and what was left out of the figures:
-    requests answered during the ramp-up (`warmup`), and requests still unanswered when
-    the window closed (`abandoned`, as a client with a deadline would). Every request sent
-    is in exactly one of the three."""
+    """The measured samples, the measured span (the window, stretched to the last measured
+    answer when draining ran past it), the requests answered during the ramp-up and left
+    out of the figures (`warmup`), and the requests sent, counted as they were sent
+    (`sent`). Every request sent is a sample or a warm-up one:
+    `sent == len(samples) + warmup`."""
 
     samples: list[Sample]
     elapsed_s: float
     warmup: int
-    abandoned: int
+    sent: int
 
 
-Progress = Callable[[Counters], None]
+# Called with the live counters every `progress_interval_s` and once at the end
+# (`progress.ProgressLine` draws them).
+ProgressCallback = Callable[[Counters], None]
 
 
 async def run_load(
@@ -118,7 +133,7 @@ async def run_load(
     load: Load,
     *,
     timeout_s: float = 30.0,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     progress_interval_s: float = 0.5,
 ) -> RunResult:
     """Run `load` against the server at `url` and return what was measured."""
@@ -137,7 +152,7 @@ async def run_load(
             progress(counters)
 
 
-async def _tick(counters: Counters, progress: Progress | None, interval_s: float) -> None:
+async def _tick(counters: Counters, progress: ProgressCallback | None, interval_s: float) -> None:
     if progress is None:
         return
     while True:
@@ -162,13 +177,14 @@ async def _closed(
     budget = [load.requests if load.requests is not None else -1]
     samples: list[Sample] = []
     warmup = [0]
-    late = [0]  # answered after the window closed, before the user was stopped
+    sent = [0]
     last_end = [window_start]
 
     async def user(number: int) -> None:
         await asyncio.sleep(load.ramp_up_s * number / load.users)
         connection = Connection(host, port)
         person = scenario.new_user(number)
+        backoff = 0.0
         try:
             while (sent_at := clock()) < window_end:
                 in_window = sent_at >= window_start
@@ -177,6 +193,7 @@ async def _closed(
                         break
                     budget[0] -= 1
                 request = person.next_request()
+                sent[0] += 1
                 c.sent += 1
                 c.in_flight += 1
                 outcome = await exchange(connection, request, timeout_s)
@@ -184,35 +201,29 @@ async def _closed(
                 _count(c, outcome.kind)
                 person.observe(outcome.response)
                 measured = done >= window_start if load.requests is None else in_window
-                if not measured:
-                    warmup[0] += 1
-                elif done > window_end:
-                    late[0] += 1
-                else:
+                if measured:
                     samples.append(_sample(outcome, sent_at - start, done - sent_at))
                     last_end[0] = max(last_end[0], done)
+                else:
+                    warmup[0] += 1
+                if outcome.kind == "connection":
+                    backoff = min(max(2 * backoff, BACKOFF_FIRST_S), BACKOFF_MAX_S)
+                    await asyncio.sleep(min(backoff, max(0.0, window_end - clock())))
+                else:
+                    backoff = 0.0
         finally:
             connection.close()
 
-    tasks = [asyncio.create_task(user(n)) for n in range(load.users)]
-    abandoned = 0
-    if load.duration_s is not None:
-        # Users still waiting when the window closes are abandoned, not waited for.
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, window_end - clock()))
-        abandoned = sum(1 for _ in pending)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        elapsed = load.duration_s
-    else:
-        await asyncio.gather(*tasks)
-        elapsed = last_end[0] - window_start
-    for task in tasks:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            raise error
+    # No cut-off: once the window closes users send nothing more, and each one's request
+    # in flight ends within the timeout; it is measured like any other.
+    await asyncio.gather(*(user(n) for n in range(load.users)))
     c.in_flight = 0
-    return RunResult(samples, elapsed, warmup[0], abandoned + late[0])
+    if load.duration_s is not None:
+        elapsed = max(load.duration_s, last_end[0] - window_start)
+    else:
+        elapsed = last_end[0] - window_start
+    samples.sort(key=lambda sample: sample.start_s)
+    return RunResult(samples, elapsed, warmup[0], sent[0])
 
 
 async def _open(
@@ -230,6 +241,7 @@ async def _open(
     numbers = itertools.count()
     samples: list[Sample] = []
     last_end = [start]
+    sent = 0
 
     async def one(intended: float) -> None:
         async with slots:
@@ -252,6 +264,7 @@ async def _open(
             delay = intended - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            sent += 1
             c.sent += 1
             c.in_flight += 1
             tasks.append(asyncio.create_task(one(intended)))
@@ -263,7 +276,7 @@ async def _open(
             connection.close()
     samples.sort(key=lambda sample: sample.start_s)
     elapsed = max(last_end[0] - start, total / load.rate)
-    return RunResult(samples, elapsed, 0, 0)
+    return RunResult(samples, elapsed, 0, sent)
 
 
 def _sample(outcome: Outcome, start_s: float, latency_s: float) -> Sample:
@@ -277,7 +290,7 @@ def run(
     load: Load,
     *,
     timeout_s: float = 30.0,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunResult:
     """`run_load` on a fresh event loop (uvloop when installed, as the servers use it)."""
     try:

@@ -139,7 +139,7 @@ def measure_wall(
 def _summary(target: Target, scenario: Scenario, load: engine.ClosedLoop) -> stats.Summary:
     result = engine.run(target.url, scenario, load)
     summary = stats.summarize(result.samples, result.elapsed_s)
-    if summary.ok != summary.sent:
+    if summary.ok != result.sent:
         raise RuntimeError(f"{target.name} answered {summary.errors} during the measurement")
     return summary
 

@@ -10,8 +10,9 @@ from load_test.engine import Counters
 from load_test.stats import Summary
 
 
-class Display:
-    """Progress of one run, labelled `label`, planned to last about `planned_s` seconds."""
+class ProgressLine:
+    """The progress line of one run, labelled `label`, planned to last about `planned_s`
+    seconds: an `engine.ProgressCallback`, called with the live counters."""
 
     def __init__(self, stream: TextIO, label: str, planned_s: float | None) -> None:
         self.stream = stream
@@ -42,12 +43,16 @@ class Display:
 
     def finish(self, summary: Summary) -> None:
         """Replace the live line by the run's result."""
-        errors = sum(summary.errors.values())
+        errors = ", ".join(f"{n} {kind}" for kind, n in summary.errors.items() if n)
         lead = "\r\x1b[K" if self.live else ""
-        self._write(
-            f"{lead}{self.label}: {summary.rps:.1f} req/s, p50 {summary.latency.p50_ms:.0f} ms, "
-            f"p99 {summary.latency.p99_ms:.0f} ms, {summary.ok} ok, {errors} errors\n"
-        )
+        if summary.ok:
+            figures = (
+                f"{summary.rps:.1f} req/s, p50 {summary.latency.p50_ms:.0f} ms, "
+                f"p99 {summary.latency.p99_ms:.0f} ms"
+            )
+        else:
+            figures = "no successful answer"
+        self._write(f"{lead}{self.label}: {figures}, {summary.ok} ok, {errors or 'no'} errors\n")
 
     def _write(self, text: str) -> None:
         self.stream.write(text)

@@ -20,6 +20,8 @@ _COLUMNS = (
     ("p99 ms", ">"),
     ("max ms", ">"),
     ("sent", ">"),
+    ("warmup", ">"),
+    ("ok", ">"),
     ("status", ">"),
     ("timeout", ">"),
     ("conn", ">"),
@@ -45,8 +47,13 @@ def _cpu(m: Measurement) -> str:
     return "/".join(one(name) for name in _CPU)
 
 
+NO_SUCCESS = "NO SUCCESSFUL ANSWERS"
+
+
 def _note(m: Measurement) -> str:
     notes = []
+    if m.summary.ok == 0:
+        notes.append(NO_SUCCESS)
     if m.client_bound:
         notes.append("CLIENT-BOUND")
     for role in ("dynamodb", "agent"):
@@ -70,16 +77,18 @@ def rows(measurements: Sequence[Measurement]) -> list[list[str]]:
     table = []
     for m in measurements:
         s, lat = m.summary, m.summary.latency
+        # Without a successful answer there is no latency to show: not 0 ms.
+        percentiles = (lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.max_ms)
+        cells = [f"{ms:.0f}" if s.ok else "-" for ms in percentiles]
         table.append(
             [
                 m.target,
                 _load(m),
                 f"{s.rps:.1f}",
-                f"{lat.p50_ms:.0f}",
-                f"{lat.p90_ms:.0f}",
-                f"{lat.p99_ms:.0f}",
-                f"{lat.max_ms:.0f}",
-                str(s.sent),
+                *cells,
+                str(m.sent),
+                str(m.warmup),
+                str(s.ok),
                 str(s.errors["status"]),
                 str(s.errors["timeout"]),
                 str(s.errors["connection"]),
@@ -108,8 +117,11 @@ def format_table(bench: Bench) -> str:
     out += [line(r) for r in body]
     out += ["", *comparison_lines(bench.measurements)]
     out.append(
-        "req/s counts successful answers; percentiles are of successful answers; errors by "
-        "kind.\ncpu: share of one core used during the run by the client / the target / the "
+        "sent: requests the client sent = warmup (answered during the ramp-up, not measured)"
+        " + ok + errors by kind\n(status, timeout, conn; requests still in flight when the"
+        " window closed are waited for and counted).\n"
+        "req/s counts successful answers; percentiles are of successful answers.\n"
+        "cpu: share of one core used during the run by the client / the target / the "
         "DynamoDB emulator / the agent emulator;\nan emulator near 100 % (one interpreter) "
         "limits the run itself: BUSY. CLIENT-BOUND: within 80 % of the client's ceiling."
     )
@@ -153,6 +165,8 @@ def _series(
 ) -> dict[str, list[tuple[float, float]]]:
     series: dict[str, list[tuple[float, float]]] = {}
     for m in measurements:
+        if value != "rps" and m.summary.ok == 0:
+            continue  # no latency without a successful answer
         y = m.summary.rps if value == "rps" else getattr(m.summary.latency, value)
         series.setdefault(m.target, []).append((m.load, y))
     return {name: sorted(points) for name, points in series.items()}
@@ -314,8 +328,10 @@ pre {{ background: #f6f6f6; padding: 1em; font-size: 12px; }}
 </style></head>
 <body>
 <h1>dualstack load test</h1>
-<p>Wall time {bench.wall_s:.0f} s. req/s counts successful answers; percentiles are of
-successful answers; errors are counted by kind. A target within 80 % of the client's own
+<p>Wall time {bench.wall_s:.0f} s. sent: the requests the client sent, each one answered
+during the ramp-up (warmup, not measured), ok, or an error by kind; requests in flight when
+the window closed were waited for. req/s counts successful answers; percentiles are of
+successful answers ({NO_SUCCESS} where there were none). A target within 80 % of the client's own
 ceiling is marked CLIENT-BOUND: its figure says more about the client than about it.</p>
 <table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
 <ul>{notes}</ul>

@@ -17,8 +17,10 @@ FLASK_A2WSGI = "flask-a2wsgi"
 @dataclass(frozen=True)
 class Measurement:
     """One target under one load. `load` is the number of users (closed loop) or the
-    arrival rate (open loop); `cpu` is each party's CPU use during the run as a share of
-    one core (client, target, emulators; None where unknown)."""
+    arrival rate (open loop); `sent` the requests the client sent, counted as they were
+    sent: the measured ones (`summary`) and those answered during the ramp-up (`warmup`);
+    `cpu` is each party's CPU use during the run as a share of one core (client, target,
+    emulators; None where unknown)."""
 
     target: str
     describe: str
@@ -26,8 +28,8 @@ class Measurement:
     load: float
     summary: Summary
     backends: dict[str, Latency] = field(default_factory=dict)
+    sent: int = 0
     warmup: int = 0
-    abandoned: int = 0
     cpu: dict[str, float | None] = field(default_factory=dict)
     client_bound: bool = False
 

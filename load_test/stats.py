@@ -43,9 +43,11 @@ class Latency:
 
 @dataclass(frozen=True)
 class Summary:
-    """What one run measured. `sent == ok + sum(errors.values())` always holds."""
+    """What one run measured: `measured` samples, of which `ok` succeeded and the others
+    are errors by kind (so `measured == ok + sum(errors.values())` by construction; the
+    requests the client sent are counted apart, by the engine)."""
 
-    sent: int
+    measured: int
     ok: int
     errors: dict[str, int]
     statuses: dict[int, int]
@@ -94,7 +96,7 @@ def summarize(samples: Sequence[Sample], elapsed_s: float) -> Summary:
     statuses = Counter(s.status for s in samples if s.kind == "status")
     backends = Counter(s.backend for s in samples if s.backend)
     return Summary(
-        sent=len(samples),
+        measured=len(samples),
         ok=ok,
         errors={kind: kinds[kind] for kind in ERROR_KINDS},
         statuses=dict(sorted(statuses.items())),

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -147,7 +150,12 @@ def cpu_seconds(group: int) -> float | None:
 
 class ServerProcess:
     """A server command in a process group of its own, stopped by its id (SIGTERM, then
-    SIGKILL after `grace_s`); its output goes to `log_path`."""
+    SIGKILL after `grace_s`); its output goes to `log_path`.
+
+    The leader is reaped only once its group has been signalled for the last time: until
+    then it is at worst a zombie, which keeps its id (the group's) from being given to
+    another process, so a signal to the group cannot reach a process this tool did not
+    start."""
 
     def __init__(
         self,
@@ -164,6 +172,7 @@ class ServerProcess:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._pump: threading.Thread | None = None
         self.process = subprocess.Popen(  # noqa: S603 - our own argv
             [arg.format(port=self.port) for arg in argv],
             env={**os.environ, **env},
@@ -191,7 +200,7 @@ class ServerProcess:
                 httpx.get(f"{self.url}{path}", timeout=2).raise_for_status()
                 return
             except httpx.HTTPError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if self.exited() or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}") from None
                 time.sleep(0.1)
@@ -202,23 +211,72 @@ class ServerProcess:
             return self.log_path.read_bytes()[-size:].decode(errors="replace")
         return ""
 
+    def exited(self) -> bool:
+        """Whether the leader has exited, without reaping it (see the class)."""
+        if self.process.returncode is not None:
+            return True
+        try:
+            found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped behind our back: nothing left to signal safely
+            return True
+        return found is not None
+
     def stop(self, grace_s: float = 15.0) -> None:
-        """Stop the group: SIGTERM to it, SIGKILL if it is still there after `grace_s`."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
+        """Stop the group: SIGTERM to it, then SIGKILL to what is left of it after the
+        leader exits or `grace_s` passes (workers a leader left behind), then reap."""
+        if self.process.returncode is None:  # not reaped: the group id is still ours
+            if not self.exited():
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.process.wait()
-        # Workers a killed leader left behind are in its group still.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+                    os.killpg(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while not self.exited() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)  # the pipe ends when the group is gone
         if self.process.stdout:
             self.process.stdout.close()
         self._log.close()
+
+    def read_exports(self, last: str, timeout_s: float = 60.0) -> dict[str, str]:
+        """The `export NAME=value` lines the process prints once it serves, up to the one
+        naming `last`; RuntimeError (with the log's tail) if it exits or `timeout_s` passes
+        first. Everything it prints afterwards is copied to its log, so it never blocks on
+        a full pipe."""
+        stdout = self.process.stdout
+        if stdout is None:
+            raise ValueError(f"{self.name} was not started with stdout=PIPE")
+        found: queue.Queue[dict[str, str] | None] = queue.Queue()
+
+        def pump() -> None:
+            env: dict[str, str] = {}
+            told = False
+            with open(self.log_path, "ab") as log:
+                for raw in stdout:
+                    line = raw.decode(errors="replace").strip()
+                    if not told and line.startswith("export "):
+                        name, _, value = line.removeprefix("export ").partition("=")
+                        env[name] = value
+                        if name == last:
+                            found.put(env)
+                            told = True
+                    else:
+                        log.write(raw)
+                        log.flush()
+            if not told:
+                found.put(None)
+
+        self._pump = threading.Thread(target=pump, name=f"{self.name}-stdout", daemon=True)
+        self._pump.start()
+        try:
+            env = found.get(timeout=timeout_s)
+        except queue.Empty:
+            env = None
+        if env is None:
+            raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
+        return env
 
 
 @dataclass
@@ -259,7 +317,7 @@ def emulators_process(
             )
             stack.callback(dynamodb.stop)
             processes["dynamodb"] = dynamodb
-            dynamodb_url = _read_exports(dynamodb, "AWS_ENDPOINT_URL_DYNAMODB")[
+            dynamodb_url = dynamodb.read_exports("AWS_ENDPOINT_URL_DYNAMODB")[
                 "AWS_ENDPOINT_URL_DYNAMODB"
             ]
         agent = ServerProcess(
@@ -271,20 +329,8 @@ def emulators_process(
         )
         stack.callback(agent.stop)
         processes["agent"] = agent
-        env = _read_exports(agent, "AWS_DEFAULT_REGION")
+        env = agent.read_exports("AWS_DEFAULT_REGION")
         yield Emulators(env, processes)
-
-
-def _read_exports(process: ServerProcess, last: str) -> dict[str, str]:
-    # The emulators print `export NAME=value` lines once they serve, `last` last.
-    assert process.process.stdout is not None
-    env: dict[str, str] = {}
-    for raw in process.process.stdout:
-        name, _, value = raw.decode().strip().removeprefix("export ").partition("=")
-        env[name] = value
-        if name == last:
-            return env
-    raise RuntimeError(f"the emulators did not start:\n{process.log_tail()}")
 
 
 @dataclass
@@ -328,8 +374,22 @@ def started(
 
 
 def parse_url_target(text: str) -> Target:
-    """`name=http://host:port` (from `--url`) as a target the tool does not start."""
+    """`name=http://host[:port]` (from `--url`) as a target the tool does not start.
+
+    The scenarios send absolute paths (`/api/v1/chat`, `/health`), so a URL with a path
+    (`http://h:p/prefix`) is refused rather than silently measured without its prefix."""
     name, sep, url = text.partition("=")
     if not sep or not _TARGET_NAME.fullmatch(name) or not url.startswith("http://"):
         raise ValueError(f"expected name=http://host:port, got {text!r}")
-    return Target(name, url.rstrip("/"), f"given: {url}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"expected name=http://host:port, got {text!r}") from None
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"--url takes an origin only (name=http://host:port, no path, query or "
+            f"fragment; the scenarios use the stacks' own paths), got {text!r}"
+        )
+    origin = f"http://{parts.netloc}"
+    return Target(name, origin, f"given: {origin}")

@@ -158,3 +158,20 @@ def test_a_dropped_keep_alive_connection_is_retried_once_on_a_fresh_one() -> Non
         kinds = _run(several)
     assert kinds == ["ok"] * 5
     assert server.requests == 5
+
+
+def test_a_post_on_a_dropped_connection_is_a_connection_error_not_sent_twice() -> None:
+    # A POST may have been acted on before the connection dropped: retrying it could
+    # record a chat turn twice. Each POST after a dropped one opens a fresh connection.
+    with TrivialServer(Behaviour(drop=True)) as server:
+        connection = Connection(*parse_origin(server.url))
+
+        async def several() -> list[str]:
+            request = Request("POST", "/api/v1/chat", b'{"message": "hi"}')
+            outcomes = [await exchange(connection, request, 5.0) for _ in range(5)]
+            connection.close()
+            return [outcome.kind for outcome in outcomes]
+
+        kinds = _run(several)
+    assert kinds == ["ok", "connection", "ok", "connection", "ok"]
+    assert server.requests == 3  # what the server received: nothing was sent twice

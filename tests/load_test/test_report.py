@@ -7,14 +7,14 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-from load_test.report import format_table, line_chart, write_html, write_json
+from load_test.report import format_table, line_chart, render_html, write_html, write_json
 from load_test.results import Bench, Measurement, comparisons, flag_client_bound
 from load_test.stats import Latency, Summary
 
 
 def _m(target: str, load: float, rps: float, **extra: object) -> Measurement:
     summary = Summary(
-        sent=int(rps * 10) + 2,
+        measured=int(rps * 10) + 2,
         ok=int(rps * 10),
         errors={"status": 2, "timeout": 0, "connection": 0},
         statuses={503: 2},
@@ -22,7 +22,8 @@ def _m(target: str, load: float, rps: float, **extra: object) -> Measurement:
         rps=rps,
         latency=Latency(100.0 + load, 150.0 + load, 300.0 + load, 400.0 + load, 120.0),
     )
-    return Measurement(target, f"{target} description", "closed", load, summary, **extra)  # type: ignore[arg-type]
+    counts: dict[str, object] = {"sent": summary.measured + 3, "warmup": 3}
+    return Measurement(target, f"{target} description", "closed", load, summary, **(counts | extra))  # type: ignore[arg-type]
 
 
 MEASUREMENTS = [
@@ -83,7 +84,8 @@ def test_the_table_has_a_row_per_run_with_notes_and_the_ratios() -> None:
         ("flask-gunicorn-sync", "256", "25.0"),
         ("x", "64", "1.0"),
     ]
-    assert rows[2][4:9] == ["164", "214", "364", "464", "202"]  # p50..max, sent
+    # p50..max, then sent = warmup + ok + status + timeout + conn
+    assert rows[2][4:14] == ["164", "214", "364", "464", "205", "3", "200", "2", "0", "0"]
     assert "CLIENT-BOUND" in lines[9] and "CLIENT-BOUND" not in lines[7]
     assert "5/90/80/10" in lines[11] and "DYNAMODB EMULATOR BUSY (80% CPU)" in lines[11]
     assert "-/-/-/-" in lines[2] and "BUSY" not in lines[2]
@@ -91,6 +93,25 @@ def test_the_table_has_a_row_per_run_with_notes_and_the_ratios() -> None:
     text = "\n".join(lines)
     assert "at 64: fastapi-uvicorn / flask-gunicorn-threads throughput = 2.25" in text
     assert "at 64: gateway-50 60.0 req/s vs its halves" in text
+
+
+def test_a_run_without_a_successful_answer_shows_no_latency_and_says_so() -> None:
+    summary = Summary(
+        measured=40,
+        ok=0,
+        errors={"status": 0, "timeout": 40, "connection": 0},
+        statuses={},
+        elapsed_s=1.0,
+        rps=0.0,
+        latency=Latency(),
+    )
+    hung = Measurement("hung", "given", "closed", 8, summary, sent=48, warmup=8)
+    bench = Bench(config={}, machine={}, ceiling=[], measurements=[hung])
+    row = format_table(bench).splitlines()[2].split()
+    assert row[:14] == ["hung", "8", "users", "0.0", "-", "-", "-", "-", "48", "8", "0", "0",
+                        "40", "0"]  # fmt: skip
+    assert "NO SUCCESSFUL ANSWERS" in format_table(bench).splitlines()[2]
+    assert "NO SUCCESSFUL ANSWERS" in render_html(bench)
 
 
 def test_the_html_page_is_self_contained_with_its_charts(tmp_path: Path) -> None:

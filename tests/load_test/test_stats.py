@@ -75,7 +75,7 @@ def test_summary_counts_each_kind_once_and_times_only_successes() -> None:
         Sample(0.7, 0.001, "connection"),
     ]
     assert summarize(samples, elapsed_s=2.0) == Summary(
-        sent=8,
+        measured=8,
         ok=3,
         errors={"status": 3, "timeout": 1, "connection": 1},
         statuses={404: 1, 503: 2},
@@ -88,7 +88,7 @@ def test_summary_counts_each_kind_once_and_times_only_successes() -> None:
 
 def test_summary_of_nothing() -> None:
     assert summarize([], elapsed_s=0.0) == Summary(
-        sent=0,
+        measured=0,
         ok=0,
         errors={"status": 0, "timeout": 0, "connection": 0},
         statuses={},
