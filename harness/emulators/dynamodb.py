@@ -1,4 +1,8 @@
-"""DynamoDB on loopback: moto's threaded server, speaking the real DynamoDB wire protocol.
+"""DynamoDB on loopback: moto's DynamoDB backend, speaking the real DynamoDB wire protocol.
+
+Served by `WSGIServerThread` (persistent connections, one request at a time, no request
+log) from the app `moto_dynamodb.build_app()` makes: moto's own handler and backend, minus
+the all-services dispatch and with a faster writer of item attributes.
 
 moto keeps its state in process-global backends, so two emulators in one process share
 their tables. moto never expires TTL items: readers must ignore expired records themselves.
@@ -7,13 +11,13 @@ their tables. moto never expires TTL items: readers must ignore expired records 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+
+from harness.emulators.wsgi import WSGIServerThread
 
 if TYPE_CHECKING:
     from types_boto3_dynamodb.client import DynamoDBClient
@@ -28,13 +32,13 @@ _TTL_ATTRIBUTE = "ttl"
 
 
 class DynamoDBEmulator:
-    """``start()`` a moto server on ``host:port`` (0: a free port), ``create_table()``,
+    """``start()`` a moto DynamoDB server on ``host:port`` (0: a free port), ``create_table()``,
     ``stop()``. Usable as a context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._server: Any = None
+        self._server: WSGIServerThread | None = None
         self._url: str | None = None
 
     @property
@@ -48,14 +52,13 @@ class DynamoDBEmulator:
         """Start the server thread; returns the url once it accepts connections."""
         if self._server is not None:
             raise RuntimeError("DynamoDB emulator already started")
-        # Imported here: moto.server pulls in Flask and every moto backend, which importers
-        # of this package that only want the Bedrock emulator should not pay for.
+        # Imported here: moto pulls in Flask and every moto backend, which importers of this
+        # package that only want the Bedrock emulator should not pay for.
+        from harness.emulators.moto_dynamodb import build_app
 
-        server = _AtomicMotoServer(ip_address=self._host, port=self._port, verbose=False)
-        server.start()
+        server = WSGIServerThread(build_app(), self._host, self._port)
+        self._url = server.start()
         self._server = server
-        host, port = server.get_host_and_port()
-        self._url = f"http://{host}:{port}"
         return self._url
 
     def stop(self) -> None:
@@ -129,40 +132,3 @@ class ExternalDynamoDB(DynamoDBEmulator):
 
     def stop(self) -> None:
         return None
-
-
-class _AtomicApp:
-    """Real DynamoDB applies each request to an item atomically, conditions included; moto's
-    backend takes no lock, so two concurrent conditional updates of one item can both pass
-    (seen: 50 concurrent turns counted as 52). One lock around every request restores the
-    guarantee the stacks' session writes rely on."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with self._lock:
-            return list(self._app(environ, start_response))
-
-
-def _AtomicMotoServer(**options: Any) -> Any:
-    # Built on first use: importing moto.server pulls in Flask and every moto backend.
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from moto.server import ThreadedMotoServer
-    from werkzeug.serving import make_server
-
-    class AtomicMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = _AtomicApp(DomainDispatcherApplication(create_backend_app))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return AtomicMotoServer(**options)
