@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--instructions", action="store_true", help="count instructions under callgrind instead"
     )
     cost.add_argument("--requests", type=int, default=300, help="callgrind: requests counted")
+    cost.add_argument("--log-level", default="WARNING", help="the stacks' LOG_LEVEL")
     cost.add_argument("--json", type=Path, default=None, metavar="PATH", help="raw figures")
     return parser
 
@@ -149,7 +150,7 @@ def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
     with targets.emulators_process(0.0, log_dir) as emulators:
         if args.instructions:
             figures = overhead.measure_instructions(
-                emulators, log_dir, requests=args.requests, say=progress
+                emulators, log_dir, requests=args.requests, say=progress, log_level=args.log_level
             )
         else:
             figures = overhead.measure_wall(
@@ -159,6 +160,7 @@ def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
                 duration_s=args.duration,
                 users=args.users,
                 say=progress,
+                log_level=args.log_level,
             )
     pairs = [overhead.compare(figures[d], figures[g], (d, g)) for d, g in overhead.PAIRS]
     print(overhead.table(figures, pairs))

@@ -114,6 +114,7 @@ def measure_wall(
     duration_s: float,
     users: int,
     say: Say,
+    log_level: str = "WARNING",
 ) -> dict[str, Figures]:
     """Wall-clock figures of every target of `PAIRS`, rounds in ABBA order."""
     figures = {name: Figures() for pair in PAIRS for name in pair}
@@ -122,7 +123,11 @@ def measure_wall(
         for pair in PAIRS:
             for name in round_order(pair, number):
                 with started(
-                    name, workers=_ONE_WORKER, emulators=emulators, log_dir=log_dir
+                    name,
+                    workers=_ONE_WORKER,
+                    emulators=emulators,
+                    log_dir=log_dir,
+                    extra_env={"LOG_LEVEL": log_level},
                 ) as target:
                     engine.run(target.url, scenario, engine.ClosedLoop(1, duration_s / 4))
                     one = _summary(target, scenario, engine.ClosedLoop(1, duration_s))
@@ -145,7 +150,7 @@ def _summary(target: Target, scenario: Scenario, load: engine.ClosedLoop) -> sta
 
 
 def measure_instructions(
-    emulators: Emulators, log_dir: Path, *, requests: int, say: Say
+    emulators: Emulators, log_dir: Path, *, requests: int, say: Say, log_level: str = "WARNING"
 ) -> dict[str, Figures]:
     """Instructions per request of every target of `PAIRS`, counted by callgrind."""
     for tool in ("valgrind", "callgrind_control"):
@@ -169,7 +174,7 @@ def measure_instructions(
                 # The gateway reads its rollout once a second. Under callgrind's slowdown
                 # (some 50 times) that would be charged to 50 times fewer requests than at
                 # full speed, so the count leaves it out.
-                extra_env={"GATEWAY_REFRESH_SECONDS": "3600"},
+                extra_env={"GATEWAY_REFRESH_SECONDS": "3600", "LOG_LEVEL": log_level},
             ) as target:
                 assert target.process is not None
                 pid = str(target.process.pid)
