@@ -40,9 +40,9 @@ Paths. `status`; `header:<name>` with the name in lower case; or a JSON path:
 `$` alone is the whole body. Rule patterns (see `harness.rules`) use the same grammar plus
 three wildcards: `.*` one key, `[*]` one index, `.**` any number of segments, none included.
 
-Rules then reclass differences (ignored, volatile, expected), and paths that differed between
-two legacy answers to the same request (`noisy_paths`) are classed "noise": reported, never
-dropped.
+Rules then reclass differences (ignored, volatile, expected), and value or order differences
+at paths that differed between two legacy answers to the same request (`noisy_paths`) are
+classed "noise": reported, never dropped.
 """
 
 from __future__ import annotations
@@ -407,10 +407,17 @@ def _compare(
     return out
 
 
-def _is_noisy(path: str, noisy: tuple[str, ...]) -> bool:
+NOISY_KINDS: frozenset[Kind] = frozenset({"value", "order", "header_value", "body"})
+"""The kinds of difference noise can explain: another value (or order) at a path whose value
+varies per call. A field dropped or added, a type or a status changed are never noise: two
+legacy answers with different values there do not make a candidate without the field right."""
+
+
+def _is_noisy(difference: Difference, noisy: tuple[str, ...]) -> bool:
     # A noisy path covers what lies below it: when the legacy answers disagree on `$.a` as a
-    # whole, whatever the candidate does inside `$.a` cannot be told from that noise.
-    return any(
+    # whole, whatever value the candidate has inside `$.a` cannot be told from that noise.
+    path = difference.path
+    return difference.kind in NOISY_KINDS and any(
         path == prefix or (path.startswith(prefix) and path[len(prefix)] in ".[")
         for prefix in noisy
     )
@@ -434,7 +441,9 @@ def diff(
     one, `endpoint` such as "GET /health" scoping the last), recording matches in `usage`;
     `now` (epoch seconds, the clock when None) is what volatile timestamps must be close to.
     A difference no rule decided, at or below one of the `noise` paths (from `noisy_paths`),
-    is classed "noise". A list whose elements differ only in ignored or volatile fields and
+    is classed "noise" when it is of a kind in `NOISY_KINDS` (another value, order, header
+    value or non-JSON body); a missing or added field, a type or status change keeps its
+    severity. A list whose elements differ only in ignored or volatile fields and
     in their order is one `order` difference, as if those fields were equal.
     """
     noisy = tuple(noise)
@@ -447,7 +456,7 @@ def diff(
         if verdict is not None:
             severity, reason = verdict
             difference = replace(difference, severity=severity, reason=reason)
-        elif _is_noisy(difference.path, noisy):
+        elif _is_noisy(difference, noisy):
             difference = replace(difference, severity="noise", reason=NOISE_REASON)
         classed.append(difference)
     return classed

@@ -7,7 +7,9 @@ an unreachable URL, a bad corpus or rules file), with a one-line reason on stder
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -24,6 +26,8 @@ from parity_tests.runner import (
     run,
 )
 from parity_tests.targets import (
+    DEFAULT_FASTAPI_APP,
+    DEFAULT_FLASK_APP,
     SetupError,
     Targets,
     check_reachable,
@@ -39,9 +43,17 @@ EPILOG = """\
 targets: by default the suite starts the local emulators and both apps on free loopback
 ports itself, and stops them at the end. --flask-url and --fastapi-url reach two running
 servers; --gateway-url reaches both through one gateway, choosing the stack of each request
-with its X-Dualstack-Backend header. With URLs nothing else needs to run.
+with its X-Dualstack-Backend header, and requires each answer to say (in the same header)
+that the stack asked for served it. With URLs nothing else needs to run. --flask-app and
+--fastapi-app name the in-process apps' factories as import strings.
+
+stale rules: a rule no case needed is reported as stale only when the whole corpus runs;
+with -k the summary says "(subset run: not judged)".
 
 latency: each case runs --repeat times per stack, alternating which stack goes first (ABBA).
+Before the first case each stack gets an untimed GET /health and, with --repeat 2 or more,
+an untimed run of the first case, so cold connections (client to stack, stack to its
+upstreams) are not measured.
 p50/p95 are reported per stack, per case and overall. --max-latency-ratio R fails the run
 when FastAPI's overall p50 divided by Flask's is above R; the overall p50 pools every sample
 of every case, because per-case ratios of fault cases and sub-millisecond requests are too
@@ -96,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--gateway-url", type=_url, metavar="URL", help="base URL of a gateway serving both"
+    )
+    where.add_argument(
+        "--flask-app",
+        default=DEFAULT_FLASK_APP,
+        metavar="MODULE:FACTORY",
+        help="in-process Flask app factory, called with the settings (default %(default)s)",
+    )
+    where.add_argument(
+        "--fastapi-app",
+        default=DEFAULT_FASTAPI_APP,
+        metavar="MODULE:FACTORY",
+        help="in-process FastAPI app factory, called with the settings (default %(default)s)",
     )
     what = parser.add_argument_group("what to run")
     what.add_argument(
@@ -164,7 +188,7 @@ def _targets(args: argparse.Namespace) -> AbstractContextManager[Targets]:
         return nullcontext(through_gateway(args.gateway_url))
     if args.flask_url:
         return nullcontext(live(args.flask_url, args.fastapi_url))
-    return serve_in_process()
+    return serve_in_process(flask_app=args.flask_app, fastapi_app=args.fastapi_app)
 
 
 @contextmanager
@@ -172,6 +196,35 @@ def _reachable(targets: AbstractContextManager[Targets]) -> Iterator[Targets]:
     with targets as running:
         check_reachable(running)
         yield running
+
+
+def _check_writable(directory: Path) -> None:
+    # Before the run, not after minutes of it: a report that cannot be written is a setup
+    # error like any other.
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SetupError(f"cannot write the reports into {directory}: {reason}") from None
+
+
+def _emit(text: str) -> None:
+    """Print `text` to stdout; a reader that went away (`--list | head`) is not an error:
+    the rest of the output goes nowhere, quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit and would complain there: point it at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (tests)
+            pass
+        finally:
+            os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,23 +241,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cases:
             raise CorpusError(f"no case matches {', '.join(args.case)}")
         if args.list:
-            print("\n".join(case.id for case in cases))
+            _emit("\n".join(case.id for case in cases))
             return 0
+        if args.report:
+            _check_writable(args.report)
         options = Options(args.repeat, args.noise_check, args.max_latency_ratio, args.timeout)
         with _reachable(_targets(args)) as targets:
-            result: RunReport = run(cases, targets, rules, options, Progress(sys.stderr))
+            result: RunReport = run(
+                cases, targets, rules, options, Progress(sys.stderr), judge_stale=not args.case
+            )
     except (RulesError, CorpusError, SetupError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    print(reports.summary(result))
+    _emit(reports.summary(result))
     if args.report:
         try:
             written = reports.write(result, args.report)
         except OSError as error:
             print(f"{PROG}: error: cannot write the reports: {error}", file=sys.stderr)
             return 2
-        print("reports: " + ", ".join(str(path) for path in written))
+        _emit("reports: " + ", ".join(str(path) for path in written))
     return result.exit_code

@@ -12,20 +12,43 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.diff import SEVERITIES, Difference, Reply, summarize
+from harness.diff import NOISE_REASON, SEVERITIES, Difference, Reply, summarize
 from parity_tests.latency import Comparison, Spread
 from parity_tests.runner import HEADERS, Answer, CaseResult, RunReport, render
 
 _BODY_CHARS = 20_000
 """Longest body kept in the reports: enough for any answer of this API, bounded for others."""
 
+COLUMNS: tuple[str, ...] = (*SEVERITIES, "noisy")
+"""The counts shown per file and case: each severity, where "noise" is what the rules class
+so (volatile fields, header order) and "noisy" what the noise check found varying between two
+legacy answers, counted apart: one is known by design, the other measured in this run."""
+NOT_JUDGED = "(subset run: not judged)"
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def safe(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode (a lone surrogate from a JSON answer such as
+    `"\\ud800"`) written as a backslash escape, so it can be printed and written anywhere."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _counts(differences: Iterable[Difference]) -> dict[str, int]:
-    return {str(severity): count for severity, count in summarize(differences).items()}
+    found = list(differences)
+    counts = {str(severity): count for severity, count in summarize(found).items()}
+    noisy = sum(d.severity == "noise" and d.reason == NOISE_REASON for d in found)
+    counts["noise"] -= noisy
+    counts["noisy"] = noisy
+    return counts
+
+
+def _stale(report: RunReport) -> str:
+    if report.stale_rules is None:
+        return NOT_JUDGED
+    return "; ".join(report.stale_rules) or "none"
 
 
 def _all(result: CaseResult) -> list[Difference]:
@@ -44,7 +67,7 @@ def summary(report: RunReport) -> str:
     files: dict[str, list[CaseResult]] = {}
     for result in report.results:
         files.setdefault(result.case.file, []).append(result)
-    header = f"{'file':<14}{'cases':>6}{'failed':>7}" + "".join(f"{s:>10}" for s in SEVERITIES)
+    header = f"{'file':<14}{'cases':>6}{'failed':>7}" + "".join(f"{s:>10}" for s in COLUMNS)
     lines += [
         f"parity: flask vs fastapi ({report.target}), {len(report.results)} cases "
         f"in {report.seconds:.1f} s, repeat {report.options.repeat}"
@@ -56,8 +79,7 @@ def summary(report: RunReport) -> str:
         counts = _counts(d for r in results for d in _all(r))
         failed = sum(r.failed for r in results)
         lines.append(
-            f"{name:<14}{len(results):>6}{failed:>7}"
-            + "".join(f"{counts[s]:>10}" for s in SEVERITIES)
+            f"{name:<14}{len(results):>6}{failed:>7}" + "".join(f"{counts[s]:>10}" for s in COLUMNS)
         )
     if report.options.repeat > 1:
         lines += _slowest(report)
@@ -70,7 +92,7 @@ def summary(report: RunReport) -> str:
     if report.options.max_latency_ratio is not None:
         verdict = report.latency_failure or f"within {report.options.max_latency_ratio:g}"
         lines.append(f"latency gate: {verdict}")
-    lines.append("stale rules: " + ("; ".join(report.stale_rules) or "none"))
+    lines.append("stale rules: " + _stale(report))
     failed = len(report.failed)
     if report.exit_code == 0:
         lines.append(f"result: PASS, {len(report.results)} cases, no unexpected difference")
@@ -79,7 +101,7 @@ def summary(report: RunReport) -> str:
             f"result: FAIL, {failed} of {len(report.results)} cases with unexpected differences"
             + (", latency gate failed" if report.latency_failure else "")
         )
-    return "\n".join(lines)
+    return safe("\n".join(lines))
 
 
 def _slowest(report: RunReport, count: int = 10) -> list[str]:
@@ -189,7 +211,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
             "severities": _counts(d for r in report.results for d in _all(r)),
             "latency": _latency(report.latency),
             "latency_gate": report.latency_failure,
-            "stale_rules": list(report.stale_rules),
+            "stale_rules": None if report.stale_rules is None else list(report.stale_rules),
+            "stale_rules_judged": report.stale_rules is not None,
             "exit_code": report.exit_code,
         },
         "cases": cases,
@@ -215,7 +238,7 @@ def to_junit(report: RunReport) -> ET.ElementTree:
         ("target", report.target),
         ("latency_ratio", _ms(report.latency.ratio)),
         ("latency_gate", report.latency_failure or "ok"),
-        ("stale_rules", "; ".join(report.stale_rules) or "none"),
+        ("stale_rules", _stale(report)),
     ):
         ET.SubElement(properties, "property", name=name, value=value)
     for result in report.results:
@@ -237,8 +260,18 @@ def to_junit(report: RunReport) -> ET.ElementTree:
             message = f"{count} unexpected difference(s), {len(result.problems)} problem(s)"
             failure = ET.SubElement(testcase, "failure", message=message, type="parity")
             failure.text = render(result)
-    if report.latency_failure:
-        ET.SubElement(suite, "system-err").text = f"latency gate: {report.latency_failure}"
+    if report.options.max_latency_ratio is not None:
+        # The gate is a verdict of its own: a CI page listing only the cases would show green.
+        gate_case = ET.SubElement(
+            suite, "testcase", classname="parity.latency", name="latency-gate", time="0.000"
+        )
+        suite.set("tests", str(len(report.results) + 1))
+        if report.latency_failure:
+            suite.set("failures", str(len(report.failed) + 1))
+            failure = ET.SubElement(
+                gate_case, "failure", message=report.latency_failure, type="latency"
+            )
+            failure.text = f"latency gate: {report.latency_failure}"
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
@@ -400,7 +433,7 @@ def to_html(report: RunReport) -> str:
         if report.exit_code == 0
         else '<span class="fail">FAIL</span>'
     )
-    severity_cells = "".join(f"<td class='n'>{data['severities'][s]}</td>" for s in SEVERITIES)
+    severity_cells = "".join(f"<td class='n'>{data['severities'][s]}</td>" for s in COLUMNS)
     rows = []
     for result in report.results:
         counts = _counts(_all(result))
@@ -409,7 +442,7 @@ def to_html(report: RunReport) -> str:
         rows.append(
             f'<tr><td><a href="#{_e(result.case.id)}">{_e(result.case.id)}</a></td>'
             f"<td>{state}</td>"
-            + "".join(f"<td class='n'>{counts[s]}</td>" for s in SEVERITIES)
+            + "".join(f"<td class='n'>{counts[s]}</td>" for s in COLUMNS)
             + "".join(
                 f"<td class='n'>{_ms(value)}</td>"
                 for value in (
@@ -425,8 +458,11 @@ def to_html(report: RunReport) -> str:
     differing = [
         r for r in report.results if r.problems or any(d.severity != "ignored" for d in _all(r))
     ]
-    head = "".join(f"<th>{s}</th>" for s in SEVERITIES)
-    stale = "".join(f"<li>{_e(rule)}</li>" for rule in report.stale_rules) or "<li>none</li>"
+    head = "".join(f"<th>{s}</th>" for s in COLUMNS)
+    if report.stale_rules is None:
+        stale = f"<li>{NOT_JUDGED}</li>"
+    else:
+        stale = "".join(f"<li>{_e(rule)}</li>" for rule in report.stale_rules) or "<li>none</li>"
     gate = _e(report.latency_failure or "ok") if report.options.max_latency_ratio else "not set"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Parity report</title>
@@ -457,10 +493,18 @@ def write(report: RunReport, directory: str | Path) -> list[Path]:
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "report.json", folder / "junit.xml", folder / "report.html"]
+    # ASCII JSON: a lone surrogate in an answer stays a valid `\\ud800` escape.
     paths[0].write_text(
-        json.dumps(to_json(report), indent=2, ensure_ascii=False, default=str) + "\n",
+        json.dumps(to_json(report), indent=2, ensure_ascii=True, default=str) + "\n",
         encoding="utf-8",
     )
-    to_junit(report).write(paths[1], encoding="utf-8", xml_declaration=True)
-    paths[2].write_text(to_html(report), encoding="utf-8")
+    root = to_junit(report).getroot()
+    assert root is not None
+    xml = ET.tostring(root, encoding="unicode")
+    paths[1].write_text(
+        "<?xml version='1.0' encoding='utf-8'?>\n" + xml + "\n",
+        encoding="utf-8",
+        errors="backslashreplace",
+    )
+    paths[2].write_text(to_html(report), encoding="utf-8", errors="backslashreplace")
     return paths

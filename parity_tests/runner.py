@@ -5,16 +5,23 @@ Flask) and the candidate run (they go to FastAPI); steps pinned to a stack go th
 Step by step, the legacy answer is diffed against the candidate's with `harness.diff`, after
 the run's fresh ids are put back as their placeholders, so `{session}` in one run compares
 equal to `{session}` in the other while a stack that answers with another id still differs.
+A volatile field whose legacy value holds such a placeholder is an echo of the request (the
+client's own X-Request-ID), so it is compared exactly: another value there is breaking.
+An answer whose `X-Dualstack-Backend` names another stack than the one asked (a gateway that
+ignored the override header) is a problem of the case.
 
 With `repeat` > 1 the rounds alternate which run goes first (ABBA); the latency samples are
-the steps that went to the stack under test. With `noise_check`, a second legacy run (each
-request sent to Flask twice, in a conversation of its own so neither disturbs the other)
-tells which paths differ between two legacy answers: those are noise for that step.
+the steps that went to the stack under test. A volatile rule is used (not stale) whenever its
+field is in an answer with a value passing its check, whether or not the two answers differ.
+With `noise_check`, a second legacy run (each request sent to Flask twice, in a conversation
+of its own so neither disturbs the other) tells which paths differ between two legacy
+answers: those are noise for that step.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -24,16 +31,28 @@ from typing import Any, Literal
 
 import httpx
 
-from harness.diff import DEFAULT_HEADERS, Difference, Reply, diff, flatten, noisy_paths
-from harness.rules import Rules, RuleUsage
-from parity_tests.corpus import Case, Stack, Step, fill, fill_value, id_names
+from harness.diff import (
+    DEFAULT_HEADERS,
+    Difference,
+    Reply,
+    diff,
+    flatten,
+    is_unexpected,
+    noisy_paths,
+)
+from harness.rules import VOLATILE_REASON, Rules, RuleUsage, check_volatile, matches
+from parity_tests.corpus import STACKS, Case, Stack, Step, fill, fill_value, id_names
 from parity_tests.latency import Comparison, abba, gate
-from parity_tests.targets import Endpoint, Targets
+from parity_tests.targets import OVERRIDE_HEADER, Endpoint, Targets
 
 Role = Literal["legacy", "candidate"]
 
 HEADERS: tuple[str, ...] = (*DEFAULT_HEADERS, "x-request-id")
 """The headers compared: the diff engine's chosen ones and the echoed request id."""
+
+ECHO_REASON = "the legacy answer echoes a value of the request: compared exactly"
+WARM_UP_PATH = "/health"
+"""Sent once per stack, untimed, before the first case: cold connections are not latency."""
 
 CHUNK_BYTES = 8192
 DEFAULT_TIMEOUT_SECONDS = 120.0
@@ -92,7 +111,7 @@ class CaseResult:
     @property
     def unexpected(self) -> list[tuple[int, Difference]]:
         """The breaking differences: what a client written against legacy could trip on."""
-        return [(i, d) for i, d in self.differences if d.severity == "breaking"]
+        return [(i, d) for i, d in self.differences if is_unexpected(d)]
 
     @property
     def failed(self) -> bool:
@@ -112,7 +131,9 @@ class RunReport:
     target: str
     options: Options
     results: tuple[CaseResult, ...]
-    stale_rules: tuple[str, ...]
+    stale_rules: tuple[str, ...] | None
+    """The rules no case needed; None when not judged (a subset of the corpus ran, which
+    could not exercise every rule)."""
     seconds: float
 
     @property
@@ -141,9 +162,15 @@ class RunReport:
 class Sender:
     """Sends requests to both stacks over kept-alive connections; a context manager."""
 
-    def __init__(self, targets: Targets, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        targets: Targets,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.targets = targets
         self.timeout = timeout
+        self.transport = transport
         self._clients: dict[Stack, httpx.Client] = {}
 
     def _client(self, stack: Stack) -> httpx.Client:
@@ -153,8 +180,17 @@ class Sender:
                 base_url=endpoint.base_url,
                 headers=dict(endpoint.headers),
                 timeout=self.timeout,
+                transport=self.transport,
             )
         return self._clients[stack]
+
+    def warm_up(self) -> None:
+        """One untimed `GET /health` per stack, so the first timed request of each does not
+        pay for opening the connection (or a stack's first-request set-up); an error here
+        is left for the cases to report."""
+        for stack in STACKS:
+            with contextlib.suppress(httpx.HTTPError):
+                self._client(stack).get(WARM_UP_PATH)
 
     def send(self, stack: Stack, step: Step, values: Mapping[str, str]) -> Reply:
         """Send `step`'s request, placeholders filled from `values`; httpx.HTTPError when no
@@ -241,6 +277,7 @@ class _Run:
     answers: list[Answer]
     problems: list[str]
     samples: list[float]
+    names: tuple[str, ...] = ()
 
 
 def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
@@ -260,11 +297,59 @@ def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
             answers.append(Answer(stack, None, reason))
             problems.append(f"step {number}: {role} run: no answer from {stack}: {reason}")
             break
+        if (wrong := _wrong_backend(stack, raw)) is not None:
+            problems.append(f"step {number}: {role} run: {wrong}")
         problems += [f"step {number}: {role} run: {p}" for p in _capture(step, raw, values)]
         answers.append(Answer(stack, put_back(raw, values)))
         if step.stack is None:
             samples.append(raw.elapsed_ms)
-    return _Run(role, answers, problems, samples)
+    return _Run(role, answers, problems, samples, tuple(values))
+
+
+def _wrong_backend(stack: Stack, reply: Reply) -> str | None:
+    # A gateway says who served each answer: an answer from the other stack would compare
+    # a stack with itself.
+    said = {k.lower(): v for k, v in reply.headers.items()}.get(OVERRIDE_HEADER.lower())
+    if said is None or said.strip().lower() == stack:
+        return None
+    return f"asked {stack}, answered by {said!r} ({OVERRIDE_HEADER})"
+
+
+def _echoed(difference: Difference, names: tuple[str, ...]) -> Difference:
+    # A volatile field whose legacy value holds one of the run's own ids (put back as its
+    # placeholder) is an echo of the request, not a value minted per call: the candidate
+    # must echo it too, exactly.
+    legacy = difference.legacy
+    if (
+        difference.severity == "noise"
+        and difference.reason.startswith(VOLATILE_REASON)
+        and isinstance(legacy, str)
+        and any("{" + name + "}" in legacy for name in names)
+    ):
+        return replace(difference, severity="breaking", reason=ECHO_REASON)
+    return difference
+
+
+def note_present(rules: Rules, reply: Reply, usage: RuleUsage, now: float | None = None) -> None:
+    """Record in `usage` each volatile rule whose field is in `reply` with a value passing
+    its check: such a rule is needed whenever the field is there, whether or not this pair
+    of answers happened to differ (two writes in the same second share an expiry)."""
+    clock = time.time() if now is None else now
+    headers = {name.lower(): value for name, value in reply.headers.items()}
+    try:
+        leaves = flatten(json.loads(reply.body))
+    except (ValueError, RecursionError):
+        leaves = {}
+    fields = {f"header:{name}": value for name, value in headers.items()} | leaves
+    for path, value in fields.items():
+        if any(matches(pattern, path) for pattern in rules.ignore):
+            continue
+        rule = next((v for v in rules.volatile if matches(v.path, path)), None)
+        if (
+            rule is not None
+            and check_volatile(rule.check, value, clock, rule.max_age_seconds) is None
+        ):
+            usage.record(rule)
 
 
 def _key(difference: Difference) -> tuple[str, str, str]:
@@ -298,6 +383,10 @@ def _diff_runs(
                 endpoint=step.request.endpoint,
                 usage=usage,
             )
+            found = [_echoed(d, legacy.names) for d in found]
+            if usage is not None:
+                for reply in (mine.reply, theirs.reply):
+                    note_present(rules, reply, usage)
         pairs.append((mine, theirs, found))
     return pairs
 
@@ -381,12 +470,26 @@ def run(
     rules: Rules,
     options: Options = Options(),
     progress: Progress | None = None,
+    *,
+    judge_stale: bool = True,
+    transport: httpx.BaseTransport | None = None,
 ) -> RunReport:
-    """Run every case against `targets`; `progress(done, total, result)` after each."""
+    """Run every case against `targets`; `progress(done, total, result)` after each. Before
+    the first case, each stack gets an untimed `GET /health` and, with `options.repeat` > 1,
+    an untimed run of the first case, so cold connections do not count as latency. Stale
+    rules are judged only when `judge_stale` (the whole corpus runs); `transport` is httpx's,
+    for tests."""
     usage = RuleUsage()
     started = time.perf_counter()
     results: list[CaseResult] = []
-    with Sender(targets, options.timeout) as sender:
+    with Sender(targets, options.timeout, transport) as sender:
+        sender.warm_up()
+        if cases and options.repeat > 1:
+            # A stack's first call to its own upstreams (agent, store) is slow too: when
+            # latency is measured in earnest, one untimed run of the first case on each
+            # stack, answers dropped.
+            run_steps(cases[0], "legacy", sender)
+            run_steps(cases[0], "candidate", sender)
         for case in cases:
             result = run_case(case, sender, rules, options, usage)
             results.append(result)
@@ -396,7 +499,7 @@ def run(
         targets.label,
         options,
         tuple(results),
-        tuple(usage.stale(rules)),
+        tuple(usage.stale(rules)) if judge_stale else None,
         time.perf_counter() - started,
     )
 
@@ -421,7 +524,8 @@ def render(result: CaseResult) -> str:
             lines.append(
                 f"    {d.severity:<9} {d.kind:<14} {d.path}: {legacy} -> {candidate}{reason}"
             )
-    return "\n".join(lines)
+    # A lone surrogate in an answer (JSON allows "\\ud800") must not break the printing.
+    return "\n".join(lines).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _brief(value: Any, limit: int = 80) -> str:

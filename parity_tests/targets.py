@@ -1,8 +1,12 @@
 """Where the two stacks are: built in this process against the local emulators, two live
-base URLs, or one gateway that picks the stack by its override header."""
+base URLs, or one gateway that picks the stack by its override header.
+
+The suite never imports a stack statically (DESIGN: it reaches them over HTTP/ASGI only): the
+in-process apps are built from import strings, `"module:factory"`, resolved at run time."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -10,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pydantic
 
 from harness.serving import ASGIServer, WSGIServer, environment
-from parity_tests.corpus import Stack
+from parity_tests.corpus import STACKS, Stack
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +27,9 @@ OVERRIDE_HEADER = "X-Dualstack-Backend"
 
 AppFactory = Callable[[Settings], Any]
 """Builds one stack's WSGI (Flask) or ASGI (FastAPI) app from settings."""
+
+DEFAULT_FLASK_APP = "legacy_flask:create_app"
+DEFAULT_FASTAPI_APP = "fastapi_app:create_app"
 
 
 class SetupError(RuntimeError):
@@ -63,16 +71,44 @@ def parity_settings(**overrides: Any) -> Settings:
     return Settings.model_validate(values)
 
 
-def _default_flask(settings: Settings) -> Any:
-    from legacy_flask import create_app
+def one_line(error: BaseException) -> str:
+    """`error` as one line: pydantic's errors as `field: message; ...`, others squeezed."""
+    if isinstance(error, pydantic.ValidationError):
+        parts = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or error.title
+            parts.append(f"{where.upper()}: {item['msg']} (got {item.get('input')!r})")
+        return "invalid settings: " + "; ".join(parts)
+    return " ".join(str(error).split()) or type(error).__name__
 
-    return create_app(settings)
+
+def load_factory(spec: str | AppFactory) -> AppFactory:
+    """The app factory named by import string `spec` ("package.module:function"), or `spec`
+    itself when it is already callable; SetupError (one line) when it cannot be loaded."""
+    if callable(spec):
+        return spec
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SetupError(f"app factory {spec!r} is not 'module:function'")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+    except Exception as exc:  # a module failing at import is as unusable as a missing one
+        raise SetupError(f"cannot load the app factory {spec!r}: {one_line(exc)}") from None
+    if not callable(found):
+        raise SetupError(f"app factory {spec!r} is not callable")
+    factory: AppFactory = found
+    return factory
 
 
-def _default_fastapi(settings: Settings) -> Any:
-    from fastapi_app import create_app
-
-    return create_app(settings)
+def _build(factory: AppFactory, settings: Settings, name: str) -> Any:
+    try:
+        return factory(settings)
+    except SetupError:
+        raise
+    except Exception as exc:  # any failure of the app's own construction is a setup error
+        raise SetupError(f"cannot build the {name} app: {one_line(exc)}") from None
 
 
 @contextmanager
@@ -80,14 +116,23 @@ def serve_in_process(
     *,
     emulators: LocalEmulators | None = None,
     settings: Settings | None = None,
-    flask_app: AppFactory = _default_flask,
-    fastapi_app: AppFactory = _default_fastapi,
+    flask_app: str | AppFactory = DEFAULT_FLASK_APP,
+    fastapi_app: str | AppFactory = DEFAULT_FASTAPI_APP,
 ) -> Iterator[Targets]:
     """Both stacks served on free loopback ports against `emulators` (started here, and
     stopped at the end, when None); everything started here is stopped on exit.
 
-    `flask_app` / `fastapi_app` build the apps (the shipped ones by default): the suite's own
-    tests pass altered ones."""
+    `flask_app` / `fastapi_app` build the apps: import strings (the shipped stacks by
+    default) or factories (the suite's own tests pass altered ones). Anything that keeps
+    them from starting (bad settings in the environment, a factory that cannot be loaded or
+    fails) is a SetupError with a one-line reason."""
+    build_flask, build_fastapi = load_factory(flask_app), load_factory(fastapi_app)
+    if settings is None:
+        # Read the environment before starting anything: a bad variable fails at once.
+        try:
+            parity_settings()
+        except pydantic.ValidationError as exc:
+            raise SetupError(one_line(exc)) from None
     with ExitStack() as stack:
         # werkzeug logs every request unless told otherwise; the reports say what matters.
         werkzeug = logging.getLogger("werkzeug")
@@ -102,15 +147,20 @@ def serve_in_process(
             except (OSError, RuntimeError) as exc:
                 raise SetupError(f"cannot start the local emulators: {exc}") from exc
         # The table the emulators made, whatever DYNAMODB_TABLE the machine has.
-        settings = settings or parity_settings(dynamodb_table=emulators.table)
+        try:
+            settings = settings or parity_settings(dynamodb_table=emulators.table)
+        except pydantic.ValidationError as exc:
+            raise SetupError(one_line(exc)) from None
         # boto3 reads the endpoints when the clients are made: at app creation for Flask,
         # in the lifespan for FastAPI, so the environment stays set while they run.
         stack.enter_context(environment(emulators.env()))
+        flask_wsgi = _build(build_flask, settings, "flask")
+        fastapi_asgi = _build(build_fastapi, settings, "fastapi")
         try:
-            flask = stack.enter_context(WSGIServer(flask_app(settings)))
-            fastapi = stack.enter_context(ASGIServer(fastapi_app(settings)))
-        except (OSError, RuntimeError) as exc:
-            raise SetupError(f"cannot start the stacks: {exc}") from exc
+            flask = stack.enter_context(WSGIServer(flask_wsgi))
+            fastapi = stack.enter_context(ASGIServer(fastapi_asgi))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SetupError(f"cannot start the stacks: {one_line(exc)}") from None
         yield Targets(Endpoint(flask.url), Endpoint(fastapi.url), "in-process")
 
 
@@ -133,14 +183,28 @@ def through_gateway(url: str) -> Targets:
     )
 
 
-def check_reachable(targets: Targets, timeout: float = 5.0) -> None:
-    """SetupError unless each stack answers `GET /health` (any status: it is up)."""
-    for stack in ("flask", "fastapi"):
+def check_reachable(
+    targets: Targets, timeout: float = 5.0, transport: httpx.BaseTransport | None = None
+) -> None:
+    """SetupError unless each stack answers `GET /health` (any status: it is up). An endpoint
+    that asks for its stack by the override header must be answered by that stack, as its
+    `X-Dualstack-Backend` answer says: a gateway with the override disabled (or hidden)
+    would otherwise serve both runs from one stack, and parity would hold trivially."""
+    for stack in STACKS:
         endpoint = targets.endpoint(stack)
         try:
-            httpx.get(
-                endpoint.base_url + "/health", headers=dict(endpoint.headers), timeout=timeout
-            )
+            with httpx.Client(transport=transport, timeout=timeout) as client:
+                response = client.get(endpoint.base_url + "/health", headers=dict(endpoint.headers))
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             reason = str(exc) or type(exc).__name__
             raise SetupError(f"{stack} at {endpoint.base_url} is unreachable: {reason}") from None
+        asked = {k.lower(): v for k, v in endpoint.headers.items()}.get(OVERRIDE_HEADER.lower())
+        if asked is None:
+            continue
+        answered = response.headers.get(OVERRIDE_HEADER)
+        if answered != asked:
+            said = f"{OVERRIDE_HEADER}: {answered}" if answered else f"no {OVERRIDE_HEADER}"
+            raise SetupError(
+                f"{endpoint.base_url} answered {OVERRIDE_HEADER}: {asked} with {said}; "
+                "is the gateway's override header disabled or its backend header hidden?"
+            )

@@ -588,6 +588,65 @@ def test_noise_is_reported_as_noise_not_dropped() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("legacy", "candidate", "expected"),
+    [
+        # Noise explains another value or order where the legacy value varies per call...
+        ({"m": {"a": 1}}, {"m": {"a": 2}}, ("$.m.a", "value", "noise")),
+        ({"m": [1, 2]}, {"m": [2, 1]}, ("$.m", "order", "noise")),
+        (b"text 1", b"text 2", ("$", "body", "noise")),
+        # ...never a field dropped or added, a type changed: those a client trips on.
+        ({"m": {"a": 1}}, {"m": {}}, ("$.m.a", "missing", "breaking")),
+        ({"m": {"a": 1}}, {"m": {"a": 1, "b": 2}}, ("$.m.b", "added", "additive")),
+        ({"m": [1]}, {"m": [1, 2]}, ("$.m[1]", "added", "breaking")),
+        ({"m": {"a": 1}}, {"m": {"a": "1"}}, ("$.m.a", "type", "breaking")),
+        ({"m": {"a": 1}}, {"m": 5}, ("$.m", "type", "breaking")),
+    ],
+    ids=[
+        "value",
+        "order",
+        "body",
+        "missing",
+        "added-field",
+        "added-element",
+        "type-below",
+        "type-at",
+    ],
+)
+def test_noise_downgrades_only_values_and_order(
+    legacy: Any, candidate: Any, expected: tuple[str, str, str]
+) -> None:
+    noise = {"$.m", "$"} if isinstance(legacy, bytes) else {"$.m"}
+    got = diff(reply(legacy), reply(candidate), noise=noise)
+    assert [(d.path, d.kind, d.severity) for d in got] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("legacy", "candidate", "expected"),
+    [
+        ({"X-Trace": "1"}, {"X-Trace": "2"}, ("header:x-trace", "header_value", "noise")),
+        ({"X-Trace": "1"}, {}, ("header:x-trace", "header_missing", "breaking")),
+        ({}, {"X-Trace": "2"}, ("header:x-trace", "header_added", "additive")),
+    ],
+    ids=["value", "missing", "added"],
+)
+def test_noise_downgrades_only_header_values(
+    legacy: dict[str, str], candidate: dict[str, str], expected: tuple[str, str, str]
+) -> None:
+    got = diff(
+        reply({}, headers=legacy),
+        reply({}, headers=candidate),
+        headers=["x-trace"],
+        noise={"header:x-trace"},
+    )
+    assert [(d.path, d.kind, d.severity) for d in got] == [expected]
+
+
+def test_a_status_change_is_never_noise() -> None:
+    got = diff(reply({}, status=200), reply({}, status=500), noise={"status"})
+    assert [(d.path, d.severity) for d in got] == [("status", "breaking")]
+
+
 def test_a_rule_decides_before_noise() -> None:
     rules = Rules(volatile=(Volatile("$.took", "duration_ms"),))
     got = diff(reply({"took": 1}), reply({"took": "1"}), rules=rules, noise={"$.took"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ from harness.emulators import LocalEmulators
 from harness.rules import Rules
 from harness.serving import ASGIServer, environment
 from harness.settings import GatewaySettings
+from parity_tests.cli import main
 from parity_tests.corpus import Case
 from parity_tests.runner import run
 from parity_tests.targets import Targets, parity_settings, through_gateway
@@ -18,14 +21,13 @@ from parity_tests.targets import Targets, parity_settings, through_gateway
 from .conftest import pick
 
 
-@pytest.fixture(scope="module")
-def gateway(emulators: LocalEmulators) -> Iterator[Targets]:
-    emulators.dynamodb.create_table("gw_parity")
-    # 50 %: without the header half the conversations would land on each stack.
+@contextmanager
+def _serving(emulators: LocalEmulators, table: str, **options: Any) -> Iterator[Targets]:
+    emulators.dynamodb.create_table(table)
     with pytest.MonkeyPatch.context() as patch:
         for name in GatewaySettings.model_fields:
             patch.delenv(f"GATEWAY_{name.upper()}", raising=False)
-        gateway_settings = GatewaySettings(fastapi_percent=50, state_table="gw_parity")
+        gateway_settings = GatewaySettings(state_table=table, **options)
     with environment(emulators.env()):
         app = create_gateway(parity_settings(dynamodb_table=emulators.table), gateway_settings)
         server = ASGIServer(app).start()
@@ -33,6 +35,38 @@ def gateway(emulators: LocalEmulators) -> Iterator[Targets]:
         yield through_gateway(server.url)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(emulators: LocalEmulators) -> Iterator[Targets]:
+    # 50 %: without the header half the conversations would land on each stack.
+    with _serving(emulators, "gw_parity", fastapi_percent=50) as targets:
+        yield targets
+
+
+def test_a_gateway_ignoring_the_override_header_is_refused(
+    emulators: LocalEmulators,
+    corpus: list[Case],
+    rules: Rules,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Override disabled, everything on Flask: both runs would be Flask, and "pass".
+    with _serving(emulators, "gw_parity_off", fastapi_percent=0, override_header=False) as gw:
+        code = main(["--gateway-url", gw.flask.base_url, "-k", "health/health-head"])
+        report = run(pick(corpus, "health"), gw, rules)
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"python -m parity_tests: error: {gw.flask.base_url} answered X-Dualstack-Backend: "
+        "fastapi with X-Dualstack-Backend: flask; is the gateway's override header disabled "
+        "or its backend header hidden?"
+    )
+    # The runner says so too, answer by answer, whatever checked the gateway before.
+    (result,) = report.results
+    assert result.problems == (
+        "step 1: candidate run: asked fastapi, answered by 'flask' (X-Dualstack-Backend)",
+    )
+    assert report.exit_code == 1
 
 
 def test_the_corpus_runs_through_the_gateway(
