@@ -110,20 +110,6 @@ class Gateway:
         )
         self.metrics.pool_capacity = self.pool.capacity
         self.sticky = StickyRules(settings.sticky_rules)
-        self._wanted_headers = frozenset(
-            [
-                b"x-request-id",
-                b"content-length",
-                b"content-type",
-                b"transfer-encoding",
-                b"x-dualstack-backend",
-                *(
-                    r.field.lower().encode("latin-1")
-                    for r in settings.sticky_rules
-                    if r.source == "header"
-                ),
-            ]
-        )
         self._control = control
         self._draw = draw
         self._state: RolloutState | None = None
@@ -138,34 +124,19 @@ class Gateway:
         return self._state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(ADMIN_PREFIX) and _is_admin(path):
-                await self._serve_admin(scope, receive, send)
-            else:
-                await self._proxy(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "websocket":
-            # Only the ASGI stack can hold a websocket.
-            await self.stacks.fastapi(scope, receive, send)
-
-    # -- requests -------------------------------------------------------------------------
-
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The hot path: every proxied request runs it, so it stays flat (few calls, no
-        # comprehensions or context managers, no objects beyond the decision's own).
+        if scope["type"] != "http":
+            await self._serve_other(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(ADMIN_PREFIX) and _is_admin(path):
+            await self._serve_admin(scope, receive, send)
+            return
+        # Proxied: the hot path, which every request to a stack runs. It stays flat (the
+        # proxying inline, few calls, no comprehensions or context managers, no objects
+        # beyond the decision's own): each of those costs the stacks' throughput.
         started = perf_counter()
-        wanted = self._wanted_headers
-        headers: dict[bytes, bytes] = {}
-        forwarded_headers: list[tuple[bytes, bytes]] = []  # all but our own request id
-        for header in scope["headers"]:
-            name = header[0]
-            if name in wanted:
-                headers[name] = header[1]
-                if name == b"x-request-id":
-                    continue
-            forwarded_headers.append(header)
+        # Built in C: ASGI header names are lower case; a repeated name keeps its last value.
+        headers = dict(scope["headers"])
         given = headers.get(b"x-request-id")
         rid = request_id(None if given is None else given.decode("latin-1"))
         method = scope["method"]
@@ -185,7 +156,6 @@ class Gateway:
                 return
             except ClientGone:
                 return
-        path = scope["path"]
         owners, route = self.ownership.resolve(path)
         rollout = (self._state or self.state).current
         policy = self._policy
@@ -194,6 +164,7 @@ class Gateway:
                 rollout, self.settings.salt, self.settings.override_header
             )
         key: str | None = None
+        length_header: tuple[bytes, bytes] | None = None  # set when the body changed
         if len(owners) != 1 and rollout.percent_for(path) not in (0.0, 100.0):
             # Only a split needs the conversation key (and a minted one for a new
             # conversation); at 0 % or 100 % every key lands on the same stack.
@@ -207,8 +178,7 @@ class Gateway:
             key = sticky.key
             if sticky.minted:  # the body grew by the minted key
                 body = sticky.body
-                forwarded_headers = [h for h in forwarded_headers if h[0] not in _LENGTH_HEADERS]
-                forwarded_headers.append((b"content-length", str(len(body)).encode()))
+                length_header = (b"content-length", str(len(body)).encode())
         override = headers.get(b"x-dualstack-backend")
         facts = Facts(path, owners, None if override is None else override.decode("latin-1"), key)
         backend, reason, _ = choose(policy, facts, self._draw)
@@ -222,9 +192,16 @@ class Gateway:
             await self._refuse(send, rid, 503, OVERLOADED, retry)
             return
         raw_rid = rid.encode("latin-1")
-        forwarded_headers.append((b"x-request-id", raw_rid))
         forwarded = dict(scope)
-        forwarded["headers"] = forwarded_headers
+        if given is None and length_header is None:  # the usual case, copied in C
+            forwarded["headers"] = [*scope["headers"], (b"x-request-id", raw_rid)]
+        else:
+            replaced = _LENGTH_AND_ID if length_header else _ID
+            kept = [h for h in scope["headers"] if h[0] not in replaced]
+            kept.append((b"x-request-id", raw_rid))
+            if length_header:
+                kept.append(length_header)
+            forwarded["headers"] = kept
         marks = [(b"x-request-id", raw_rid)]
         if self.settings.show_backend_header:
             marks.append(_BACKEND_MARKS[backend])
@@ -235,9 +212,10 @@ class Gateway:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # The message is ours to change once sent (as Starlette's middleware do).
+                # Header names are lower case in ASGI (Starlette and a2wsgi make them so).
                 kept = marks.copy()
                 for header in message["headers"]:
-                    if header[0].lower() not in _MARKED:
+                    if header[0] not in _MARKED:
                         kept.append(header)
                 message["headers"] = kept
             await send(message)
@@ -268,7 +246,14 @@ class Gateway:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    # -- admin and lifespan ---------------------------------------------------------------
+    # -- admin, lifespan, websockets -------------------------------------------------------
+
+    async def _serve_other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            # Only the ASGI stack can hold a websocket.
+            await self.stacks.fastapi(scope, receive, send)
 
     async def _serve_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._admin is None:
@@ -295,7 +280,8 @@ class Gateway:
 
 
 _MARKED = frozenset({b"x-request-id", b"x-dualstack-backend"})
-_LENGTH_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_ID = frozenset({b"x-request-id"})
+_LENGTH_AND_ID = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
 _BACKEND_MARKS = {
     name: (b"x-dualstack-backend", name.encode()) for name in ("flask", "fastapi", "gateway")
 }
