@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -202,7 +203,8 @@ class Gateway:
             if length_header:
                 kept.append(length_header)
             forwarded["headers"] = kept
-        marks = [(b"x-request-id", raw_rid)]
+        rid_header = (b"x-request-id", raw_rid)
+        marks = [rid_header]
         if self.settings.show_backend_header:
             marks.append(_BACKEND_MARKS[backend])
         status = 500
@@ -213,11 +215,17 @@ class Gateway:
                 status = message["status"]
                 # The message is ours to change once sent (as Starlette's middleware do).
                 # Header names are lower case in ASGI (Starlette and a2wsgi make them so).
-                kept = marks.copy()
-                for header in message["headers"]:
-                    if header[0] not in _MARKED:
-                        kept.append(header)
-                message["headers"] = kept
+                headers = message["headers"]
+                if rid_header in headers and _BACKEND_NAME not in map(_name, headers):
+                    # The usual answer: the stack echoed the id it was given, and says
+                    # nothing of backends. Checked in C; only the backend mark is added.
+                    message["headers"] = [*headers, *marks[1:]]
+                else:
+                    kept = marks.copy()
+                    for header in headers:
+                        if header[0] not in _MARKED:
+                            kept.append(header)
+                    message["headers"] = kept
             await send(message)
 
         in_flight = metrics.in_flight
@@ -279,7 +287,9 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-_MARKED = frozenset({b"x-request-id", b"x-dualstack-backend"})
+_BACKEND_NAME = b"x-dualstack-backend"
+_MARKED = frozenset({b"x-request-id", _BACKEND_NAME})
+_name = operator.itemgetter(0)
 _ID = frozenset({b"x-request-id"})
 _LENGTH_AND_ID = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
 _BACKEND_MARKS = {
