@@ -28,7 +28,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import unquote
@@ -45,6 +45,7 @@ from harness.emulators.http11 import (
     encode_json,
     read_request,
 )
+from harness.emulators.loopthread import LoopThread
 from harness.emulators.replies import compose_reply, split_text, token_usage
 
 __all__ = [
@@ -469,7 +470,7 @@ async def _hold(reader: asyncio.StreamReader) -> None:
         pass
 
 
-class BedrockEmulatorThread:
+class BedrockEmulatorThread(LoopThread):
     """Runs a ``BedrockAgentEmulator`` on its own event loop in a daemon thread.
 
     For synchronous code (tests, the dev runner, WSGI stacks): ``start()`` returns the url
@@ -477,68 +478,21 @@ class BedrockEmulatorThread:
     connections open. Usable as a context manager.
     """
 
+    thread_name = "bedrock-emulator"
+
     def __init__(self, emulator: BedrockAgentEmulator | None = None) -> None:
+        super().__init__()
         self.emulator = emulator if emulator is not None else BedrockAgentEmulator()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     @property
     def url(self) -> str:
         """The emulator's url once started."""
         return self.emulator.url
 
-    def start(self) -> str:
-        """Start the thread and the server; returns the url once it accepts connections."""
-        if self._thread is not None:
-            raise RuntimeError("emulator thread already started")
-        self._thread = threading.Thread(target=self._run, name="bedrock-emulator", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self.emulator.url
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server and join the thread."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as error:  # handed to start(), which re-raises it
-            self._error = error
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
         await self.emulator.start()
-        self._ready.set()
         try:
-            await self._stopping.wait()
+            yield
         finally:
             await self.emulator.stop()
-
-    def __enter__(self) -> BedrockEmulatorThread:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -14,14 +14,13 @@ import contextlib
 import io
 import logging
 import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from email.utils import formatdate
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from harness.emulators.http11 import HttpError, Request, encode_head, read_request
+from harness.emulators.loopthread import LoopThread
 
 __all__ = ["WSGIServerThread", "build_environ"]
 
@@ -129,22 +128,20 @@ def _respond(app: WSGIApp, environ: dict[str, Any], keep_alive: bool) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class WSGIServerThread:
+class WSGIServerThread(LoopThread):
     """Serves ``app`` on ``host:port`` (0: a free port) from an event loop in a daemon thread.
 
     ``start()`` returns the url once the server listens; ``stop()`` closes the listening
     socket and every open connection, then joins the thread. Usable as a context manager.
     """
 
+    thread_name = "wsgi-server"
+
     def __init__(self, app: WSGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__()
         self._app = app
         self._host = host
         self._port = port
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._address: tuple[str, int] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -161,47 +158,13 @@ class WSGIServerThread:
         host, port = self.address
         return f"http://{host}:{port}"
 
-    def start(self) -> str:
-        """Start the thread and the server; returns the url once it accepts connections."""
-        if self._thread is not None:
-            raise RuntimeError("server already started")
-        self._thread = threading.Thread(target=self._run, name="wsgi-server", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            self._thread = None
-            raise self._error
-        return self.url
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server and join the thread (safe to call twice)."""
-        thread, loop, stopping = self._thread, self._loop, self._stopping
-        if thread is None:
-            return
-        if loop is not None and stopping is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as error:  # handed to start(), which re-raises it
-            self._error = error
-        finally:
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
         server = await asyncio.start_server(self._serve, self._host, self._port)
         host, port = server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
-        self._ready.set()
         try:
-            await self._stopping.wait()
+            yield
         finally:
             server.close()
             for writer in list(self._writers):
@@ -252,15 +215,3 @@ class WSGIServerThread:
         finally:
             self._writers.discard(writer)
             writer.close()
-
-    def __enter__(self) -> WSGIServerThread:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -1,0 +1,88 @@
+"""An asyncio server run on its own event loop in a daemon thread, for synchronous callers
+(tests, the dev runner, WSGI stacks). Subclasses say how to serve; this runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Self
+
+
+class LoopThread:
+    """`start()` returns the url once the server accepts connections and re-raises what
+    stopped it from starting; `stop()` ends it and joins the thread (safe to call twice).
+    Usable as a context manager. Subclasses give `serving()` (an async context manager
+    that serves while open), `url`, and `thread_name`."""
+
+    thread_name = "loop-thread"
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def serving(self) -> AbstractAsyncContextManager[None]:
+        """Serve from entry to exit, on the thread's event loop."""
+        raise NotImplementedError
+
+    def start(self) -> str:
+        """Start the thread and the server; returns the url once it accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.thread_name} already started")
+        self._ready.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._error
+        return self.url
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server and join the thread (safe to call twice)."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:  # handed to start(), which re-raises it
+            self._error = error
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        async with self.serving():
+            self._ready.set()
+            await self._stopping.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
