@@ -215,14 +215,19 @@ class Gateway:
                 status = message["status"]
                 # The message is ours to change once sent (as Starlette's middleware do).
                 # Header names are lower case in ASGI (Starlette and a2wsgi make them so).
-                headers = message["headers"]
-                if rid_header in headers and _BACKEND_NAME not in map(_name, headers):
+                answer = message["headers"]
+                names = list(map(_name, answer))
+                if (
+                    names.count(b"x-request-id") == 1
+                    and rid_header in answer
+                    and _BACKEND_NAME not in names
+                ):
                     # The usual answer: the stack echoed the id it was given, and says
                     # nothing of backends. Checked in C; only the backend mark is added.
-                    message["headers"] = [*headers, *marks[1:]]
+                    message["headers"] = [*answer, *marks[1:]]
                 else:
                     kept = marks.copy()
-                    for header in headers:
+                    for header in answer:
                         if header[0] not in _MARKED:
                             kept.append(header)
                     message["headers"] = kept

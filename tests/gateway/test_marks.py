@@ -63,6 +63,7 @@ def gateway_over(app: Any, *, show_backend: bool = True) -> Gateway:
         ((), True),  # the usual answer: the stack echoes the id it was given
         ((), False),  # a stack that drops the id
         (((b"x-request-id", b"stack-made"),), False),  # one that makes its own
+        (((b"x-request-id", b"stack-made"),), True),  # one that sends both
         (((b"x-dualstack-backend", b"flask"),), True),  # one that claims to be another
         (((b"x-dualstack-backend", b"flask"), (b"x-request-id", b"stack-made")), True),
     ],
