@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cost.add_argument("--requests", type=int, default=300, help="callgrind: requests counted")
     cost.add_argument("--log-level", default="WARNING", help="the stacks' LOG_LEVEL")
+    cost.add_argument(
+        "--pin",
+        action="store_true",
+        help="wall clock: server on one CPU, client on another (Linux, taskset)",
+    )
     cost.add_argument("--json", type=Path, default=None, metavar="PATH", help="raw figures")
     return parser
 
@@ -161,6 +166,7 @@ def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
                 users=args.users,
                 say=progress,
                 log_level=args.log_level,
+                pin=args.pin,
             )
     pairs = [overhead.compare(figures[d], figures[g], (d, g)) for d, g in overhead.PAIRS]
     print(overhead.table(figures, pairs))

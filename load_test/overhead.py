@@ -16,6 +16,7 @@ Two pairs: `gateway-100` against `fastapi-uvicorn`, and `gateway-0` against `fla
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
@@ -115,10 +116,20 @@ def measure_wall(
     users: int,
     say: Say,
     log_level: str = "WARNING",
+    pin: bool = False,
 ) -> dict[str, Figures]:
-    """Wall-clock figures of every target of `PAIRS`, rounds in ABBA order."""
+    """Wall-clock figures of every target of `PAIRS`, rounds in ABBA order. With `pin`,
+    the server runs on the first CPU and this process (the client) on the second, so the
+    two never take each other's core: steadier figures on a small machine."""
     figures = {name: Figures() for pair in PAIRS for name in pair}
     scenario = build_scenario("health")
+    prefix: tuple[str, ...] = ()
+    if pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or shutil.which("taskset") is None:
+            raise RuntimeError("--pin needs two CPUs and taskset (util-linux)")
+        prefix = ("taskset", "-c", str(cpus[0]))
+        os.sched_setaffinity(0, {cpus[1]})
     for number in range(rounds):
         for pair in PAIRS:
             for name in round_order(pair, number):
@@ -128,6 +139,7 @@ def measure_wall(
                     emulators=emulators,
                     log_dir=log_dir,
                     extra_env={"LOG_LEVEL": log_level},
+                    prefix=prefix,
                 ) as target:
                     engine.run(target.url, scenario, engine.ClosedLoop(1, duration_s / 4))
                     one = _summary(target, scenario, engine.ClosedLoop(1, duration_s))
