@@ -4,16 +4,35 @@ real aioboto3 clients aimed at it."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aioboto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from harness.emulators import LocalEmulators
 
 OpenClient = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+class Flaky:
+    """The real client, until `broken` is set: then every call fails to connect. Every
+    client `open_client` gives is one, so a test can cut the store off mid-way."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.broken = False
+
+    def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
+        async def call(**kwargs: Any) -> Any:
+            if self.broken:
+                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+            return await getattr(self.client, operation)(**kwargs)
+
+        return call
+
 
 _tables = itertools.count()
 
@@ -48,14 +67,15 @@ def open_client(emulators: LocalEmulators) -> OpenClient:
     # service models are shared, which makes each client cheap to open.
     session = aioboto3.Session()
 
-    def open_one() -> AbstractAsyncContextManager[Any]:
-        client: AbstractAsyncContextManager[Any] = session.client(
+    @asynccontextmanager
+    async def open_one() -> AsyncIterator[Flaky]:
+        async with session.client(
             "dynamodb",
             endpoint_url=emulators.dynamodb_url,
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
-        )
-        return client
+        ) as client:
+            yield Flaky(client)
 
     return open_one

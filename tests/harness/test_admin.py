@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from botocore.exceptions import EndpointConnectionError
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from structlog.testing import capture_logs
@@ -39,27 +38,11 @@ METRICS = (
 )
 
 
-class Flaky:
-    """The real client, until `broken` is set: then every call fails to connect."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.broken = False
-
-    def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
-        async def call(**kwargs: Any) -> Any:
-            if self.broken:
-                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
-            return await getattr(self.client, operation)(**kwargs)
-
-        return call
-
-
 @dataclass
 class Admin:
     http: httpx.AsyncClient
     state: RolloutState
-    dynamodb: Flaky
+    dynamodb: Any  # open_client's client: set `broken` to cut the store off
 
     async def history(self) -> list[dict[str, Any]]:
         return [c.to_json() for c in await self.state.store.history()]
@@ -76,7 +59,7 @@ async def running_admin(
 ) -> AsyncIterator[Admin]:
     """The admin app over a started state, mounted at /_gateway as the gateway mounts it."""
     async with open_client() as client:
-        dynamodb = Flaky(client)
+        dynamodb = client
         store = RolloutStore(dynamodb, table, initial=INITIAL, clock=lambda: NOW)
         state = RolloutState(store, interval=60)
         await state.start()
