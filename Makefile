@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml uv.lock
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m harness.devstack
+	$(PY) -m harness.local.devstack
 
 emulators: $(STAMP)
-	$(PY) -m harness.emulators
+	$(PY) -m harness.local.emulators
 
 test: $(STAMP)
 	$(PY) -m pytest

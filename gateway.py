@@ -1,35 +1,51 @@
-"""Composition root: both chatbot stacks behind one gateway. `uvicorn gateway:app`.
+"""Composition root: a WSGI app and an ASGI app behind one gateway. `uvicorn gateway:app`.
 
-Settings come from the environment: the stacks' (`shared.settings.Settings`) and the
-gateway's (`GATEWAY_*`, `harness.settings.GatewaySettings`).
+Which apps: `GATEWAY_FLASK_APP` (default `legacy_flask:create_app()`) and
+`GATEWAY_FASTAPI_APP` (default `fastapi_app.main:app`), import strings in gunicorn's form (a
+trailing `()` calls a factory). The gateway's other settings are `GATEWAY_*`
+(`harness.gateway.GatewaySettings`); the chatbot stacks read their own
+(`shared.settings.Settings`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi_app import create_app as create_fastapi_app
-from harness.gateway import Gateway, build_gateway
-from harness.settings import GatewaySettings
-from legacy_flask import create_app as create_flask_app
+from harness.gateway import AppLoadError, Gateway, GatewaySettings, build_gateway, load_app
 from shared.settings import Settings
 
 
 def create_gateway(
     settings: Settings | None = None, gateway_settings: GatewaySettings | None = None
 ) -> Gateway:
-    """The legacy Flask app and the FastAPI app behind one gateway."""
-    settings = settings or Settings()
-    return build_gateway(
-        create_flask_app(settings),
-        create_fastapi_app(settings),
-        gateway_settings or GatewaySettings(),
-        region=settings.aws_region,
-    )
+    """The apps `gateway_settings` name behind one gateway. With `settings`, the reference
+    pair (the legacy Flask app and the FastAPI app) is built with those settings instead,
+    as tests do. AppLoadError (one line, naming the setting) when an app cannot be loaded."""
+    gateway_settings = gateway_settings or GatewaySettings()
+    if settings is not None:
+        from fastapi_app import create_app as create_fastapi_app
+        from legacy_flask import create_app as create_flask_app
+
+        wsgi, asgi = create_flask_app(settings), create_fastapi_app(settings)
+    else:
+        wsgi = _load("GATEWAY_FLASK_APP", gateway_settings.flask_app)
+        asgi = _load("GATEWAY_FASTAPI_APP", gateway_settings.fastapi_app)
+    return build_gateway(wsgi, asgi, gateway_settings)
+
+
+def _load(setting: str, spec: str) -> Any:
+    try:
+        return load_app(spec)
+    except AppLoadError as error:
+        raise AppLoadError(f"{setting}: {error}") from None
 
 
 def __getattr__(name: str) -> Any:
     # `uvicorn gateway:app` builds the gateway when it asks for `app`, not at import.
     if name == "app":
-        return create_gateway()
+        try:
+            return create_gateway()
+        except AppLoadError as error:
+            # One line for the person starting the server, not a traceback through uvicorn.
+            raise SystemExit(f"gateway: {error}") from None
     raise AttributeError(name)

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from load_test import overhead, report, targets
+from load_test.bench import Plan, compare, machine
 from load_test.client import parse_origin
-from load_test.comparison import Plan, compare, machine
 from load_test.engine import ClosedLoop, Load, OpenLoop
 from load_test.progress import say
 from load_test.scenarios import SCENARIOS

@@ -1,7 +1,7 @@
 """`python -m load_test.emulators`: the harness's emulators, run for load.
 
     python -m load_test.emulators dynamodb      moto's DynamoDB alone; prints its export line
-    python -m load_test.emulators [FLAGS]       as `python -m harness.emulators [FLAGS]`
+    python -m load_test.emulators [FLAGS]       as `python -m harness.local.emulators [FLAGS]`
 
 Both without werkzeug's line per DynamoDB request (`make run` silences it too): under load
 that is thousands of lines a second, formatted and written by the interpreter that serves
@@ -20,8 +20,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from harness.emulators.__main__ import main as run_emulators
-from harness.emulators.dynamodb import DynamoDBEmulator
+from harness.local.emulators.__main__ import main as run_emulators
+from harness.local.emulators.dynamodb import DynamoDBEmulator
 
 
 def _quiet() -> None:

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from harness.emulators.dynamodb import ExternalDynamoDB
-from harness.serving import free_port
+from harness.local.emulators.dynamodb import ExternalDynamoDB
+from harness.local.servers import free_port
 
 CORES = os.cpu_count() or 2
 STANDARD_TARGETS = (
@@ -107,7 +107,7 @@ def launch(name: str, workers: Workers) -> Launch:
         argv = (*python, "uvicorn", "fastapi_app.main:app", *uvicorn)
         return Launch(argv, {}, "/health", f"uvicorn, {workers.workers} workers")
     if name == CEILING:
-        argv = (*python, "load_test.trivial", "--port", "{port}")
+        argv = (*python, "load_test.ceiling", "--port", "{port}")
         return Launch(argv, {}, "/", "trivial asyncio server answering at once")
     percent = gateway_percent(name)
     if percent is None:

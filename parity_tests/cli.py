@@ -15,9 +15,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from harness.rules import RulesError, load_rules
+from harness.diff import RulesError
 from parity_tests import report as reports
-from parity_tests.corpus import DEFAULT_CORPUS, CorpusError, load_corpus, select
+from parity_tests.cases import DEFAULT_CORPUS, CorpusError, load_corpus, select
 from parity_tests.runner import (
     DEFAULT_TIMEOUT_SECONDS,
     CaseResult,
@@ -35,6 +35,7 @@ from parity_tests.targets import (
     serve_in_process,
     through_gateway,
 )
+from parity_tests.yaml_files import load_rules
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 PROG = "python -m parity_tests"

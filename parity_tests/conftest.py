@@ -7,10 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.rules import Rules, load_rules
+from harness.diff import Rules
 from parity_tests.cli import DEFAULT_RULES
 from parity_tests.runner import Sender
 from parity_tests.targets import serve_in_process
+from parity_tests.yaml_files import load_rules
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from parity_tests.corpus import Stack
+from parity_tests.cases import Stack
 
 
 def abba(repeat: int) -> list[tuple[Stack, Stack]]:

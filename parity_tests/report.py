@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.diff import NOISE_REASON, SEVERITIES, Difference, Reply, summarize
+from harness.diff import NOISE_REASON, SEVERITIES, Difference, Response, summarize
 from parity_tests.latency import Comparison, Spread
 from parity_tests.runner import HEADERS, Answer, CaseResult, RunReport, render
 
@@ -124,7 +124,7 @@ def _slowest(report: RunReport, count: int = 10) -> list[str]:
 # --- report.json --------------------------------------------------------------------------
 
 
-def _body_text(reply: Reply) -> str:
+def _body_text(reply: Response) -> str:
     text = reply.body.decode("utf-8", errors="backslashreplace")
     return text if len(text) <= _BODY_CHARS else text[:_BODY_CHARS] + "...(cut)"
 

@@ -33,15 +33,19 @@ import httpx
 
 from harness.diff import (
     DEFAULT_HEADERS,
+    VOLATILE_REASON,
     Difference,
-    Reply,
+    Response,
+    Rules,
+    RuleUsage,
+    check_volatile,
     diff,
     flatten,
     is_unexpected,
+    matches,
     noisy_paths,
 )
-from harness.rules import VOLATILE_REASON, Rules, RuleUsage, check_volatile, matches
-from parity_tests.corpus import STACKS, Case, Stack, Step, fill, fill_value, id_names
+from parity_tests.cases import STACKS, Case, Stack, Step, fill, fill_value, id_names
 from parity_tests.latency import Comparison, abba, gate
 from parity_tests.targets import OVERRIDE_HEADER, Endpoint, Targets
 
@@ -77,7 +81,7 @@ class Answer:
     """One step's answer in one run: the reply (placeholders put back) or why there is none."""
 
     stack: Stack
-    reply: Reply | None
+    reply: Response | None
     error: str | None = None
 
 
@@ -192,7 +196,7 @@ class Sender:
             with contextlib.suppress(httpx.HTTPError):
                 self._client(stack).get(WARM_UP_PATH)
 
-    def send(self, stack: Stack, step: Step, values: Mapping[str, str]) -> Reply:
+    def send(self, stack: Stack, step: Step, values: Mapping[str, str]) -> Response:
         """Send `step`'s request, placeholders filled from `values`; httpx.HTTPError when no
         answer came."""
         request = step.request
@@ -214,7 +218,7 @@ class Sender:
             request.method, fill(request.path, values), headers=headers, content=content
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return Reply(
+        return Response(
             response.status_code,
             {name: response.headers[name] for name in response.headers},
             response.content,
@@ -244,7 +248,7 @@ def fresh_ids(case: Case) -> dict[str, str]:
     return {name: f"p{name[0]}-{secrets.token_hex(10)}" for name in sorted(id_names(case))}
 
 
-def put_back(reply: Reply, values: Mapping[str, str]) -> Reply:
+def put_back(reply: Response, values: Mapping[str, str]) -> Response:
     """`reply` with each of the run's values written as its `{placeholder}` again."""
     body = reply.body
     headers = dict(reply.headers)
@@ -253,10 +257,10 @@ def put_back(reply: Reply, values: Mapping[str, str]) -> Reply:
             continue
         body = body.replace(value.encode(), ("{" + name + "}").encode())
         headers = {k: v.replace(value, "{" + name + "}") for k, v in headers.items()}
-    return Reply(reply.status, headers, body, reply.elapsed_ms)
+    return Response(reply.status, headers, body, reply.elapsed_ms)
 
 
-def _capture(step: Step, reply: Reply, values: dict[str, str]) -> list[str]:
+def _capture(step: Step, reply: Response, values: dict[str, str]) -> list[str]:
     problems = []
     try:
         leaves = flatten(json.loads(reply.body)) if step.capture else {}
@@ -306,7 +310,7 @@ def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
     return _Run(role, answers, problems, samples, tuple(values))
 
 
-def _wrong_backend(stack: Stack, reply: Reply) -> str | None:
+def _wrong_backend(stack: Stack, reply: Response) -> str | None:
     # A gateway says who served each answer: an answer from the other stack would compare
     # a stack with itself.
     said = {k.lower(): v for k, v in reply.headers.items()}.get(OVERRIDE_HEADER.lower())
@@ -330,7 +334,7 @@ def _echoed(difference: Difference, names: tuple[str, ...]) -> Difference:
     return difference
 
 
-def note_present(rules: Rules, reply: Reply, usage: RuleUsage, now: float | None = None) -> None:
+def note_present(rules: Rules, reply: Response, usage: RuleUsage, now: float | None = None) -> None:
     """Record in `usage` each volatile rule whose field is in `reply` with a value passing
     its check: such a rule is needed whenever the field is there, whether or not this pair
     of answers happened to differ (two writes in the same second share an expiry)."""

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pydantic
 
-from harness.serving import ASGIServer, WSGIServer, environment
-from parity_tests.corpus import STACKS, Stack
+from harness.local.servers import ASGIServer, WSGIServer, environment
+from parity_tests.cases import STACKS, Stack
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from harness.emulators import LocalEmulators
+    from harness.local.emulators import LocalEmulators
 
 OVERRIDE_HEADER = "X-Dualstack-Backend"
 
@@ -140,7 +140,7 @@ def serve_in_process(
         werkzeug.setLevel(logging.ERROR)
         if emulators is None:
             # Imported here: moto is slow to import, and live targets never need it.
-            from harness.emulators import LocalEmulators
+            from harness.local.emulators import LocalEmulators
 
             try:
                 emulators = stack.enter_context(LocalEmulators())

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.rules import Rules, RuleUsage
-from parity_tests.corpus import Case, load_corpus
+from harness.diff import Rules, RuleUsage
+from parity_tests.cases import Case, load_corpus
 from parity_tests.runner import CaseResult, Sender, render, run_case
 
 CASES = load_corpus()

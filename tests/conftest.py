@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
-from harness.emulators import LocalEmulators
+from harness.local.emulators import LocalEmulators
 from shared.settings import Settings
 
 

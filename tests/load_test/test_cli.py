@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.serving import free_port
+from harness.local.servers import free_port
 from load_test.__main__ import build_parser, main, plan_from
 from load_test.engine import ClosedLoop, Counters, OpenLoop
 from load_test.progress import ProgressLine

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.serving import ASGIServer, WSGIServer
+from harness.local.servers import ASGIServer, WSGIServer
+from load_test.ceiling import Behaviour, TrivialServer
 from load_test.client import (
     Connection,
     Outcome,
@@ -20,7 +21,6 @@ from load_test.client import (
     parse_head,
     parse_origin,
 )
-from load_test.trivial import Behaviour, TrivialServer
 
 
 @pytest.mark.parametrize(

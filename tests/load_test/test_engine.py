@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import time
 
-from harness.serving import free_port
+from harness.local.servers import free_port
+from load_test.ceiling import Behaviour, TrivialServer
 from load_test.engine import BACKOFF_FIRST_S, BACKOFF_MAX_S, ClosedLoop, OpenLoop, RunResult, run
 from load_test.scenarios import ChatScenario, HealthScenario
 from load_test.stats import Latency, Summary, summarize
-from load_test.trivial import Behaviour, TrivialServer
 
 
 def _consistent(result: RunResult) -> Summary:

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Callable
 
 from gateway import create_gateway
-from harness.emulators import LocalEmulators
-from harness.serving import ASGIServer, environment
-from harness.settings import GatewaySettings
+from harness.gateway.settings import GatewaySettings
+from harness.local.emulators import LocalEmulators
+from harness.local.servers import ASGIServer, environment
 from load_test.engine import ClosedLoop, run
 from load_test.scenarios import ChatScenario
 from load_test.stats import by_backend, summarize

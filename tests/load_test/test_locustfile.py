@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from load_test.trivial import Behaviour, TrivialServer
+from load_test.ceiling import Behaviour, TrivialServer
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"

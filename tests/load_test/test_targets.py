@@ -66,7 +66,7 @@ WORKERS = Workers(sync_workers=5, workers=2, threads=16, wsgi_threads=10)
         (
             "client-ceiling",
             Launch(
-                (*PY, "load_test.trivial", "--port", "{port}"),
+                (*PY, "load_test.ceiling", "--port", "{port}"),
                 {},
                 "/",
                 "trivial asyncio server answering at once",

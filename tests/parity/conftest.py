@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 from fastapi_app import create_app as create_fastapi_app
-from harness.emulators import LocalEmulators
-from harness.rules import Rules, load_rules
+from harness.diff import Rules
+from harness.local.emulators import LocalEmulators
 from legacy_flask import create_app as create_flask_app
+from parity_tests.cases import Case, load_corpus
 from parity_tests.cli import DEFAULT_RULES
-from parity_tests.corpus import Case, load_corpus
 from parity_tests.targets import Targets, parity_settings, serve_in_process
+from parity_tests.yaml_files import load_rules
 from shared.settings import Settings
 from shared.store import AsyncSessionStore
 

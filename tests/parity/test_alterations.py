@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness.rules import Rules
-from parity_tests.corpus import Case, select
+from harness.diff import Rules
+from parity_tests.cases import Case, select
 from parity_tests.runner import Options, run
 from parity_tests.targets import Targets
 

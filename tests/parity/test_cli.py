@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.serving import free_port
+from harness.local.servers import free_port
+from parity_tests.cases import Case, select
 from parity_tests.cli import main
-from parity_tests.corpus import Case, select
 
 from .conftest import Rewrite, Stacks, json_change
 

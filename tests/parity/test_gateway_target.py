@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from gateway import create_gateway
-from harness.emulators import LocalEmulators
-from harness.rules import Rules
-from harness.serving import ASGIServer, environment
-from harness.settings import GatewaySettings
+from harness.diff import Rules
+from harness.gateway.settings import GatewaySettings
+from harness.local.emulators import LocalEmulators
+from harness.local.servers import ASGIServer, environment
+from parity_tests.cases import Case
 from parity_tests.cli import main
-from parity_tests.corpus import Case
 from parity_tests.runner import run
 from parity_tests.targets import Targets, parity_settings, through_gateway
 

@@ -12,10 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.diff import NOISE_REASON, SEVERITIES, Difference, Reply, diff
-from harness.rules import Rules, RuleUsage, Volatile
-from parity_tests.cli import Progress
-from parity_tests.corpus import (
+from harness.diff import (
+    NOISE_REASON,
+    SEVERITIES,
+    Difference,
+    Response,
+    Rules,
+    RuleUsage,
+    Volatile,
+    diff,
+)
+from parity_tests.cases import (
     Case,
     CorpusError,
     Request,
@@ -27,6 +34,7 @@ from parity_tests.corpus import (
     load_corpus,
     parse_corpus_file,
 )
+from parity_tests.cli import Progress
 from parity_tests.latency import Comparison, Spread, abba, gate, percentile
 from parity_tests.report import summary, to_json, to_junit, write
 from parity_tests.runner import (
@@ -147,9 +155,9 @@ def test_each_placeholder_gets_a_fresh_valid_id_per_run() -> None:
 
 
 def test_put_back_restores_placeholders_in_body_and_headers() -> None:
-    reply = Reply(200, {"X-Request-ID": "t-ps-0123456789"}, b'{"s": "ps-0123456789", "n": 1}')
+    reply = Response(200, {"X-Request-ID": "t-ps-0123456789"}, b'{"s": "ps-0123456789", "n": 1}')
     restored = put_back(reply, {"session": "ps-0123456789", "tiny": "1"})
-    assert restored == Reply(200, {"X-Request-ID": "t-{session}"}, b'{"s": "{session}", "n": 1}')
+    assert restored == Response(200, {"X-Request-ID": "t-{session}"}, b'{"s": "{session}", "n": 1}')
 
 
 def test_abba_alternates_which_stack_goes_first() -> None:
@@ -292,13 +300,15 @@ def test_a_volatile_rule_is_used_when_its_field_is_present_even_if_equal() -> No
     rules = Rules(ignore=("$.skip",), volatile=(ttl, rid, Volatile("$.skip", "number")))
     usage = RuleUsage()
     body = json.dumps({"ttl": NOW + 86400, "skip": 1}).encode()
-    same = Reply(200, {"X-Request-ID": "abc"}, body)
+    same = Response(200, {"X-Request-ID": "abc"}, body)
     # Two answers written in the same second: nothing differs, yet the rules were needed.
     assert diff(same, same, rules=rules, usage=usage) == []
     note_present(rules, same, usage, now=NOW)
     assert (usage.count(ttl), usage.count(rid)) == (1, 1)
     # A field failing its check, or an ignored one, does not make its rule needed.
-    note_present(rules, Reply(200, {"X-Request-ID": "not an id!"}, b'{"ttl": "x"}'), usage, now=NOW)
+    note_present(
+        rules, Response(200, {"X-Request-ID": "not an id!"}, b'{"ttl": "x"}'), usage, now=NOW
+    )
     assert (usage.count(ttl), usage.count(rid)) == (1, 1)
     assert usage.stale(rules) == ["ignore $.skip", "volatile $.skip (number)"]
 
@@ -318,8 +328,8 @@ def _step(*differences: Difference, body: bytes = b"{}") -> StepResult:
     return StepResult(
         1,
         "GET /x",
-        Answer("flask", Reply(200, JSON_HEADERS, body)),
-        Answer("fastapi", Reply(200, JSON_HEADERS, body)),
+        Answer("flask", Response(200, JSON_HEADERS, body)),
+        Answer("fastapi", Response(200, JSON_HEADERS, body)),
         differences,
     )
 

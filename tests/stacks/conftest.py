@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from fastapi_app import create_app as create_fastapi_app
-from harness.emulators import LocalEmulators
-from harness.serving import ASGIServer, WSGIServer, environment
+from harness.local.emulators import LocalEmulators
+from harness.local.servers import ASGIServer, WSGIServer, environment
 from legacy_flask import create_app as create_flask_app
 from shared.settings import Settings
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.emulators.replies import compose_reply
+from harness.local.emulators.replies import compose_reply
 from shared import contract
 
 from .conftest import STACKS, Stacks

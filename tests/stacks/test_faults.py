@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from harness.serving import free_port
+from harness.local.servers import free_port
 from shared import contract
 from shared.settings import Settings
 

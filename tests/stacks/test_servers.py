@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fastapi_app import create_app as create_fastapi_app
-from harness.emulators import LocalEmulators
-from harness.serving import server_process
+from harness.local.emulators import LocalEmulators
+from harness.local.servers import server_process
 from legacy_flask import create_app as create_flask_app
 from shared.settings import Settings
 

@@ -11,8 +11,8 @@ from contextlib import AbstractContextManager
 
 import httpx
 
-from harness.emulators import LocalEmulators
-from harness.emulators.replies import compose_reply
+from harness.local.emulators import LocalEmulators
+from harness.local.emulators.replies import compose_reply
 from shared import contract, session
 from shared.session import HistoryEntry, SessionRecord
 from shared.settings import Settings

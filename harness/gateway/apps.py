@@ -1,0 +1,56 @@
+"""Apps named by import string, as gunicorn and uvicorn name them: `package.module:name`,
+the name a dotted attribute path, and a trailing `()` calling a factory
+(`legacy_flask:create_app()`). The one loader of the project: the gateway mounts its stacks
+with it, the parity suite and the load test name the stacks with it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+class AppLoadError(ValueError):
+    """An import string that names nothing usable; the message is one line naming it."""
+
+
+def import_object(spec: str) -> Any:
+    """The object `module:attribute` names (the attribute may be dotted); AppLoadError when
+    the string is malformed, the module fails to import, or the attribute is missing."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise AppLoadError(f"{spec!r} is not an import string 'module:attribute'")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except Exception as exc:  # a module failing at import is as unusable as a missing one
+        raise AppLoadError(
+            f"cannot import {module_name!r} for {spec!r}: {_one_line(exc)}"
+        ) from None
+    for name in attribute.split("."):
+        try:
+            found = getattr(found, name)
+        except AttributeError:
+            raise AppLoadError(
+                f"{spec!r}: {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return found
+
+
+def load_app(spec: str) -> Any:
+    """The app `spec` names, gunicorn's convention: with a trailing `()` the named factory is
+    called with no arguments and its result is the app. AppLoadError on any failure, the
+    factory's own included."""
+    call = spec.endswith("()")
+    found = import_object(spec.removesuffix("()"))
+    if not call:
+        return found
+    if not callable(found):
+        raise AppLoadError(f"{spec!r}: {spec.removesuffix('()')!r} is not callable")
+    try:
+        return found()
+    except Exception as exc:
+        raise AppLoadError(f"{spec!r}: the factory failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

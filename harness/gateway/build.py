@@ -1,0 +1,70 @@
+"""Building the gateway: the stacks mounted (the WSGI one through a2wsgi), route ownership
+read from their own routing, the rollout state in DynamoDB."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import aioboto3
+from a2wsgi import WSGIMiddleware
+from aiobotocore.config import AioConfig
+from starlette.types import ASGIApp
+
+from harness.gateway.admin import build_admin
+from harness.gateway.metrics import GatewayMetrics
+from harness.gateway.ownership import Ownership, asgi_templates, flask_matcher, template_matcher
+from harness.gateway.policy import Rollout
+from harness.gateway.proxy import Gateway, Stacks
+from harness.gateway.rollout import RolloutState, RolloutStore
+from harness.gateway.settings import GatewaySettings
+
+
+def wsgi_app(app: Any, threads: int) -> ASGIApp:
+    """A WSGI app as ASGI through a2wsgi, with `wsgi.input_terminated` set: the body
+    a2wsgi hands over ends where the request's does, so chunked uploads reach the app
+    whole instead of being read as empty for want of a Content-Length."""
+
+    def terminated(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return cast(ASGIApp, WSGIMiddleware(terminated, workers=threads))  # type: ignore[arg-type]
+
+
+def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
+    """The gateway in front of a WSGI app and an ASGI app.
+
+    Route ownership comes from the apps' own routing: a Flask app's url_map, a FastAPI
+    app's routes. A WSGI app whose routes cannot be read is taken to serve every path,
+    so the percentage alone decides. The rollout lives in DynamoDB table
+    `settings.state_table`, reached through boto3's usual configuration
+    (`AWS_ENDPOINT_URL_DYNAMODB` for the local emulator).
+    """
+    flask_routes = flask_matcher(wsgi) if hasattr(wsgi, "url_map") else (lambda path: "*")
+    ownership = Ownership(flask_routes, template_matcher(asgi_templates(asgi)))
+    metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def control() -> AsyncIterator[tuple[RolloutState, ASGIApp]]:
+        config = AioConfig(
+            region_name=settings.aws_region,
+            connect_timeout=2,
+            read_timeout=2,
+            retries={"mode": "standard", "total_max_attempts": 2},
+        )
+        async with aioboto3.Session().client("dynamodb", config=config) as client:
+            initial = Rollout(fastapi_percent=settings.fastapi_percent)
+            state = RolloutState(
+                RolloutStore(client, settings.state_table, initial=initial),
+                interval=settings.refresh_seconds,
+            )
+            await state.start()
+            try:
+                yield state, build_admin(state, token=settings.admin_token, metrics=metrics.render)
+            finally:
+                await state.stop()
+
+    stacks = Stacks(flask=wsgi_app(wsgi, settings.wsgi_threads), fastapi=asgi)
+    return Gateway(stacks, ownership, settings, control, metrics=metrics)

@@ -1,0 +1,502 @@
+"""The rollout in DynamoDB, shared by every gateway worker and replica, and its in-memory view.
+
+`RolloutStore` reads and changes the rollout with optimistic concurrency and audits every
+change; `RolloutState` keeps the current rollout in memory and polls the store, so the request
+path never waits on DynamoDB and every worker converges within one polling interval.
+
+Layout, in a table keyed by `session_id` (the session table's schema; none of these keys is a
+valid session id, since `#` is outside the id pattern):
+
+- `gateway#rollout`: `fastapi_percent` (N), `routes` (M of N), `version` (N), `updated_at`
+  (S, ISO 8601 UTC). Small on purpose: every worker reads it every interval, and DynamoDB
+  charges a read by the whole item's size.
+- `gateway#rollout#change#<version>`, one per change: `change_id` (S), `at` (S), `actor` (S),
+  `old` and `new` (M `{fastapi_percent, routes, version}`). Written in the same transaction
+  as the rollout (so a change is never applied unaudited), which also deletes the change
+  `HISTORY_LIMIT` versions older: the newest 200 are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+from harness.gateway.policy import Rollout, validate_percent, validate_prefix
+from shared.aws import error_code, is_store_down
+from shared.session import iso
+
+__all__ = [
+    "HISTORY_LIMIT",
+    "MAX_PREFIX_LENGTH",
+    "MAX_ROUTES",
+    "ROLLOUT_KEY",
+    "Change",
+    "RolloutConflict",
+    "RolloutState",
+    "RolloutStore",
+    "RolloutUnavailable",
+]
+
+ROLLOUT_KEY = "gateway#rollout"
+"""The rollout item's key; each change is at `f"{ROLLOUT_KEY}#change#{version}"`."""
+
+HISTORY_LIMIT = 200
+"""The newest changes kept."""
+
+MAX_ROUTES = 64
+"""Route overrides one rollout may hold: with `MAX_PREFIX_LENGTH`, a change item (two
+rollouts) stays far below DynamoDB's 400 KB item limit."""
+
+MAX_PREFIX_LENGTH = 256
+"""Longest route prefix accepted, in characters."""
+
+MAX_ATTEMPTS = 10
+"""Read-modify-write attempts per update: each failed one means another writer succeeded,
+so ten concurrent admins still all get through."""
+
+_BATCH = 100
+"""Keys per BatchGetItem, DynamoDB's maximum."""
+
+Item = dict[str, Any]
+
+log = structlog.get_logger("harness.gateway.rollout")
+
+
+class RolloutUnavailable(Exception):
+    """The rollout store could not be reached or did not answer in time; retry later."""
+
+
+class RolloutConflict(RolloutUnavailable):
+    """The rollout kept changing under an update, `MAX_ATTEMPTS` times in a row; retry later.
+
+    A kind of `RolloutUnavailable`: to the caller it is the same (a transient refusal)."""
+
+
+class _ConditionFailed(Exception):
+    """DynamoDB rejected a write's condition (or a transaction on the same item won)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One audited change of the rollout: when, by whom, and the rollout before and after."""
+
+    at: str
+    actor: str
+    old: Rollout
+    new: Rollout
+
+    def to_json(self) -> dict[str, Any]:
+        """The change as JSON-ready data, as the admin API shows it."""
+        return {
+            "at": self.at,
+            "actor": self.actor,
+            "old": self.old.to_json(),
+            "new": self.new.to_json(),
+        }
+
+
+# --- the item codec: pure -------------------------------------------------------------------
+
+
+def _key(name: str) -> Item:
+    return {"session_id": {"S": name}}
+
+
+def _change_key(version: int) -> Item:
+    return _key(f"{ROLLOUT_KEY}#change#{version}")
+
+
+def _number(value: float) -> Item:
+    # Fixed-point text: DynamoDB numbers are decimal, and "1e-07" is best not relied on.
+    return {"N": format(Decimal(repr(value)), "f")}
+
+
+def _rollout_attributes(rollout: Rollout) -> Item:
+    return {
+        "fastapi_percent": _number(rollout.fastapi_percent),
+        "routes": {"M": {prefix: _number(p) for prefix, p in rollout.routes.items()}},
+        "version": {"N": str(rollout.version)},
+    }
+
+
+def _rollout_from(data: Mapping[str, Any]) -> Rollout:
+    return Rollout(
+        fastapi_percent=float(data["fastapi_percent"]["N"]),
+        routes={k: float(v["N"]) for k, v in data.get("routes", {}).get("M", {}).items()},
+        version=int(data["version"]["N"]),
+    )
+
+
+def _rollout_item(rollout: Rollout, updated_at: str) -> Item:
+    return {**_key(ROLLOUT_KEY), **_rollout_attributes(rollout), "updated_at": {"S": updated_at}}
+
+
+def _change_item(change: Change, change_id: str) -> Item:
+    return {
+        **_change_key(change.new.version),
+        "change_id": {"S": change_id},
+        "at": {"S": change.at},
+        "actor": {"S": change.actor},
+        "old": {"M": _rollout_attributes(change.old)},
+        "new": {"M": _rollout_attributes(change.new)},
+    }
+
+
+def _change_from(item: Mapping[str, Any]) -> Change:
+    return Change(
+        at=item["at"]["S"],
+        actor=item["actor"]["S"],
+        old=_rollout_from(item["old"]["M"]),
+        new=_rollout_from(item["new"]["M"]),
+    )
+
+
+def _routes_after(
+    current: Mapping[str, float], changes: Mapping[str, float | None]
+) -> dict[str, float]:
+    routes = dict(current)
+    for prefix, percent in changes.items():
+        if percent is None:
+            routes.pop(prefix, None)  # removing an absent override is a no-op, not an error
+        else:
+            routes[prefix] = percent
+    return routes
+
+
+def _labelled(label: str, check: Callable[[object], Any], value: object) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+
+
+def _validated_routes(routes: object) -> dict[str, float | None]:
+    if not isinstance(routes, Mapping):
+        raise ValueError("routes must map path prefixes to a percent or null")
+    valid: dict[str, float | None] = {}
+    for prefix, percent in routes.items():
+        validate_prefix(prefix)
+        if len(prefix) > MAX_PREFIX_LENGTH:
+            raise ValueError(f"route prefix must be at most {MAX_PREFIX_LENGTH} characters")
+        valid[prefix] = (
+            None if percent is None else _labelled(f"routes[{prefix!r}]", validate_percent, percent)
+        )
+    return valid
+
+
+def _cancellation_reasons(exc: BaseException) -> set[str]:
+    if error_code(exc) != "TransactionCanceledException" or not isinstance(exc, ClientError):
+        return set()
+    reasons: list[dict[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
+    return {str(r.get("Code")) for r in reasons}
+
+
+def _is_condition_failed(exc: BaseException) -> bool:
+    if error_code(exc) in ("ConditionalCheckFailedException", "TransactionConflictException"):
+        return True
+    # Only a lost race is worth redoing; any other cancellation is a real error.
+    return bool(_cancellation_reasons(exc) & {"ConditionalCheckFailed", "TransactionConflict"})
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if is_store_down(exc):
+        return True
+    # A cancelled transaction names its reasons per item instead of one error code.
+    throttled = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+    return bool(_cancellation_reasons(exc) & throttled)
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class RolloutStore:
+    """The rollout in DynamoDB, over an aioboto3 client (or a fake with its methods)."""
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        *,
+        initial: Rollout,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._initial = initial
+        self._clock = clock
+
+    @property
+    def initial(self) -> Rollout:
+        """The rollout the item is created with when it does not exist yet."""
+        return self._initial
+
+    async def load(self) -> Rollout:
+        """The stored rollout; the item is created from `initial` when absent.
+
+        Raises `RolloutUnavailable` when DynamoDB cannot be reached.
+        """
+        return await self._read() or await self._create()
+
+    async def update(
+        self,
+        *,
+        fastapi_percent: float | None = None,
+        routes: Mapping[str, float | None] | None = None,
+        actor: str,
+    ) -> Change:
+        """Change the default percentage and/or route overrides (a percent, or None to remove
+        that prefix's override), bump the version and audit the change; returns it.
+
+        Raises ValueError for an invalid value (nothing is written), `RolloutUnavailable`
+        when DynamoDB cannot be reached, `RolloutConflict` when other writers kept winning.
+        """
+        if fastapi_percent is None and not routes:
+            raise ValueError("Nothing to change: give fastapi_percent and/or routes")
+        percent = (
+            None
+            if fastapi_percent is None
+            else _labelled("fastapi_percent", validate_percent, fastapi_percent)
+        )
+        route_changes = _validated_routes(routes or {})
+        # Recorded with the change, so that a write which landed although its reply was lost
+        # (botocore then retries it, and the retry's condition fails) is recognised as ours
+        # instead of being applied a second time.
+        change_id = uuid.uuid4().hex
+        for attempt in range(MAX_ATTEMPTS):
+            old = await self.load()
+            new_routes = _routes_after(old.routes, route_changes)
+            if len(new_routes) > MAX_ROUTES:
+                raise ValueError(f"At most {MAX_ROUTES} route overrides are allowed")
+            new = Rollout(
+                fastapi_percent=old.fastapi_percent if percent is None else percent,
+                routes=new_routes,
+                version=old.version + 1,
+            )
+            change = Change(at=iso(self._clock()), actor=actor, old=old, new=new)
+            try:
+                await self._write(change, change_id)
+            except _ConditionFailed:
+                landed = await self._get(_change_key(new.version))
+                if landed is not None and landed.get("change_id", {}).get("S") == change_id:
+                    return _change_from(landed)
+                # Another writer got in between: back off a little, with jitter so that
+                # writers in lockstep spread out, and redo the change on the new state.
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                continue
+            return change
+        raise RolloutConflict(f"the rollout changed under {MAX_ATTEMPTS} attempts to update it")
+
+    async def history(self, limit: int = 100) -> list[Change]:
+        """The newest `limit` changes (at most `HISTORY_LIMIT` are kept), newest first."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        limit = min(limit, HISTORY_LIMIT)
+        current = await self._read()
+        if current is None:
+            return []
+        versions = range(current.version, max(current.version - limit, 0), -1)
+        found: dict[int, Change] = {}
+        keys = [_change_key(v) for v in versions]
+        for start in range(0, len(keys), _BATCH):
+            for item in await self._batch_get(keys[start : start + _BATCH]):
+                stored = _change_from(item)
+                found[stored.new.version] = stored
+        # Follow the chain back from the current rollout: it ends where changes were trimmed,
+        # or at the item's creation (a change item left from before the rollout item was
+        # deleted and recreated does not lead to it, so it is not shown).
+        history: list[Change] = []
+        expected = current
+        for version in versions:
+            change = found.get(version)
+            if change is None or change.new != expected:
+                break
+            history.append(change)
+            expected = change.old
+        return history
+
+    async def _write(self, change: Change, change_id: str) -> None:
+        writes: list[Item] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _rollout_item(change.new, change.at),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":v": {"N": str(change.old.version)}},
+                }
+            },
+            # Unconditional: a change item left from before the rollout item was deleted and
+            # recreated must not block new changes; the version condition already makes this
+            # writer the only one for this version.
+            {"Put": {"TableName": self._table, "Item": _change_item(change, change_id)}},
+        ]
+        stale = change.new.version - HISTORY_LIMIT
+        if stale > 0:
+            writes.append({"Delete": {"TableName": self._table, "Key": _change_key(stale)}})
+        await self._call("transact_write_items", TransactItems=writes)
+
+    async def _get(self, key: Item) -> Item | None:
+        reply = await self._call(
+            "get_item",
+            TableName=self._table,
+            Key=key,
+            # Strongly consistent: a worker must see a change by its next poll.
+            ConsistentRead=True,
+        )
+        item: Item | None = reply.get("Item")
+        return item
+
+    async def _read(self) -> Rollout | None:
+        item = await self._get(_key(ROLLOUT_KEY))
+        return None if item is None else _rollout_from(item)
+
+    async def _create(self) -> Rollout:
+        for _ in range(3):
+            try:
+                await self._call(
+                    "put_item",
+                    TableName=self._table,
+                    Item=_rollout_item(self._initial, iso(self._clock())),
+                    ConditionExpression="attribute_not_exists(session_id)",
+                )
+            except _ConditionFailed:
+                # Another worker created it first: theirs wins (the same initial rollout,
+                # or already a change of it).
+                winner = await self._read()
+                if winner is not None:
+                    return winner
+                continue  # deleted again meanwhile: try creating once more
+            return self._initial
+        raise RolloutConflict("the rollout item kept disappearing while being created")
+
+    async def _batch_get(self, keys: list[Item]) -> list[Item]:
+        items: list[Item] = []
+        pending: Item = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(5):
+            reply = await self._call("batch_get_item", RequestItems=pending)
+            items += reply.get("Responses", {}).get(self._table, [])
+            pending = reply.get("UnprocessedKeys") or {}
+            if not pending:
+                return items
+            # DynamoDB returns unprocessed keys when throttled: back off before asking again.
+            await asyncio.sleep(0.05 * 2**attempt)
+        raise RolloutUnavailable("rollout history: keys kept coming back unprocessed")
+
+    async def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._client, operation)(**kwargs)
+        except Exception as exc:
+            if _is_condition_failed(exc):
+                raise _ConditionFailed() from exc
+            if _is_unavailable(exc):
+                raise RolloutUnavailable(f"rollout store unavailable: {exc}") from exc
+            raise
+
+
+# --- the in-memory view ---------------------------------------------------------------------
+
+
+Listener = Callable[[Rollout], None]
+
+
+class RolloutState:
+    """The current rollout in memory, refreshed from the store in the background, so every
+    worker and replica converges within `interval` seconds of a change."""
+
+    def __init__(self, store: RolloutStore, *, interval: float = 1.0) -> None:
+        if not interval > 0:
+            raise ValueError("interval must be positive")
+        self._store = store
+        self._interval = interval
+        self._current: Rollout | None = None
+        self._listeners: list[Listener] = []
+        self._task: asyncio.Task[None] | None = None
+        # Bumped by apply(): a poll that was in flight across an apply() may carry the state
+        # from before that change, so its result is dropped (the next poll is fresh).
+        self._generation = 0
+
+    @property
+    def store(self) -> RolloutStore:
+        """The store this state polls (the admin API changes the rollout through it)."""
+        return self._store
+
+    @property
+    def current(self) -> Rollout:
+        """The rollout this worker routes by; never blocks. RuntimeError before `start()`."""
+        if self._current is None:
+            raise RuntimeError("RolloutState.current read before start()")
+        return self._current
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call `callback(rollout)` on every change of `current` (and once at start)."""
+        self._listeners.append(callback)
+
+    async def start(self) -> None:
+        """Load the rollout (raising `RolloutUnavailable` if the store is unreachable), then
+        poll it every `interval` seconds in a background task."""
+        if self._task is not None:
+            raise RuntimeError("RolloutState already started")
+        self._set(await self._store.load())
+        self._task = asyncio.create_task(self._poll(), name="rollout-poll")
+
+    async def stop(self) -> None:
+        """Stop polling (safe to call twice, or without a start)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def apply(self, change: Change) -> None:
+        """Route by `change.new` at once: the worker that made a change sees it immediately.
+
+        A change older than what a poll has already brought in is ignored.
+        """
+        self._generation += 1
+        if self._current is None or change.new.version >= self._current.version:
+            self._set(change.new)
+
+    def _set(self, rollout: Rollout) -> None:
+        if rollout == self._current:
+            return
+        self._current = rollout
+        for callback in list(self._listeners):
+            try:
+                callback(rollout)
+            except Exception:
+                # A broken listener (metrics) must not stop routing or the poll loop.
+                log.exception("rollout.listener_failed", listener=repr(callback))
+
+    async def _poll(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self._interval)
+            generation = self._generation
+            try:
+                rollout = await self._store.load()
+            except Exception as exc:
+                # Keep routing by the last known rollout: the store being down must not
+                # change where traffic goes.
+                failures += 1
+                log.warning(
+                    "rollout.poll_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    consecutive_failures=failures,
+                    version=self.current.version,
+                )
+                continue
+            if failures:
+                log.info("rollout.poll_recovered", after_failures=failures)
+                failures = 0
+            if generation == self._generation:
+                self._set(rollout)

@@ -1,0 +1,66 @@
+"""The conversation key a request is routed by, found by the configured rules."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from harness.gateway.body import add_json_field, json_object
+from harness.gateway.settings import StickyRule
+
+
+@dataclass(frozen=True)
+class Sticky:
+    key: str | None
+    body: bytes  # the body to forward: the original, or with a minted key added
+    minted: bool = False
+
+
+def _path_regex(pattern: str) -> re.Pattern[str]:
+    head, _, tail = pattern.partition("{key}")
+    return re.compile(re.escape(head) + r"(?P<key>[^/]+)" + re.escape(tail) + r"\Z")
+
+
+def _under(prefix: str, path: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+class StickyRules:
+    """Evaluates rules in order; the first that yields a key wins."""
+
+    def __init__(
+        self, rules: Sequence[StickyRule], mint: Callable[[], str] = lambda: str(uuid.uuid4())
+    ) -> None:
+        self._rules = [
+            (rule, _path_regex(rule.pattern) if rule.source == "path" else None) for rule in rules
+        ]
+        self._mint = mint
+
+    def find(
+        self, path: str, method: str, headers: dict[str, str], body: bytes, is_json: bool
+    ) -> Sticky:
+        """The key for this request, minting one into a JSON body where a rule says so."""
+        for rule, regex in self._rules:
+            if not _under(rule.prefix, path):
+                continue
+            if regex is not None:
+                found = regex.match(path)
+                if found:
+                    return Sticky(found.group("key"), body)
+            elif rule.source == "header":
+                value = headers.get(rule.field.lower())
+                if value:
+                    return Sticky(value, body)
+            elif rule.source == "json" and is_json and body:
+                payload = json_object(body)
+                if payload is None:
+                    continue
+                value = payload.get(rule.field)
+                if isinstance(value, str) and value:
+                    return Sticky(value, body)
+                if rule.mint and value is None and method == "POST":
+                    minted = self._mint()
+                    return Sticky(minted, add_json_field(body, rule.field, minted), minted=True)
+        return Sticky(None, body)

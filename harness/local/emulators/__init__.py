@@ -1,0 +1,118 @@
+"""Local stand-ins for the AWS services the stacks use: DynamoDB (moto) and Bedrock Agents.
+
+The stacks reach them only through boto3's standard ``AWS_ENDPOINT_URL_*`` variables, so the
+code under test is the code that would run against AWS. ``LocalEmulators`` starts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+from harness.local.emulators.bedrock import BedrockAgentEmulator, BedrockEmulatorThread
+from harness.local.emulators.config import EmulatorConfig
+from harness.local.emulators.dynamodb import (
+    DUMMY_ACCESS_KEY_ID,
+    DUMMY_SECRET_ACCESS_KEY,
+    DynamoDBEmulator,
+    ExternalDynamoDB,
+)
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "BedrockAgentEmulator",
+    "BedrockEmulatorThread",
+    "DynamoDBEmulator",
+    "EmulatorConfig",
+    "LocalEmulators",
+]
+
+DEFAULT_TABLE = "chat_sessions"
+GATEWAY_TABLE = "dualstack_gateway"
+"""The gateway's rollout state (same key schema as the session table)."""
+
+
+class LocalEmulators:
+    """Both emulators on loopback, the session table created: ``start()``/``stop()`` or
+    ``with LocalEmulators() as emulators: os.environ.update(emulators.env())``.
+
+    ``bedrock`` is the live ``BedrockAgentEmulator``: ``emulators.bedrock.configure(...)``
+    changes latency, chunking or faults while it runs. ``bedrock_options`` are the initial
+    options (``EmulatorConfig`` field names). With ``external_dynamodb_url`` no moto server
+    starts: the table is created in that DynamoDB (DynamoDB Local, for instance).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        dynamodb_port: int = 0,
+        bedrock_port: int = 0,
+        table: str = DEFAULT_TABLE,
+        region: str = "us-east-1",
+        bedrock_options: Mapping[str, object] | None = None,
+        external_dynamodb_url: str | None = None,
+        extra_tables: Sequence[str] = (GATEWAY_TABLE,),
+    ) -> None:
+        self.table = table
+        self.extra_tables = tuple(extra_tables)
+        self.region = region
+        self.bedrock = BedrockAgentEmulator(host, bedrock_port)
+        self.bedrock.configure(**dict(bedrock_options or {}))
+        self.dynamodb = (
+            ExternalDynamoDB(external_dynamodb_url)
+            if external_dynamodb_url
+            else DynamoDBEmulator(host, dynamodb_port)
+        )
+        self._bedrock_thread = BedrockEmulatorThread(self.bedrock)
+
+    @property
+    def dynamodb_url(self) -> str:
+        """The DynamoDB endpoint url."""
+        return self.dynamodb.url
+
+    @property
+    def bedrock_url(self) -> str:
+        """The Bedrock Agent Runtime endpoint url."""
+        return self.bedrock.url
+
+    def start(self) -> LocalEmulators:
+        """Start DynamoDB, create the table, start Bedrock; on failure stop what started."""
+        try:
+            self.dynamodb.start()
+            for name in (self.table, *self.extra_tables):
+                self.dynamodb.create_table(name, self.region)
+            self._bedrock_thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop both (safe to call twice, or after a failed start)."""
+        try:
+            self._bedrock_thread.stop()
+        finally:
+            self.dynamodb.stop()
+
+    def env(self) -> dict[str, str]:
+        """The environment that points boto3 (and so both stacks) at the emulators."""
+        return {
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": self.bedrock_url,
+            "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def __enter__(self) -> LocalEmulators:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

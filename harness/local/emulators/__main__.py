@@ -1,0 +1,98 @@
+"""``python -m harness.local.emulators``: run both emulators until SIGINT/SIGTERM.
+
+Prints ``export NAME=value`` lines on stdout (``eval "$(python -m harness.local.emulators)"`` does
+not work as the process stays up; redirect to a file and ``source`` it instead). Status
+lines go to stderr so stdout stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
+from harness.local.emulators.faults import FAULTS
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = EmulatorConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.local.emulators",
+        description="Run the DynamoDB and Bedrock Agent Runtime emulators on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--dynamodb-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--bedrock-port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--dynamodb-url",
+        default=None,
+        help="use this DynamoDB (e.g. DynamoDB Local) instead of starting moto's server",
+    )
+    parser.add_argument("--table", default=os.environ.get("DYNAMODB_TABLE", DEFAULT_TABLE))
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
+    parser.add_argument("--chunk-count", type=int, default=defaults.chunk_count)
+    parser.add_argument("--chunk-delay-ms", type=float, default=defaults.chunk_delay_ms)
+    parser.add_argument("--fault", choices=FAULTS, default=None)
+    parser.add_argument("--fault-rate", type=float, default=defaults.fault_rate)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, start both emulators, print the exports, wait for a signal, stop."""
+    args = _parser().parse_args(argv)
+    options = {
+        "latency_ms": args.latency_ms,
+        "chunk_count": args.chunk_count,
+        "chunk_delay_ms": args.chunk_delay_ms,
+        "fault": args.fault,
+        "fault_rate": args.fault_rate,
+        "seed": args.seed,
+    }
+    try:
+        emulators = LocalEmulators(
+            host=args.host,
+            dynamodb_port=args.dynamodb_port,
+            bedrock_port=args.bedrock_port,
+            table=args.table,
+            region=args.region,
+            bedrock_options=options,
+            external_dynamodb_url=args.dynamodb_url,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    with emulators:
+        for name, value in emulators.env().items():
+            print(f"export {name}={value}")
+        sys.stdout.flush()
+        print(
+            f"emulators up: DynamoDB {emulators.dynamodb_url} (table {emulators.table}), "
+            f"Bedrock Agent Runtime {emulators.bedrock_url}; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        # Event.wait in a loop with a timeout keeps the main thread responsive to signals.
+        while not stopping.wait(0.5):
+            pass
+        print("stopping emulators", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

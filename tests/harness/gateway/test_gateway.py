@@ -1,0 +1,277 @@
+"""The gateway end to end: both stacks mounted, real emulators, real sockets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from gateway import create_gateway
+from harness.gateway.policy import bucket
+from harness.local.emulators import LocalEmulators
+from harness.local.emulators.replies import compose_reply
+from harness.local.servers import ASGIServer, environment
+from shared import contract
+from shared.settings import Settings
+
+from .conftest import TOKEN, RunningGateway, StartGateway, gateway_settings
+
+CHAT = "/api/v1/chat"
+BACKEND = "x-dualstack-backend"
+
+
+def _served_by(response: httpx.Response) -> str:
+    return response.headers[BACKEND]
+
+
+@pytest.mark.parametrize("backend", ["flask", "fastapi"])
+def test_override_header_picks_the_stack(gateway: RunningGateway, backend: str) -> None:
+    with gateway.client() as client:
+        response = client.get("/health", headers={BACKEND: backend})
+    assert _served_by(response) == backend
+    # Only the FastAPI stack adds `environment`: the body proves who answered.
+    assert ("environment" in response.json()) is (backend == "fastapi")
+
+
+def test_override_can_be_disabled(start_gateway: StartGateway) -> None:
+    with start_gateway(fastapi_percent=0, override_header=False) as gw, gw.client() as client:
+        served = {_served_by(client.get("/health", headers={BACKEND: "fastapi"})) for _ in range(5)}
+    assert served == {"flask"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/health/detailed", f"{CHAT}/sessions/some-session", "/docs", "/openapi.json"]
+)
+def test_paths_only_fastapi_serves_always_go_there(start_gateway: StartGateway, path: str) -> None:
+    with start_gateway(fastapi_percent=0) as gw, gw.client() as client:
+        response = client.get(path, headers={BACKEND: "flask"})
+    assert _served_by(response) == "fastapi"
+
+
+def test_new_conversation_gets_its_session_id_from_the_gateway(gateway: RunningGateway) -> None:
+    seen = set()
+    with gateway.client() as client:
+        for i in range(24):
+            response = client.post(CHAT, json={"message": f"hello {i}"})
+            assert response.status_code == 200
+            sid = response.json()["session_id"]
+            expected = "fastapi" if bucket("dualstack", sid) < 50 * 100 else "flask"
+            assert _served_by(response) == expected  # routed by the id it was given
+            seen.add(expected)
+            follow = client.post(CHAT, json={"message": "again", "session_id": sid})
+            assert _served_by(follow) == expected  # and the conversation stays there
+            assert follow.json()["response"] == compose_reply("again", 2)
+    assert seen == {"flask", "fastapi"}
+
+
+def test_minting_keeps_the_rest_of_the_body(gateway: RunningGateway) -> None:
+    body = b'{ "message" : "caf\\u00e9 \\ud83d\\ude00",\n  "user_id": "u1", "session_id": null }'
+    with gateway.client() as client:
+        response = client.post(CHAT, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["response"] == compose_reply("café 😀", 1)
+    assert uuid.UUID(response.json()["session_id"])
+
+
+def test_bad_bodies_still_get_the_stacks_answer(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        for backend in ("flask", "fastapi"):
+            response = client.post(
+                CHAT,
+                content=b"{broken",
+                headers={"Content-Type": "application/json", BACKEND: backend},
+            )
+            assert (response.status_code, response.json()["error"]) == (
+                400,
+                contract.MALFORMED_JSON,
+            )
+            assert _served_by(response) == backend
+
+
+def test_chunked_upload_reaches_flask_whole(gateway: RunningGateway) -> None:
+    message = "chunked " * 200
+
+    def chunks() -> Iterator[bytes]:
+        payload = json.dumps(
+            {"message": message, "session_id": f"chunk-{uuid.uuid4().hex}"}
+        ).encode()
+        for i in range(0, len(payload), 100):
+            yield payload[i : i + 100]
+
+    with gateway.client() as client:
+        response = client.post(
+            CHAT, content=chunks(), headers={"Content-Type": "application/json", BACKEND: "flask"}
+        )
+    assert _served_by(response) == "flask"
+    assert response.status_code == 200, response.text
+    assert response.json()["response"] == compose_reply(message, 1)
+
+
+def test_lifespan_reaches_fastapi(gateway: RunningGateway) -> None:
+    # FastAPI opens its aioboto3 clients in its lifespan: these only work if it ran.
+    with gateway.client() as client:
+        detailed = client.get("/health/detailed")
+        turn = client.post(CHAT, json={"message": "hi"}, headers={BACKEND: "fastapi"})
+    assert detailed.status_code == 200 and detailed.json()["checks"]["dynamodb"]["ok"] is True
+    assert turn.status_code == 200
+
+
+def test_request_id_is_kept_or_minted_and_passed_to_the_stack(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        kept = client.get("/nope", headers={"X-Request-ID": "trace-42", BACKEND: "fastapi"})
+        minted = client.get("/nope", headers={"X-Request-ID": "bad id!", BACKEND: "fastapi"})
+    # FastAPI's error body says which request id the stack itself saw.
+    assert kept.headers["x-request-id"] == kept.json()["request_id"] == "trace-42"
+    assert minted.headers["x-request-id"] == minted.json()["request_id"] != "bad id!"
+
+
+def test_backend_header_can_be_hidden(start_gateway: StartGateway) -> None:
+    with start_gateway(show_backend_header=False) as gw, gw.client() as client:
+        response = client.get("/health")
+    assert response.status_code == 200
+    assert BACKEND not in response.headers
+
+
+def test_oversized_bodies_are_refused_before_any_stack(start_gateway: StartGateway) -> None:
+    with start_gateway(max_body_bytes=2048) as gw, gw.client() as client:
+        declared = client.post(CHAT, json={"message": "x" * 4000})
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"message": "'
+            yield b"y" * 4096
+            yield b'"}'
+
+        streamed = client.post(CHAT, content=chunks(), headers={"Content-Type": "application/json"})
+        metrics = client.get("/_gateway/metrics").text
+    for response in (declared, streamed):
+        assert (response.status_code, response.json()) == (413, {"error": contract.BODY_TOO_LARGE})
+        assert _served_by(response) == "gateway"
+    assert "dualstack_requests_total{" not in metrics  # no stack saw them
+
+
+def test_admin_changes_need_the_token(start_gateway: StartGateway) -> None:
+    with start_gateway(admin_token=None) as gw, gw.client() as client:
+        refused = client.put(
+            "/_gateway/rollout", json={"fastapi_percent": 80}, headers={"Authorization": "Bearer x"}
+        )
+        after = client.get("/_gateway/rollout").json()
+    assert refused.status_code == 403
+    assert "GATEWAY_ADMIN_TOKEN" in refused.json()["error"]
+    assert after["fastapi_percent"] == 0
+
+    with start_gateway(fastapi_percent=10) as gw, gw.client() as client:
+        missing = client.put("/_gateway/rollout", json={"fastapi_percent": 80})
+        wrong = client.put(
+            "/_gateway/rollout",
+            json={"fastapi_percent": 80},
+            headers={"Authorization": "Bearer nope"},
+        )
+        right = client.put(
+            "/_gateway/rollout",
+            json={"fastapi_percent": 80, "routes": {CHAT: 25}},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        shown = client.get("/_gateway/rollout").json()
+        history = client.get("/_gateway/rollout/history").json()["changes"]
+    assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
+    assert (shown["fastapi_percent"], shown["routes"]) == (80, {CHAT: 25})
+    assert len(history) == 1
+    assert history[0]["old"]["fastapi_percent"] == 10
+    assert history[0]["new"]["fastapi_percent"] == 80
+    assert history[0]["at"]
+
+
+def test_a_change_applies_at_once_and_per_prefix(start_gateway: StartGateway) -> None:
+    with start_gateway(fastapi_percent=0) as gw, gw.client() as client:
+        before = {_served_by(client.get("/health")) for _ in range(10)}
+        gw.set_percent(0, routes={"/health": 100})
+        after = {_served_by(client.get("/health")) for _ in range(10)}
+        chat = {_served_by(client.post(CHAT, json={"message": "m"})) for _ in range(10)}
+    assert (before, after, chat) == ({"flask"}, {"fastapi"}, {"flask"})
+
+
+def test_metrics_count_what_the_gateway_routes(start_gateway: StartGateway) -> None:
+    with start_gateway(fastapi_percent=0) as gw, gw.client() as client:
+        for _ in range(3):
+            client.get("/health")
+        client.get("/health", headers={BACKEND: "fastapi"})
+        gw.set_percent(40)
+        text = client.get("/_gateway/metrics").text
+    labels = 'method="GET",route="/health",status_class="2xx"'
+    assert f'dualstack_requests_total{{backend="flask",{labels}}} 3.0' in text
+    assert f'dualstack_requests_total{{backend="fastapi",{labels}}} 1.0' in text
+    assert 'dualstack_fastapi_percent{prefix=""} 40.0' in text
+    assert 'dualstack_routing_decisions_total{backend="fastapi",reason="override"} 1.0' in text
+    assert "dualstack_wsgi_pool_capacity 30.0" in text
+
+
+def test_saturated_flask_is_shed_fast_and_fastapi_is_unaffected(
+    start_gateway: StartGateway,
+) -> None:
+    slow = {"message": "slow [[emulator:latency=1500]]"}
+    done: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+
+    def call(kind: str, method: str, path: str, **options: object) -> None:
+        with httpx.Client(base_url=gw.url, timeout=30) as client:
+            response = client.request(method, path, **options)  # type: ignore[arg-type]
+        with lock:
+            done.append((kind, response.status_code, time.monotonic()))
+            if response.status_code == 503:
+                assert response.json() == {"error": "Service overloaded, retry later"}
+                assert response.headers["retry-after"] == "1"
+                assert response.headers[BACKEND] == "gateway"
+
+    with start_gateway(wsgi_threads=2, wsgi_queue=1) as gw:
+        flask_bound = {"headers": {BACKEND: "flask"}, "json": slow}
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            first = [pool.submit(call, "slow", "POST", CHAT, **flask_bound) for _ in range(3)]
+            time.sleep(0.3)  # the three occupy both threads and the queue slot
+            shed = [pool.submit(call, "shed", "POST", CHAT, **flask_bound) for _ in range(4)]
+            quick = [
+                pool.submit(call, "fastapi", "GET", "/health", headers={BACKEND: "fastapi"})
+                for _ in range(4)
+            ]
+            for future in first + shed + quick:
+                future.result()
+    statuses = {
+        kind: sorted(s for k, s, _ in done if k == kind) for kind in ("slow", "shed", "fastapi")
+    }
+    assert statuses == {"slow": [200, 200, 200], "shed": [503] * 4, "fastapi": [200] * 4}
+    first_slow_done = min(t for k, _, t in done if k == "slow")
+    # Shed answers and FastAPI answers all came back while Flask was still busy.
+    assert max(t for k, _, t in done if k in ("shed", "fastapi")) < first_slow_done
+
+
+def test_an_empty_post_body_reaches_the_stack(gateway: RunningGateway) -> None:
+    # The gateway reads (and so must replay) even an empty body; a stack left waiting for
+    # it would hang until the client gave up.
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        for backend in ("flask", "fastapi"):
+            response = client.post(
+                CHAT, content=b"", headers={"Content-Type": "application/json", BACKEND: backend}
+            )
+            assert (response.status_code, response.json()["error"]) == (
+                400,
+                contract.MALFORMED_JSON,
+            )
+
+
+def test_a_missing_rollout_table_fails_start_up(
+    emulators: LocalEmulators, make_settings: Callable[..., Settings]
+) -> None:
+    # The rollout store is read at start-up: without it the gateway must not start
+    # serving with a made-up percentage.
+    settings = gateway_settings(state_table=f"missing_{uuid.uuid4().hex[:8]}")
+    with environment(emulators.env()):
+        app = create_gateway(make_settings(), settings)
+        server = ASGIServer(app)
+        with pytest.raises(RuntimeError, match=r"uvicorn did not start \(exit code 3\)"):
+            server.start(timeout=20)
+    server.stop()

@@ -1,0 +1,52 @@
+"""`uvicorn gateway:app` as real processes: two gateways sharing one rollout store agree
+within two seconds of a change made through either."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from harness.local.emulators import LocalEmulators
+from harness.local.servers import server_process
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKEN = "process-token"
+
+
+GATEWAY = [sys.executable, "-m", "uvicorn", "gateway:app", "--host=127.0.0.1", "--port={port}"]
+
+
+def test_two_gateway_processes_converge_after_a_change(emulators: LocalEmulators) -> None:
+    table = f"gw_procs_{uuid.uuid4().hex[:8]}"
+    emulators.dynamodb.create_table(table)
+    env = {
+        **emulators.env(),
+        "GATEWAY_STATE_TABLE": table,
+        "GATEWAY_ADMIN_TOKEN": TOKEN,
+        "GATEWAY_FASTAPI_PERCENT": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    with ExitStack() as stack:
+        first, second = (
+            stack.enter_context(
+                server_process(GATEWAY, env=env, ready_path="/_gateway/rollout", cwd=str(ROOT))
+            )
+            for _ in range(2)
+        )
+        assert httpx.get(f"{second}/health").headers["x-dualstack-backend"] == "flask"
+        changed = httpx.put(
+            f"{first}/_gateway/rollout",
+            json={"fastapi_percent": 100},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert changed.status_code == 200, changed.text
+        started = time.monotonic()
+        while httpx.get(f"{second}/_gateway/rollout").json()["fastapi_percent"] != 100:
+            assert time.monotonic() - started < 2.0, "the second gateway did not converge in 2 s"
+            time.sleep(0.05)
+        assert httpx.get(f"{second}/health").headers["x-dualstack-backend"] == "fastapi"

@@ -1,0 +1,114 @@
+"""LocalEmulators and ``python -m harness.local.emulators``: both services, one environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from harness.local.emulators import LocalEmulators
+from harness.local.emulators.bedrock import compose_reply
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+def test_local_emulators_env_reaches_both_services() -> None:
+    with LocalEmulators(table="chat_sessions_local", bedrock_options={"chunk_count": 2}) as local:
+        env = local.env()
+        assert env == {
+            "AWS_ENDPOINT_URL_DYNAMODB": local.dynamodb_url,
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": local.bedrock_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        # A session built from exactly these values, as a stack would build it.
+        session = boto3.Session(
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_REGION"],
+        )
+        config = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+        dynamodb = session.client(
+            "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], config=config
+        )
+        agent = session.client(
+            "bedrock-agent-runtime",
+            endpoint_url=env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"],
+            config=config,
+        )
+        try:
+            assert "chat_sessions_local" in dynamodb.list_tables()["TableNames"]
+            local.bedrock.configure(chunk_count=4)  # changed at run time
+            response = agent.invoke_agent(
+                agentId="A", agentAliasId="B", sessionId="s1", inputText="hi"
+            )
+            events = list(response["completion"])
+            assert len(events) == 4
+            assert b"".join(e["chunk"]["bytes"] for e in events).decode() == compose_reply("hi", 1)
+        finally:
+            dynamodb.close()
+            agent.close()
+
+
+def test_cli_prints_exports_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "DYNAMODB_TABLE": "cli_table", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.local.emulators", "--chunk-count", "2"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(6)]
+        exports = dict(line.removeprefix("export ").rstrip("\n").split("=", 1) for line in lines)
+        assert list(exports) == [
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+        ]
+        assert all(line.startswith("export ") for line in lines)
+
+        client = boto3.client(
+            "dynamodb",
+            endpoint_url=exports["AWS_ENDPOINT_URL_DYNAMODB"],
+            region_name=exports["AWS_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        try:
+            assert "cli_table" in client.list_tables()["TableNames"]
+        finally:
+            client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0, stderr
+    assert stdout == ""
+    assert "stopping emulators" in stderr
+
+
+def test_external_dynamodb_gets_the_table_and_is_left_running() -> None:
+    from harness.local.emulators.dynamodb import DynamoDBEmulator
+
+    with DynamoDBEmulator() as outside:
+        with LocalEmulators(table="external_table", external_dynamodb_url=outside.url) as local:
+            assert local.env()["AWS_ENDPOINT_URL_DYNAMODB"] == outside.url
+        client = outside.client()
+        try:
+            # The table was created there, and stopping LocalEmulators left it serving.
+            assert "external_table" in client.list_tables()["TableNames"]
+        finally:
+            client.close()
