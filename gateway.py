@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.gateway import AppLoadError, Gateway, GatewaySettings, build_gateway, load_app
 from shared.settings import Settings
 
@@ -40,12 +42,27 @@ def _load(setting: str, spec: str) -> Any:
         raise AppLoadError(f"{setting}: {error}") from None
 
 
+def _settings_problems(error: ValidationError) -> str:
+    # One line naming each variable at fault, instead of pydantic's multi-line report.
+    problems = []
+    for problem in error.errors():
+        field, *rest = [str(part) for part in problem["loc"]] or ["?"]
+        name = f"GATEWAY_{field.upper()}" if field in GatewaySettings.model_fields else field
+        where = ".".join([name, *rest])
+        problems.append(f"{where}: {problem['msg']} (got {problem['input']!r})")
+    return "; ".join(problems)
+
+
 def __getattr__(name: str) -> Any:
     # `uvicorn gateway:app` builds the gateway when it asks for `app`, not at import.
     if name == "app":
+        # One line for the person starting the server, not a traceback through uvicorn.
         try:
-            return create_gateway()
+            gateway_settings = GatewaySettings()
+        except ValidationError as error:
+            raise SystemExit(f"gateway: {_settings_problems(error)}") from None
+        try:
+            return create_gateway(gateway_settings=gateway_settings)
         except AppLoadError as error:
-            # One line for the person starting the server, not a traceback through uvicorn.
             raise SystemExit(f"gateway: {error}") from None
     raise AttributeError(name)

@@ -16,7 +16,13 @@ class AppLoadError(ValueError):
 def import_object(spec: str) -> Any:
     """The object `module:attribute` names (the attribute may be dotted); AppLoadError when
     the string is malformed, the module fails to import, or the attribute is missing."""
-    module_name, sep, attribute = spec.partition(":")
+    return _find(spec, spec)
+
+
+def _find(spec: str, target: str) -> Any:
+    # `target` is what is looked up, `spec` the string as the user wrote it, which every
+    # message names (with a factory's `()`, as in the setting).
+    module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise AppLoadError(f"{spec!r} is not an import string 'module:attribute'")
     try:
@@ -32,23 +38,30 @@ def import_object(spec: str) -> Any:
             raise AppLoadError(
                 f"{spec!r}: {module_name!r} has no attribute {attribute!r}"
             ) from None
+        except Exception as exc:  # a module `__getattr__` that builds the app lazily, and fails
+            raise AppLoadError(f"{spec!r}: getting {name!r} failed: {_one_line(exc)}") from None
     return found
 
 
 def load_app(spec: str) -> Any:
     """The app `spec` names, gunicorn's convention: with a trailing `()` the named factory is
     called with no arguments and its result is the app. AppLoadError on any failure, the
-    factory's own included."""
+    factory's own included, and when what it names is not callable (not an app)."""
     call = spec.endswith("()")
-    found = import_object(spec.removesuffix("()"))
-    if not call:
-        return found
+    found = _find(spec, spec.removesuffix("()"))
+    if call:
+        if not callable(found):
+            raise AppLoadError(f"{spec!r}: {spec.removesuffix('()')!r} is not callable")
+        try:
+            found = found()
+        except Exception as exc:
+            raise AppLoadError(f"{spec!r}: the factory failed: {_one_line(exc)}") from None
+    # WSGI and ASGI apps are callables: anything else would fail on the first request, far
+    # from the setting that named it.
     if not callable(found):
-        raise AppLoadError(f"{spec!r}: {spec.removesuffix('()')!r} is not callable")
-    try:
-        return found()
-    except Exception as exc:
-        raise AppLoadError(f"{spec!r}: the factory failed: {_one_line(exc)}") from None
+        what = "the factory returned" if call else "it names"
+        raise AppLoadError(f"{spec!r}: {what} a {type(found).__name__}, not an app")
+    return found
 
 
 def _one_line(exc: BaseException) -> str:

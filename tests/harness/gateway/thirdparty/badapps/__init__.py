@@ -1,0 +1,1 @@
+"""Modules that fail, each in one way an import string can fail."""
