@@ -1,5 +1,6 @@
-# Every target sets itself up: the virtualenv in .venv is created and synced from
-# uv.lock whenever it is missing or the lock changed.
+# Every target sets itself up: the virtualenv in $(VENV) is created and synced from
+# uv.lock whenever it is missing or the lock changed. Another interpreter in a venv of its
+# own: `make test VENV=.venv-3.13 PYTHON=python3.13`.
 SHELL := bash
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -16,10 +17,12 @@ help:
 	@echo "make parity replay the parity corpus against both stacks; reports in reports/parity/"
 	@echo "make bench  the standard load-test comparison; reports in reports/bench/"
 
+# The production dependencies, the `tools` extra (emulators, parity suite, load test) and the
+# dev group (tests, lint), into $(VENV) whatever its name (uv would otherwise sync .venv).
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv sync --frozen --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --frozen --quiet --extra tools
 	@touch $@
 
 install: $(STAMP)

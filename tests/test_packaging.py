@@ -1,0 +1,245 @@
+"""The production install: the wheel, with the locked runtime dependencies only (no extra,
+no dev group), in a virtualenv of its own, serves `uvicorn gateway:app`; the tools' libraries
+(moto, PyYAML, locust, httpx) are not there; the wheel carries the data files the code opens.
+
+Built from uv's cache, offline: `make install` has put every locked wheel there (and
+setuptools, to build this project), so nothing is downloaded while the tests run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.local.emulators import LocalEmulators
+from harness.local.processes import run_server
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SETUPTOOLS = PROJECT["tool"]["setuptools"]
+
+# What the tools, the suites and the tests need, and production must not carry.
+NOT_IN_PRODUCTION = ("moto", "yaml", "locust", "httpx", "pytest", "mypy", "ruff")
+# What `uvicorn gateway:app` needs: the project's runtime packages and their libraries.
+IN_PRODUCTION = (
+    "gateway",
+    "harness.gateway",
+    "legacy_flask",
+    "fastapi_app",
+    "shared",
+    "flask",
+    "flask_cors",
+    "gunicorn",
+    "boto3",
+    "aioboto3",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "pydantic",
+    "pydantic_settings",
+    "a2wsgi",
+    "structlog",
+    "prometheus_client",
+)
+
+
+@dataclass(frozen=True)
+class ProductionInstall:
+    python: Path
+    wheel: Path
+    seconds: float
+
+
+def _uv(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> None:
+    """Run uv (the one the dev group installed beside this interpreter), offline."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH")
+    }
+    environment.update(env or {})
+    finished = subprocess.run(
+        [sys.executable, "-m", "uv", *args, "--offline", "--quiet"],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert finished.returncode == 0, f"uv {' '.join(args)} failed:\n{finished.stderr}"
+
+
+def _package_dirs() -> list[str]:
+    """The top-level packages the wheel is built from (`packages.find.include`)."""
+    return [pattern.rstrip("*") for pattern in SETUPTOOLS["packages"]["find"]["include"]]
+
+
+def _copy_sources(into: Path) -> None:
+    # Built from a copy: a build in the work tree would leave build/ behind, whose stale
+    # files setuptools would put in the next wheel.
+    into.mkdir()
+    for name in ["pyproject.toml", PROJECT["project"]["readme"]]:
+        shutil.copy2(ROOT / name, into / name)
+    for module in SETUPTOOLS["py-modules"]:
+        shutil.copy2(ROOT / f"{module}.py", into / f"{module}.py")
+    for package in _package_dirs():
+        shutil.copytree(
+            ROOT / package, into / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionInstall]:
+    """The wheel built from the work tree, installed with the runtime dependencies from
+    uv.lock into a fresh virtualenv on this interpreter (removed afterwards: ~100 MB)."""
+    base = tmp_path_factory.mktemp("production")
+    started = time.monotonic()
+    _copy_sources(base / "src")
+    _uv("build", "--wheel", "--out-dir", str(base / "dist"), str(base / "src"), cwd=base)
+    (wheel,) = (base / "dist").glob("*.whl")
+    venv = base / "venv"
+    _uv(
+        "sync",
+        "--frozen",
+        "--no-dev",
+        "--no-install-project",
+        "--python",
+        sys.executable,
+        cwd=ROOT,
+        env={"UV_PROJECT_ENVIRONMENT": str(venv)},
+    )
+    python = venv / "bin" / "python"
+    _uv("pip", "install", "--no-deps", "--python", str(python), str(wheel), cwd=base)
+    yield ProductionInstall(python=python, wheel=wheel, seconds=time.monotonic() - started)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_production_install_is_quick_from_the_cache(production: ProductionInstall) -> None:
+    # Warm it takes a few seconds; minutes would mean it is not coming from the cache.
+    print(f"production install: {production.seconds:.1f} s")
+    assert production.seconds < 60, f"the production install took {production.seconds:.0f} s"
+
+
+def test_the_production_install_has_the_runtime_and_not_the_tools(
+    production: ProductionInstall,
+) -> None:
+    probe = (
+        "import importlib, json, sys\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "        found[name] = 'ok'\n"
+        "    except ImportError as error:\n"
+        "        found[name] = type(error).__name__ + ': ' + str(error.name)\n"
+        "print(json.dumps(found))\n"
+    )
+    names = [*IN_PRODUCTION, *NOT_IN_PRODUCTION]
+    finished = subprocess.run(
+        # -I: the installed packages only, not this work tree or a PYTHONPATH.
+        [str(production.python), "-I", "-c", probe, *names],
+        cwd=production.python.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    found = json.loads(finished.stdout)
+    assert found == {
+        **dict.fromkeys(IN_PRODUCTION, "ok"),
+        **{name: f"ModuleNotFoundError: {name}" for name in NOT_IN_PRODUCTION},
+    }
+
+
+def test_the_wheel_carries_the_code_and_the_data_files(production: ProductionInstall) -> None:
+    with zipfile.ZipFile(production.wheel) as wheel:
+        shipped = set(wheel.namelist())
+    expected: set[str] = {f"{module}.py" for module in SETUPTOOLS["py-modules"]}
+    for package in _package_dirs():
+        expected |= {
+            path.relative_to(ROOT).as_posix()
+            for path in (ROOT / package).rglob("*.py")
+            if "__pycache__" not in path.parts
+        }
+    data: set[str] = set()
+    for package, patterns in SETUPTOOLS["package-data"].items():
+        directory = ROOT / package.replace(".", "/")
+        for pattern in patterns:
+            data |= {
+                path.relative_to(ROOT).as_posix()
+                for path in directory.glob(pattern)
+                if path.is_file()
+            }
+    # The globs must find what the code opens, or this test would prove nothing about it.
+    assert "parity_tests/rules.yaml" in data
+    assert any(name.startswith("parity_tests/corpus/") for name in data)
+    assert sorted((expected | data) - shipped) == []
+    assert not any(name.startswith("tests/") for name in shipped)
+
+
+@pytest.fixture
+def empty_cwd(tmp_path: Path) -> Iterator[Path]:
+    # uvicorn puts its --app-dir (the working directory) on sys.path: an empty one, so the
+    # gateway can only come from the installed wheel.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    yield cwd
+
+
+def test_the_production_install_serves_the_gateway(
+    production: ProductionInstall, emulators: LocalEmulators, empty_cwd: Path, tmp_path: Path
+) -> None:
+    argv = [
+        str(production.python),
+        "-I",
+        "-m",
+        "uvicorn",
+        "gateway:app",
+        "--host=127.0.0.1",
+        "--port={port}",
+    ]
+    env = {**emulators.env(), "LOG_LEVEL": "WARNING"}
+    with (
+        run_server(
+            "gateway",
+            argv,
+            env=env,
+            log_path=tmp_path / "gateway.log",
+            ready_path="/health",
+            cwd=empty_cwd,
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=30) as client,
+    ):
+        health = client.get("/health")
+        rollout = client.get("/_gateway/rollout")
+        chats = {
+            backend: client.post(
+                "/api/v1/chat",
+                json={"message": "hello from production"},
+                headers={"X-Dualstack-Backend": backend},
+            )
+            for backend in ("flask", "fastapi")
+        }
+
+    assert health.status_code == 200
+    assert health.json()["status"] == "healthy"
+    assert health.headers["x-dualstack-backend"] in ("flask", "fastapi")
+    assert rollout.status_code == 200, rollout.text
+    assert set(rollout.json()) >= {"fastapi_percent", "routes", "version"}
+    for backend, chat in chats.items():
+        assert chat.status_code == 200, chat.text
+        assert chat.headers["x-dualstack-backend"] == backend
+        assert chat.json()["response"]
