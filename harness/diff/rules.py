@@ -30,11 +30,23 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, get_args
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from harness.diff.model import KINDS, Difference, Kind, Segment, Severity, Wildcard, parse_path
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails
+
+from harness.diff.model import Difference, Kind, Segment, Severity, Wildcard, parse_path
 from shared.contract import is_identifier
 
 Check = Literal["timestamp", "uuid", "id", "duration_ms", "number", "string", "iso8601"]
@@ -200,52 +212,57 @@ def check_volatile(
 # --- rules ------------------------------------------------------------------------------------
 
 
-def _validate_pattern(pattern: object) -> None:
-    if not isinstance(pattern, str):
-        raise ValueError(f"path must be a string, not {_show(pattern)}")
+def _pattern(pattern: str) -> str:
     try:
         compile_pattern(pattern)
     except ValueError as exc:
         raise ValueError(f"bad pattern {pattern!r}: {exc}") from None
+    return pattern
 
 
-@dataclass(frozen=True)
+def _reason(text: str) -> str:
+    if not text.strip():
+        raise ValueError(f"must be a non-empty string, not {_show(text)}")
+    return text
+
+
+def _endpoint_rule(text: str) -> str:
+    if _endpoint(text) is None:
+        raise ValueError(f"must look like 'GET /health', not {_show(text)}")
+    return text
+
+
+def _none_is_empty(value: object) -> object:
+    # An empty section (`ignore:` with nothing under it) is no rules, not an error.
+    return () if value is None else value
+
+
+# Strict scalars: a rules file saying `max_age_seconds: "60"` or `true` has a typo, not a value.
+Pattern = Annotated[str, Strict(), AfterValidator(_pattern)]
+_Reason = Annotated[str, Strict(), AfterValidator(_reason)]
+_Endpoint = Annotated[str, Strict(), AfterValidator(_endpoint_rule)]
+_MaxAge = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+_SCHEMA = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class Volatile:
     """A field whose value differs on every call, but must still pass `check`."""
 
-    path: str
+    path: Pattern
     check: Check
-    max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
-
-    def __post_init__(self) -> None:
-        _validate_pattern(self.path)
-        if self.check not in CHECKS:
-            raise ValueError(f"unknown check {_show(self.check)} (one of {', '.join(CHECKS)})")
-        age = self.max_age_seconds
-        if not _is_number(age) or age <= 0:
-            raise ValueError(f"max_age_seconds must be a positive number, not {_show(age)}")
+    max_age_seconds: _MaxAge = DEFAULT_MAX_AGE_SECONDS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Expected:
     """A known difference, accepted for `reason`; limited to one `kind` and one `endpoint`
     ("GET /health", `{name}` or `*` standing for one path segment) when they are given."""
 
-    path: str
-    reason: str
+    path: Pattern
+    reason: _Reason
     kind: Kind | None = None
-    endpoint: str | None = None
-
-    def __post_init__(self) -> None:
-        _validate_pattern(self.path)
-        if not isinstance(self.reason, str) or not self.reason.strip():
-            raise ValueError(f"reason must be a non-empty string, not {_show(self.reason)}")
-        if self.kind is not None and self.kind not in KINDS:
-            raise ValueError(f"unknown kind {_show(self.kind)} (one of {', '.join(KINDS)})")
-        if self.endpoint is not None and (
-            not isinstance(self.endpoint, str) or _endpoint(self.endpoint) is None
-        ):
-            raise ValueError(f"endpoint must look like 'GET /health', not {_show(self.endpoint)}")
+    endpoint: _Endpoint | None = None
 
 
 Rule = str | Volatile | Expected
@@ -281,22 +298,16 @@ def _judge(rule: Volatile, difference: Difference, now: float) -> tuple[Severity
     return "noise", VOLATILE_REASON
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Rules:
     """Ignored path patterns, volatile fields and expected differences. Validated on
-    construction (ValueError), so a rule that could never be applied cannot exist."""
+    construction (pydantic's ValidationError, a ValueError), so a rule that could never be
+    applied cannot exist. Sections are tuples (lists are copied into them): the rules stay
+    hashable and the caller's lists can change freely."""
 
-    ignore: tuple[str, ...] = ()
-    volatile: tuple[Volatile, ...] = ()
-    expected: tuple[Expected, ...] = ()
-
-    def __post_init__(self) -> None:
-        # Copied to tuples: the rules stay hashable and the caller's lists can change freely.
-        object.__setattr__(self, "ignore", tuple(self.ignore))
-        object.__setattr__(self, "volatile", tuple(self.volatile))
-        object.__setattr__(self, "expected", tuple(self.expected))
-        for pattern in self.ignore:
-            _validate_pattern(pattern)
+    ignore: Annotated[tuple[Pattern, ...], BeforeValidator(_none_is_empty)] = ()
+    volatile: Annotated[tuple[Volatile, ...], BeforeValidator(_none_is_empty)] = ()
+    expected: Annotated[tuple[Expected, ...], BeforeValidator(_none_is_empty)] = ()
 
     def masks(self, path: str) -> bool:
         """True when an ignore or volatile rule covers `path`: its value is never compared
@@ -368,43 +379,7 @@ class RuleUsage:
 # --- loading ----------------------------------------------------------------------------------
 
 _SECTIONS = ("ignore", "volatile", "expected")
-_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # section: (required keys, optional keys)
-    "volatile": (("path", "check"), ("max_age_seconds",)),
-    "expected": (("path", "reason"), ("kind", "endpoint")),
-}
-
-
-def _entry_fields(entry: object, section: str) -> dict[str, Any]:
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"must be a mapping, not {_show(entry)}")
-    required, optional = _FIELDS[section]
-    for key in entry:
-        if key not in required and key not in optional:
-            known = ", ".join((*required, *optional))
-            raise ValueError(f"unknown key {_show(key)} (known: {known})")
-    for key in required:
-        if key not in entry:
-            raise ValueError(f"missing {key!r}")
-    return {str(key): value for key, value in entry.items()}
-
-
-def _build(section: str, entry: object) -> Rule:
-    if section == "ignore":
-        if not isinstance(entry, str):
-            raise ValueError(f"must be a pattern string, not {_show(entry)}")
-        _validate_pattern(entry)
-        return entry
-    fields = _entry_fields(entry, section)
-    if section == "volatile":
-        return Volatile(**fields)
-    return Expected(**fields)
-
-
-def _label(section: str, index: int, entry: object) -> str:
-    # The index alone is hard to find in a long file; the path, when there is one, is not.
-    path = entry.get("path") if isinstance(entry, Mapping) and section != "ignore" else None
-    return f"{section}[{index}] ({path})" if isinstance(path, str) else f"{section}[{index}]"
+_RULES = TypeAdapter(Rules)
 
 
 def parse_rules(data: Any, source: str = "<rules>") -> Rules:
@@ -412,28 +387,139 @@ def parse_rules(data: Any, source: str = "<rules>") -> Rules:
     the bad entry on any schema problem."""
     if data is None:
         return Rules()
-    if not isinstance(data, Mapping):
-        raise RulesError(f"{source}: must be a mapping of {', '.join(_SECTIONS)}")
-    for key in data:
-        if key not in _SECTIONS:
-            raise RulesError(
-                f"{source}: unknown section {_show(key)} (known: {', '.join(_SECTIONS)})"
-            )
-    built: dict[str, list[Any]] = {}
-    for section in _SECTIONS:
-        entries = data.get(section)
-        if entries is None:  # an empty section (`ignore:`) is no rules, not an error
-            entries = []
-        if not isinstance(entries, list):
-            raise RulesError(f"{source}: {section} must be a list, not {_show(entries)}")
-        built[section] = []
-        for index, entry in enumerate(entries):
-            try:
-                built[section].append(_build(section, entry))
-            except (ValueError, TypeError) as exc:
-                raise RulesError(f"{source}: {_label(section, index, entry)}: {exc}") from None
-    return Rules(
-        ignore=tuple(built["ignore"]),
-        volatile=tuple(built["volatile"]),
-        expected=tuple(built["expected"]),
-    )
+    try:
+        return _RULES.validate_python(data)
+    except ValidationError as exc:
+        raise RulesError(f"{source}: {_rules_problem(first_error(exc), data)}") from None
+
+
+def _rules_problem(error: ErrorDetails, data: Any) -> str:
+    loc = error["loc"]
+    if not loc:
+        return f"must be a mapping of {', '.join(_SECTIONS)}, not {_show(data)}"
+    if len(loc) == 1 and error["type"] in _UNKNOWN:
+        return f"unknown section {_show(loc[0])} (known: {', '.join(_SECTIONS)})"
+    if len(loc) == 1:  # a whole section
+        return ": ".join(explain_error(error, Rules))
+    section, index = loc[0], loc[1]
+    where, problem = explain_error(error, Rules, skip=2)
+    # The index alone is hard to find in a long file; the path, when there is one, is not.
+    try:
+        entry = data[section][index]
+    except (LookupError, TypeError):  # a section given as a set, say: no entry to show
+        entry = None
+    path = entry.get("path") if isinstance(entry, Mapping) and section != "ignore" else None
+    label = f"{section}[{index}] ({path})" if isinstance(path, str) else f"{section}[{index}]"
+    return f"{label}: {where}: {problem}" if where else f"{label}: {problem}"
+
+
+# --- schema errors --------------------------------------------------------------------------------
+# One pydantic error as one line, for every schema validated with pydantic in the harness and
+# the parity suite (the rules, the corpus, the emulator's options): they share this tool.
+
+_TYPES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "dataclass_type": "a mapping",
+}
+_BOUNDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument", "invalid_key")
+_MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
+
+
+def first_error(error: ValidationError) -> ErrorDetails:
+    """The one of `error`'s errors to report: the first unknown field, else the first error
+    (a misspelt field is also missing under its right name; the spelling is the news)."""
+    errors = error.errors()
+    return next((item for item in errors if item["type"] in _UNKNOWN), errors[0])
+
+
+def explain_error(error: ErrorDetails, schema: Any, skip: int = 0) -> tuple[str, str]:
+    """One error of a pydantic `ValidationError` as `(where, problem)`, for a one-line message.
+
+    `where` is the error's location after its first `skip` parts (which the caller names its
+    own way: a file's case, a rules section's entry), written `a.b[0].c`, or "" when the
+    problem is the entry's own; `schema` is the type that was validated, whose field names an
+    unknown field's problem lists. An unknown or missing field, or a value outside a long
+    list of choices, is named in the problem: `unknown field 'heders' (known: ...)`.
+    """
+    loc, kind = error["loc"], error["type"]
+    ctx, given = error.get("ctx", {}), _show(error.get("input"))
+    where, name, prefix = loc[skip:], loc[-1] if loc else None, ""
+    if len(where) >= 2 and where[-1] == "[key]":  # a mapping's key was wrong, not its value
+        where, name, prefix = where[:-2], None, f"key {_show(where[-2])}: "
+    choices = get_args(_type_at(schema, loc)) if kind == "literal_error" else ()
+    if kind in _UNKNOWN and name is not None:
+        known = ", ".join(_fields(_type_at(schema, loc[:-1])))
+        where, problem = where[:-1], f"unknown field {_show(name)}"
+        problem += f" (known: {known})" if known else ""
+    elif kind in _MISSING and name is not None:
+        where, problem = where[:-1], f"missing {_show(name)}"
+    elif len(choices) > 2 and isinstance(name, str):
+        # A long list of choices reads best after the value that is not one of them.
+        allowed = ", ".join(map(str, choices))
+        where, problem = where[:-1], f"unknown {name} {given} (one of {allowed})"
+    elif choices:
+        problem = f"must be {' or '.join(map(str, choices))}, not {given}"
+    elif kind in ("value_error", "assertion_error"):
+        problem = str(ctx["error"])
+    elif kind in _TYPES:
+        problem = f"must be {_TYPES[kind]}, not {given}"
+    elif kind in _BOUNDS:
+        words, bound = _BOUNDS[kind]
+        limit = ctx[bound]
+        if isinstance(limit, float) and limit.is_integer():  # 0, not 0.0, for a float field
+            limit = int(limit)
+        problem = f"must be {words} {limit}, not {given}"
+    elif kind == "too_short" and ctx.get("field_type") == "List":
+        problem = "must be a non-empty list"
+    else:
+        message = error["msg"]
+        problem = f"{message[:1].lower()}{message[1:]}, not {given}"
+    place = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in where)
+    return place.removeprefix("."), prefix + problem
+
+
+def _bare(kind: Any) -> Any:
+    # Annotated[X, ...] and X | None are X, as far as field names and literals go.
+    while True:
+        if get_origin(kind) is Annotated:
+            kind = get_args(kind)[0]
+        elif get_origin(kind) in (Union, UnionType):
+            kind = next(arg for arg in get_args(kind) if arg is not NoneType)
+        else:
+            return kind
+
+
+def _fields(kind: Any) -> dict[str, Any]:
+    # The fields of a pydantic model or dataclass by the name the input uses (its alias).
+    found = getattr(kind, "__pydantic_fields__", None)
+    if not isinstance(found, dict):
+        return {}
+    return {info.alias or name: info.annotation for name, info in found.items()}
+
+
+def _type_at(schema: Any, loc: tuple[int | str, ...]) -> Any:
+    # Down the schema along an error's location: a field, a list's item, a mapping's value.
+    kind = _bare(schema)
+    for part in loc:
+        fields = _fields(kind)
+        if isinstance(part, str) and part in fields:
+            kind = fields[part]
+        else:
+            args = get_args(kind)
+            kind = (args[0] if isinstance(part, int) else args[-1]) if args else None
+        kind = _bare(kind)
+    return kind

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.diff import (
     Difference,
@@ -23,6 +24,7 @@ from harness.diff import (
     matches,
     parse_rules,
 )
+from harness.diff.rules import explain_error, first_error
 from parity_tests.yaml_files import load_rules
 
 NOW = 1_750_000_000.0
@@ -101,13 +103,15 @@ def test_parse_rules_takes_parsed_data_and_names_its_source() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("- $.a\n", "must be a mapping of ignore, volatile, expected"),
+        ("- $.a\n", "must be a mapping of ignore, volatile, expected, not ['$.a']"),
+        ("1: []\n", "unknown section 1 (known: ignore, volatile, expected)"),
         (
             "ignored:\n  - $.a\n",
             "unknown section 'ignored' (known: ignore, volatile, expected)",
         ),
-        ("ignore: $.a\n", "ignore must be a list, not '$.a'"),
-        ("ignore:\n  - {path: $.a}\n", "ignore[0]: must be a pattern string, not {'path': '$.a'}"),
+        ("ignore: $.a\n", "ignore: must be a list, not '$.a'"),
+        ("ignore: {a: 1}\n", "ignore: must be a list, not {'a': 1}"),
+        ("ignore:\n  - {path: $.a}\n", "ignore[0]: must be a string, not {'path': '$.a'}"),
         (
             "ignore:\n  - history[*]\n",
             "ignore[0]: bad pattern 'history[*]': a pattern is 'status', 'header:<name>' "
@@ -125,7 +129,7 @@ def test_parse_rules_takes_parsed_data_and_names_its_source() -> None:
         ("volatile:\n  - $.a\n", "volatile[0]: must be a mapping, not '$.a'"),
         (
             "volatile:\n  - {path: $.a, check: uuid, max_age: 3}\n",
-            "volatile[0] ($.a): unknown key 'max_age' (known: path, check, max_age_seconds)",
+            "volatile[0] ($.a): unknown field 'max_age' (known: path, check, max_age_seconds)",
         ),
         (
             "volatile:\n  - {path: $.a, check: uuid4}\n",
@@ -135,20 +139,32 @@ def test_parse_rules_takes_parsed_data_and_names_its_source() -> None:
         ("volatile:\n  - {path: $.a}\n", "volatile[0] ($.a): missing 'check'"),
         (
             "volatile:\n  - {path: $.a, check: timestamp, max_age_seconds: -1}\n",
-            "volatile[0] ($.a): max_age_seconds must be a positive number, not -1",
+            "volatile[0] ($.a): max_age_seconds: must be greater than 0, not -1",
         ),
         (
             "volatile:\n  - {path: $.a, check: timestamp, max_age_seconds: true}\n",
-            "volatile[0] ($.a): max_age_seconds must be a positive number, not True",
+            "volatile[0] ($.a): max_age_seconds: must be a number, not True",
+        ),
+        (
+            "volatile:\n  - {path: $.a, check: timestamp, max_age_seconds: '60'}\n",
+            "volatile[0] ($.a): max_age_seconds: must be a number, not '60'",
         ),
         (
             "volatile:\n  - {path: '$.a[', check: uuid}\n",
-            "volatile[0] ($.a[): bad pattern '$.a[': unexpected '[' at 3",
+            "volatile[0] ($.a[): path: bad pattern '$.a[': unexpected '[' at 3",
         ),
         ("expected:\n  - {path: $.a}\n", "expected[0] ($.a): missing 'reason'"),
         (
             "expected:\n  - {path: $.a, reason: '  '}\n",
-            "expected[0] ($.a): reason must be a non-empty string, not '  '",
+            "expected[0] ($.a): reason: must be a non-empty string, not '  '",
+        ),
+        (
+            "expected:\n  - {path: $.a, reason: 3}\n",
+            "expected[0] ($.a): reason: must be a string, not 3",
+        ),
+        (
+            "expected:\n  - {path: $.a, reason: r, scope: GET /}\n",
+            "expected[0] ($.a): unknown field 'scope' (known: path, reason, kind, endpoint)",
         ),
         (
             "expected:\n  - {path: $.a, reason: r, kind: removed}\n",
@@ -157,9 +173,9 @@ def test_parse_rules_takes_parsed_data_and_names_its_source() -> None:
         ),
         (
             "expected:\n  - {path: $.a, reason: r, endpoint: /health}\n",
-            "expected[0] ($.a): endpoint must look like 'GET /health', not '/health'",
+            "expected[0] ($.a): endpoint: must look like 'GET /health', not '/health'",
         ),
-        ("expected:\n  - {path: 5, reason: r}\n", "expected[0]: path must be a string, not 5"),
+        ("expected:\n  - {path: 5, reason: r}\n", "expected[0]: path: must be a string, not 5"),
         (
             "ignore: [\n",
             "invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
@@ -191,6 +207,8 @@ def test_an_unreadable_rules_file_is_a_rules_error(tmp_path: Path) -> None:
         lambda: Expected("$.a", ""),
         lambda: Expected("$.a", "r", kind="gone"),  # type: ignore[arg-type]
         lambda: Expected("$.a", "r", endpoint="health"),
+        lambda: Volatile("$.a", "id", max_age=5),  # type: ignore[call-arg]
+        lambda: Rules(ignored=("$.a",)),  # type: ignore[call-arg]
     ],
 )
 def test_rules_are_validated_on_construction(build: Any) -> None:
@@ -587,3 +605,54 @@ def test_masks_covers_ignored_and_volatile_paths_only() -> None:
     assert [
         rules.masks(path) for path in ("$.debug.a.b", "$.h[3].at", "$.h[3].text", "$.version")
     ] == [True, True, False, False]
+
+
+# --- schema errors: one pydantic error as one line, shared by every schema --------------------
+
+
+class _Inner(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    size: Annotated[int, Field(ge=1, le=9)] = 1
+    mode: Literal["a", "b", "c"] = "a"
+    side: Literal["left", "right"] = "left"
+
+
+class _Outer(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    items: list[_Inner] = []
+    names: dict[Annotated[str, Field(pattern="^[a-z]+$")], int] = {}
+    code: Annotated[str, Field(pattern="^[A-Z]+$")] = "A"
+
+
+@pytest.mark.parametrize(
+    ("data", "skip", "expected"),
+    [
+        ({"itemz": []}, 0, ("", "unknown field 'itemz' (known: items, names, code)")),
+        (
+            {"items": [{"sise": 2}]},
+            0,
+            ("items[0]", "unknown field 'sise' (known: size, mode, side)"),
+        ),
+        ({"items": [{"sise": 2}]}, 2, ("", "unknown field 'sise' (known: size, mode, side)")),
+        ({"items": [{}, {"size": 10}]}, 0, ("items[1].size", "must be at most 9, not 10")),
+        ({"items": [{"size": 0}]}, 2, ("size", "must be at least 1, not 0")),
+        ({"items": [{"size": True}]}, 2, ("size", "must be an integer, not True")),
+        ({"items": [{"mode": "d"}]}, 2, ("", "unknown mode 'd' (one of a, b, c)")),
+        ({"items": [{"side": "up"}]}, 2, ("side", "must be left or right, not 'up'")),
+        (
+            {"names": {"Ab": 1}},
+            0,
+            ("names", "key 'Ab': string should match pattern '^[a-z]+$', not 'Ab'"),
+        ),
+        ({"names": {"ab": "1"}}, 0, ("names.ab", "must be an integer, not '1'")),
+        ({"code": "a"}, 0, ("code", "string should match pattern '^[A-Z]+$', not 'a'")),
+        ({"items": "x"}, 0, ("items", "must be a list, not 'x'")),
+        ({"items": ["x"]}, 0, ("items[0]", "must be a mapping, not 'x'")),
+        # An unknown field is reported before anything else, misspelt fields being the news.
+        ({"code": 5, "itemz": []}, 0, ("", "unknown field 'itemz' (known: items, names, code)")),
+    ],
+)
+def test_explain_error(data: Any, skip: int, expected: tuple[str, str]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _Outer.model_validate(data)
+    assert explain_error(first_error(caught.value), _Outer, skip) == expected
