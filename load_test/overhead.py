@@ -1,8 +1,13 @@
 """The gateway's own cost: each gateway target against the stack it fronts, served alone by
-the same uvicorn settings (one worker), on `/health`, side by side in one run.
+the same uvicorn settings (one worker), side by side in one run.
 
-Two pairs: `gateway-100` against `fastapi-uvicorn`, and `gateway-0` against `flask-a2wsgi`
-(Flask through a2wsgi with the gateway's thread count). Two ways to measure:
+On `/health`, two pairs: `gateway-100` against `fastapi-uvicorn`, and `gateway-0` against
+`flask-a2wsgi` (Flask through a2wsgi with the gateway's thread count). On a chat POST (with
+`--instructions`), the split: `gateway-50` serving chat conversations (a new conversation,
+whose first turn the gateway routes by a `session_id` it mints into the body, then turns
+routed by the sticky key it reads from the body) against the two stacks alone serving the
+same conversations; the gateway's own cost is what it executed beyond what the stacks
+execute alone for the requests each of them served through it. Two ways to measure:
 
 - wall clock (default): rounds in ABBA order (the direct target first in even rounds, the
   gateway first in odd ones), each target freshly started; a 1-user run gives p50 (the
@@ -12,22 +17,26 @@ Two pairs: `gateway-100` against `fastapi-uvicorn`, and `gateway-0` against `fla
   after a warm-up, then `requests` sequential requests on one keep-alive connection; the
   instructions the server executed per request. The same count whatever else the machine
   is doing, so the ratio direct / gateway is the CPU-bound throughput ratio, repeatable.
+  Chat requests cost the stacks far more than `/health` (the agent and store clients), so
+  `chat_requests` of them are counted, after a warm-up that reaches both stacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import statistics
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from load_test import engine, stats
+from load_test.client import Response
 from load_test.scenarios import Scenario, build_scenario
 from load_test.targets import Emulators, Target, Workers, started
 
@@ -36,6 +45,12 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("flask-a2wsgi", "gateway-0"),
 )
 PATH = "/health"
+SPLIT = "gateway-50"
+"""The gateway target of the chat measurement: a split, so the sticky path and minting run."""
+SPLIT_STACKS: dict[str, str] = {"flask": "flask-a2wsgi", "fastapi": "fastapi-uvicorn"}
+"""The target serving each backend alone, by the name `X-Dualstack-Backend` gives it."""
+CHAT_TURNS = 4
+BACKEND_HEADER = "x-dualstack-backend"
 
 Say = Callable[[str], None]
 
@@ -47,6 +62,11 @@ class Figures:
     rps: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
     instructions: int | None = None
+    """Per `/health` request."""
+    chat_instructions: int | None = None
+    """Per chat request."""
+    served: dict[str, int] = field(default_factory=dict)
+    """Chat requests counted, by the backend that served them."""
 
     def to_json(self) -> dict[str, object]:
         """The raw figures and their medians."""
@@ -56,6 +76,8 @@ class Figures:
             "median_rps": median(self.rps),
             "median_p50_ms": median(self.p50_ms),
             "instructions_per_request": self.instructions,
+            "chat_instructions_per_request": self.chat_instructions,
+            "chat_served": self.served,
         }
 
 
@@ -105,6 +127,50 @@ def compare(direct: Figures, gateway: Figures, names: tuple[str, str]) -> Compar
         else None
     )
     return Comparison(names[0], names[1], throughput, added, instructions)
+
+
+@dataclass(frozen=True)
+class SplitCost:
+    """The split gateway's chat requests against the stacks alone serving the same ones."""
+
+    gateway: str
+    instructions: int
+    """The gateway's instructions per chat request, both stacks' work included."""
+    stacks: float
+    """What the stacks alone execute for those requests: each stack's own count per chat
+    request, weighted by the share of the requests it served through the gateway."""
+    served: dict[str, int]
+
+    @property
+    def added(self) -> float:
+        """The gateway's own share on top of the serving stacks: 0.02 is 2 % more."""
+        return self.instructions / self.stacks - 1
+
+    def to_json(self) -> dict[str, object]:
+        """As JSON-ready data."""
+        return {
+            "gateway": self.gateway,
+            "instructions_per_request": self.instructions,
+            "stacks_per_request": self.stacks,
+            "served": self.served,
+            "added": self.added,
+        }
+
+
+def split_cost(figures: dict[str, Figures]) -> SplitCost | None:
+    """The split's cost from the figures of `SPLIT` and of the stacks it served through
+    (`SPLIT_STACKS`); None when any of them has no chat count, or served nothing."""
+    split = figures.get(SPLIT)
+    if split is None or split.chat_instructions is None or not split.served:
+        return None
+    total = sum(split.served.values())
+    weighted = 0.0
+    for backend, count in split.served.items():
+        alone = figures.get(SPLIT_STACKS.get(backend, ""))
+        if alone is None or alone.chat_instructions is None:
+            return None
+        weighted += alone.chat_instructions * count / total
+    return SplitCost(SPLIT, split.chat_instructions, weighted, dict(split.served))
 
 
 def measure_wall(
@@ -162,46 +228,128 @@ def _summary(target: Target, scenario: Scenario, load: engine.ClosedLoop) -> sta
 
 
 def measure_instructions(
-    emulators: Emulators, log_dir: Path, *, requests: int, say: Say, log_level: str = "WARNING"
+    emulators: Emulators,
+    log_dir: Path,
+    *,
+    requests: int,
+    say: Say,
+    log_level: str = "WARNING",
+    chat_requests: int = 0,
 ) -> dict[str, Figures]:
-    """Instructions per request of every target of `PAIRS`, counted by callgrind."""
+    """Instructions per request counted by callgrind: `/health` on every target of `PAIRS`,
+    and with `chat_requests`, chat conversations on the split gateway and on the stacks it
+    fronts (each target started once, both counts read from it)."""
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (Debian: apt-get install valgrind)")
+    health = [name for pair in PAIRS for name in pair]
+    chat = [*SPLIT_STACKS.values(), SPLIT] if chat_requests else []
     figures: dict[str, Figures] = {}
-    for pair in PAIRS:
-        for name in pair:
-            out = log_dir / f"callgrind.{name}"
-            for old in log_dir.glob(f"callgrind.{name}.*"):
-                old.unlink()
-            prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
-            say(f"{name}: starting under callgrind (a minute or two)")
-            with started(
-                name,
-                workers=_ONE_WORKER,
-                emulators=emulators,
-                log_dir=log_dir,
-                prefix=prefix,
-                ready_timeout_s=900.0,
-                # The gateway reads its rollout once a second. Under callgrind's slowdown
-                # (some 50 times) that would be charged to 50 times fewer requests than at
-                # full speed, so the count leaves it out.
-                extra_env={"GATEWAY_REFRESH_SECONDS": "3600", "LOG_LEVEL": log_level},
-            ) as target:
-                assert target.process is not None
-                pid = str(target.process.pid)
-                with httpx.Client(base_url=target.url, timeout=120) as client:
+    for name in dict.fromkeys([*health, *chat]):
+        out = log_dir / f"callgrind.{name}"
+        for old in log_dir.glob(f"callgrind.{name}.*"):
+            old.unlink()
+        prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
+        say(f"{name}: starting under callgrind (a minute or two)")
+        with started(
+            name,
+            workers=_ONE_WORKER,
+            emulators=emulators,
+            log_dir=log_dir,
+            prefix=prefix,
+            ready_timeout_s=900.0,
+            # The gateway reads its rollout once a second. Under callgrind's slowdown
+            # (some 50 times) that would be charged to 50 times fewer requests than at
+            # full speed, so the count leaves it out.
+            extra_env={"GATEWAY_REFRESH_SECONDS": "3600", "LOG_LEVEL": log_level},
+        ) as target:
+            assert target.process is not None
+            counter = _Callgrind(str(target.process.pid), out)
+            found = figures[name] = Figures()
+            with httpx.Client(base_url=target.url, timeout=120) as client:
+                if name in health:
                     for _ in range(30):  # warm-up: imports, caches, the first connection
                         client.get(PATH).raise_for_status()
-                    _control("-z", pid)
-                    for _ in range(requests):
-                        client.get(PATH).raise_for_status()
-                    _control("-d", pid)
-                dump = Path(f"{out}.{pid}.1")
-                total = callgrind_total(dump.read_text())
-            figures[name] = Figures(instructions=total // requests)
-            say(f"{name}: {total // requests:,} instructions per request")
+                    with counter.count() as counted:
+                        for _ in range(requests):
+                            client.get(PATH).raise_for_status()
+                    found.instructions = counted.total // requests
+                    say(f"{name}: {found.instructions:,} instructions per /health request")
+                if name in chat:
+                    _warm_chat(client, split=name == SPLIT)
+                    with counter.count() as counted:
+                        found.served = _chat(client, chat_requests, name)
+                    found.chat_instructions = counted.total // chat_requests
+                    say(
+                        f"{name}: {found.chat_instructions:,} instructions per chat request"
+                        f" (served by {_served(found.served)})"
+                    )
     return figures
+
+
+def _served(served: dict[str, int]) -> str:
+    return ", ".join(f"{backend} {count}" for backend, count in sorted(served.items()))
+
+
+def _chat(client: httpx.Client, count: int, name: str, user: int = 0) -> dict[str, int]:
+    """`count` chat requests as a user sends them (conversations of `CHAT_TURNS` turns, the
+    first without a `session_id`); the requests each backend served."""
+    scenario = build_scenario("chat", turns=CHAT_TURNS).new_user(user)
+    served: dict[str, int] = {}
+    for _ in range(count):
+        request = scenario.next_request()
+        received = client.request(
+            request.method, request.path, content=request.body, headers=dict(request.headers)
+        )
+        if received.status_code != 200:
+            raise RuntimeError(f"{name} answered {received.status_code} to a chat request")
+        scenario.observe(Response(received.status_code, dict(received.headers), received.content))
+        backend = received.headers.get(BACKEND_HEADER) or _backend_of(name)
+        served[backend] = served.get(backend, 0) + 1
+    return served
+
+
+def _backend_of(name: str) -> str:
+    return next(backend for backend, alone in SPLIT_STACKS.items() if alone == name)
+
+
+def _warm_chat(client: httpx.Client, *, split: bool) -> None:
+    """Warm-up chat turns: the stacks' AWS clients, pools and caches. Through the split
+    gateway each stack is warmed by the override header, so neither starts cold whatever
+    the minted ids draw."""
+    for backend in SPLIT_STACKS if split else ("",):
+        headers = {"Content-Type": "application/json"}
+        if backend:
+            headers["X-Dualstack-Backend"] = backend
+        for turn in range(2 * CHAT_TURNS):
+            body = {"message": f"warm-up turn {turn}"}
+            client.post("/api/v1/chat", json=body, headers=headers).raise_for_status()
+
+
+class _Callgrind:
+    """Zeroes and dumps the counters of a process under callgrind; each dump is a file of
+    its own (`<out>.<pid>.<n>`)."""
+
+    def __init__(self, pid: str, out: Path) -> None:
+        self.pid = pid
+        self.out = out
+        self.dumps = 0
+
+    @contextlib.contextmanager
+    def count(self) -> Iterator[_Count]:
+        """The instructions executed inside the block, in `.total` once it ends."""
+        counted = _Count()
+        _control("-z", self.pid)
+        yield counted
+        _control("-d", self.pid)
+        self.dumps += 1
+        dump = Path(f"{self.out}.{self.pid}.{self.dumps}")
+        counted.total = callgrind_total(dump.read_text())
+
+
+@dataclass
+class _Count:
+    total: int = 0
 
 
 def _control(flag: str, pid: str) -> None:
@@ -222,11 +370,14 @@ def callgrind_total(dump: str) -> int:
 
 def table(figures: dict[str, Figures], comparisons: Sequence[Comparison]) -> str:
     """The figures and the ratios, as the terminal shows them."""
-    lines = [f"{'target':16s} {'req/s':>9s} {'p50 ms':>8s} {'instr/request':>14s}"]
+    lines = [
+        f"{'target':16s} {'req/s':>9s} {'p50 ms':>8s} {'instr/request':>14s} {'instr/chat':>12s}"
+    ]
     for name, f in figures.items():
         rps, p50 = median(f.rps), median(f.p50_ms)
         lines.append(
             f"{name:16s} {_fmt(rps, '9.1f')} {_fmt(p50, '8.2f')} {_fmt(f.instructions, '14,d')}"
+            f" {_fmt(f.chat_instructions, '12,d')}"
         )
     lines.append("")
     for c in comparisons:
@@ -238,6 +389,13 @@ def table(figures: dict[str, Figures], comparisons: Sequence[Comparison]) -> str
         if c.instruction_ratio is not None:
             parts.append(f"CPU-bound throughput (instructions) x{c.instruction_ratio:.3f}")
         lines.append("  ".join(parts))
+    split = split_cost(figures)
+    if split is not None:
+        lines.append(
+            f"{split.gateway} chat vs the stacks alone (served {_served(split.served)}):"
+            f"  {split.instructions:,} vs {split.stacks:,.0f} instructions per request,"
+            f" the gateway adds {split.added:+.2%}"
+        )
     return "\n".join(lines)
 
 

@@ -9,11 +9,15 @@ import pytest
 from load_test.__main__ import main
 from load_test.overhead import (
     PAIRS,
+    SPLIT,
+    SPLIT_STACKS,
     Comparison,
     Figures,
+    SplitCost,
     callgrind_total,
     compare,
     round_order,
+    split_cost,
     table,
 )
 
@@ -77,7 +81,7 @@ def test_the_table_shows_figures_and_each_pair() -> None:
     }
     pairs = [compare(figures["fastapi-uvicorn"], figures["gateway-100"], PAIRS[0])]
     text = table(figures, pairs)
-    assert text.splitlines()[1].split() == ["fastapi-uvicorn", "1000.0", "1.00", "-"]
+    assert text.splitlines()[1].split() == ["fastapi-uvicorn", "1000.0", "1.00", "-", "-"]
     assert "gateway-100 vs fastapi-uvicorn:  throughput x0.960  added p50 +0.15 ms" in text
 
 
@@ -95,3 +99,55 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         main(argv)
     assert exited.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_split_is_measured_against_both_stacks_it_fronts() -> None:
+    assert SPLIT == "gateway-50"
+    assert SPLIT_STACKS == {"flask": "flask-a2wsgi", "fastapi": "fastapi-uvicorn"}
+
+
+def _split_figures(served: dict[str, int]) -> dict[str, Figures]:
+    return {
+        "fastapi-uvicorn": Figures(chat_instructions=10_000_000),
+        "flask-a2wsgi": Figures(chat_instructions=12_000_000),
+        SPLIT: Figures(chat_instructions=11_232_000, served=served),
+    }
+
+
+def test_the_split_cost_weights_each_stack_by_the_requests_it_served() -> None:
+    # 60 % on FastAPI: the stacks alone would execute 0.6 x 10 M + 0.4 x 12 M = 10.8 M.
+    cost = split_cost(_split_figures({"fastapi": 60, "flask": 40}))
+    assert cost == SplitCost(
+        SPLIT, 11_232_000, pytest.approx(10_800_000), {"fastapi": 60, "flask": 40}
+    )
+    assert cost is not None and cost.added == pytest.approx(0.04)
+    # The same gateway count is cheaper against a mix leaning on the dearer stack.
+    leaning = split_cost(_split_figures({"fastapi": 20, "flask": 80}))
+    assert leaning is not None and leaning.stacks == pytest.approx(11_600_000)
+    assert leaning.added == pytest.approx(11_232_000 / 11_600_000 - 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["no-served", "stack-without-chat", "stack-missing", "gateway-without-chat"],
+)
+def test_no_split_cost_without_every_figure_it_needs(change: str) -> None:
+    figures = _split_figures({"fastapi": 60, "flask": 40})
+    if change == "no-served":
+        figures[SPLIT].served = {}
+    elif change == "stack-without-chat":
+        figures["flask-a2wsgi"].chat_instructions = None
+    elif change == "stack-missing":
+        del figures["fastapi-uvicorn"]
+    else:
+        figures[SPLIT].chat_instructions = None
+    assert split_cost(figures) is None
+
+
+def test_the_table_shows_the_split_cost() -> None:
+    text = table(_split_figures({"fastapi": 60, "flask": 40}), [])
+    assert text.splitlines()[3].split() == ["gateway-50", "-", "-", "-", "11,232,000"]
+    assert text.splitlines()[-1] == (
+        "gateway-50 chat vs the stacks alone (served fastapi 60, flask 40):"
+        "  11,232,000 vs 10,800,000 instructions per request, the gateway adds +4.00%"
+    )
