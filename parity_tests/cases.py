@@ -41,14 +41,27 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from harness.diff import parse_path
+from harness.diff.rules import explain_error, first_error
+from parity_tests.yaml_files import parse_yaml, read_yaml
 
 Stack = Literal["flask", "fastapi"]
 STACKS: tuple[Stack, ...] = ("flask", "fastapi")
+BodyKind = Literal["none", "json", "text", "base64"]
 
 DEFAULT_CORPUS = Path(__file__).with_name("corpus")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -57,10 +70,6 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _ID_PLACEHOLDER = re.compile(r"\{((?:session|user)[0-9]*)\}")
 _REPEAT = re.compile(r"\{repeat:([0-9]{1,7}):([^{}]*)\}")
 _CAPTURE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
-_CASE_KEYS = frozenset({"name", "description", "request", "steps", "status", "capture", "stack"})
-_STEP_KEYS = frozenset({"request", "status", "capture", "stack"})
-_REQUEST_KEYS = frozenset({"method", "path", "headers", "json", "text", "base64", "chunked"})
-_BODY_KEYS = ("json", "text", "base64")
 
 
 class CorpusError(ValueError):
@@ -75,7 +84,7 @@ class Request:
     path: str
     headers: tuple[tuple[str, str], ...] = ()
     body: Any = None
-    body_kind: Literal["none", "json", "text", "base64"] = "none"
+    body_kind: BodyKind = "none"
     chunked: bool = False
 
     @property
@@ -114,135 +123,204 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _mapping(value: object, where: str, allowed: frozenset[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise CorpusError(f"{where}: must be a mapping, not {_show(value)}")
-    for key in value:
-        if key not in allowed:
-            known = ", ".join(sorted(allowed))
-            raise CorpusError(f"{where}: unknown field {_show(key)} (known: {known})")
-    return value
+# --- the schema of a case file ------------------------------------------------------------------
+# Validated by pydantic models, then turned into the plain frozen dataclasses above, which the
+# runner reads. The checks pydantic cannot say by types are the validators below.
 
 
-def _string(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise CorpusError(f"{where}: must be a string, not {_show(value)}")
-    return value
-
-
-def _request(value: object, where: str) -> Request:
-    data = _mapping(value, where, _REQUEST_KEYS)
-    path = _string(data.get("path"), f"{where}.path")
-    if not path.startswith("/"):
-        raise CorpusError(f"{where}.path: must start with '/', not {_show(path)}")
-    bodies = [key for key in _BODY_KEYS if key in data]
-    if len(bodies) > 1:
-        raise CorpusError(f"{where}: at most one of json, text, base64 (got {', '.join(bodies)})")
-    kind: Literal["none", "json", "text", "base64"] = "none"
-    body: Any = None
-    if bodies:
-        kind = bodies[0]  # type: ignore[assignment]
-        body = data[kind]
-        if kind == "text":
-            _string(body, f"{where}.text")
-        elif kind == "base64":
-            try:
-                base64.b64decode(_string(body, f"{where}.base64"), validate=True)
-            except binascii.Error:
-                raise CorpusError(f"{where}.base64: not valid base64") from None
-        else:
-            try:
-                json.dumps(body, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise CorpusError(f"{where}.json: not JSON-serializable: {exc}") from None
-    default_method = "POST" if bodies else "GET"
-    method = _string(data.get("method", default_method), f"{where}.method").upper()
+def _method(method: str) -> str:
+    method = method.upper()
     if method not in METHODS:
-        raise CorpusError(f"{where}.method: unknown method {_show(method)}")
-    headers_data = data.get("headers", {})
-    if not isinstance(headers_data, Mapping):
-        raise CorpusError(f"{where}.headers: must be a mapping, not {_show(headers_data)}")
-    headers = tuple(
-        (_string(name, f"{where}.headers"), _string(text, f"{where}.headers.{name}"))
-        for name, text in headers_data.items()
-    )
-    chunked = data.get("chunked", False)
-    if not isinstance(chunked, bool):
-        raise CorpusError(f"{where}.chunked: must be true or false, not {_show(chunked)}")
-    if chunked and not bodies:
-        raise CorpusError(f"{where}.chunked: needs a body to stream")
-    return Request(method, path, headers, body, kind, chunked)
+        raise ValueError(f"unknown method {_show(method)}")
+    return method
 
 
-def _step(data: Mapping[str, Any], where: str) -> Step:
-    if "request" not in data:
-        raise CorpusError(f"{where}: missing 'request'")
-    stack = data.get("stack")
-    if stack is not None and stack not in STACKS:
-        raise CorpusError(f"{where}.stack: must be flask or fastapi, not {_show(stack)}")
-    status = data.get("status")
-    if status is not None and (
-        not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
-    ):
-        raise CorpusError(f"{where}.status: must be an HTTP status, not {_show(status)}")
-    capture_data = data.get("capture", {})
-    if not isinstance(capture_data, Mapping):
-        raise CorpusError(f"{where}.capture: must be a mapping, not {_show(capture_data)}")
-    capture = []
-    for name, path in capture_data.items():
-        if not isinstance(name, str) or not _CAPTURE_NAME.fullmatch(name):
-            raise CorpusError(f"{where}.capture: bad name {_show(name)} (lower-case identifier)")
-        try:
-            parse_path(_string(path, f"{where}.capture.{name}"))
-        except ValueError as exc:
-            raise CorpusError(f"{where}.capture.{name}: bad path {_show(path)}: {exc}") from None
-        capture.append((name, path))
-    return Step(_request(data["request"], f"{where}.request"), stack, status, tuple(capture))
+def _path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"must start with '/', not {_show(path)}")
+    return path
 
 
-def _case(data: object, file: str, where: str) -> Case:
-    fields = _mapping(data, where, _CASE_KEYS)
-    name = _string(fields.get("name"), f"{where}.name")
+def _json_body(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not JSON-serializable: {exc}") from None
+    return value
+
+
+def _base64_body(text: str) -> str:
+    try:
+        base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("not valid base64") from None
+    return text
+
+
+def _http_status(status: int) -> int:
+    if not 100 <= status <= 599:
+        raise ValueError(f"must be an HTTP status, not {status}")
+    return status
+
+
+def _capture_name(name: str) -> str:
+    if not _CAPTURE_NAME.fullmatch(name):
+        raise ValueError("must be a lower-case identifier ([a-z][a-z0-9_]{0,30})")
+    return name
+
+
+def _capture_path(path: str) -> str:
+    try:
+        parse_path(path)
+    except ValueError as exc:
+        raise ValueError(f"bad path {_show(path)}: {exc}") from None
+    return path
+
+
+def _case_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise CorpusError(f"{where}.name: {_show(name)} is not [A-Za-z0-9._-]{{1,100}}")
-    where = f"{where} ({name})"
-    description = _string(fields.get("description", ""), f"{where}.description")
-    if ("request" in fields) == ("steps" in fields):
-        raise CorpusError(f"{where}: needs exactly one of 'request' or 'steps'")
-    if "steps" in fields:
-        for key in ("status", "capture", "stack"):
-            if key in fields:
-                raise CorpusError(f"{where}.{key}: belongs to a step when the case has steps")
-        items = fields["steps"]
-        if not isinstance(items, list) or not items:
-            raise CorpusError(f"{where}.steps: must be a non-empty list")
-        steps = tuple(
-            _step(_mapping(item, f"{where}.steps[{i}]", _STEP_KEYS), f"{where}.steps[{i}]")
-            for i, item in enumerate(items)
-        )
-    else:
-        steps = (_step(fields, where),)
-    return Case(name, file, steps, description)
+        raise ValueError(f"{_show(name)} is not [A-Za-z0-9._-]{{1,100}}")
+    return name
+
+
+_Status = Annotated[int, AfterValidator(_http_status)]
+_Capture = dict[
+    Annotated[str, AfterValidator(_capture_name)], Annotated[str, AfterValidator(_capture_path)]
+]
+
+
+_BODY_FIELDS: tuple[tuple[BodyKind, str], ...] = (
+    ("json", "json_"),
+    ("text", "text"),
+    ("base64", "base64"),
+)
+"""Each body kind and the schema field that holds it."""
+
+
+class _Schema(BaseModel):
+    # Strict: `status: "200"` or `chunked: yes please` in a case file is a mistake, not a value.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _RequestSchema(_Schema):
+    method: Annotated[str, AfterValidator(_method)] = ""
+    path: Annotated[str, AfterValidator(_path)]
+    headers: dict[str, str] = {}
+    # The body fields: which one was written is in model_fields_set (`json: null` is a body).
+    json_: Annotated[Any, AfterValidator(_json_body)] = Field(default=None, alias="json")
+    text: str = ""
+    base64: Annotated[str, AfterValidator(_base64_body)] = ""
+    chunked: bool = False
+
+    def _body_kinds(self) -> list[BodyKind]:
+        given = self.model_fields_set
+        return [kind for kind, field in _BODY_FIELDS if field in given]
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Self:
+        bodies = self._body_kinds()
+        if len(bodies) > 1:
+            raise ValueError(f"at most one of json, text, base64 (got {', '.join(bodies)})")
+        if self.chunked and not bodies:
+            raise ValueError("chunked: needs a body to stream")
+        return self
+
+    def build(self) -> Request:
+        bodies = self._body_kinds()
+        kind: BodyKind = bodies[0] if bodies else "none"
+        body = {"json": self.json_, "text": self.text, "base64": self.base64}.get(kind)
+        method = self.method or ("GET" if kind == "none" else "POST")
+        return Request(method, self.path, tuple(self.headers.items()), body, kind, self.chunked)
+
+
+def _step(
+    request: _RequestSchema, stack: Stack | None, status: int | None, capture: dict[str, str]
+) -> Step:
+    return Step(request.build(), stack, status, tuple(capture.items()))
+
+
+class _StepSchema(_Schema):
+    request: _RequestSchema
+    stack: Stack | None = None
+    status: _Status | None = None
+    capture: _Capture = {}
+
+    def build(self) -> Step:
+        return _step(self.request, self.stack, self.status, self.capture)
+
+
+class _CaseSchema(_Schema):
+    name: Annotated[str, AfterValidator(_case_name)]
+    description: str = ""
+    # A conversation...
+    steps: Annotated[list[_StepSchema], Field(min_length=1)] | None = None
+    # ... or one request, its step's fields written beside the case's name.
+    request: _RequestSchema | None = None
+    stack: Stack | None = None
+    status: _Status | None = None
+    capture: _Capture = {}
+
+    @field_validator("stack", "status", "capture")
+    @classmethod
+    def _not_beside_steps(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs only for fields written (defaults are not validated), after `steps`.
+        if info.data.get("steps") is not None:
+            raise ValueError("belongs to a step when the case has steps")
+        return value
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Self:
+        if (self.request is None) == (self.steps is None):
+            raise ValueError("needs exactly one of 'request' or 'steps'")
+        return self
+
+    def build(self, file: str) -> Case:
+        steps: tuple[Step, ...]
+        if self.request is not None:
+            steps = (_step(self.request, self.stack, self.status, self.capture),)
+        else:
+            steps = tuple(step.build() for step in self.steps or ())
+        return Case(self.name, file, steps, self.description)
+
+
+class _FileSchema(_Schema):
+    cases: Annotated[list[_CaseSchema], Field(min_length=1)]
+
+
+_FILE_SHAPE = "must be a mapping with one key, 'cases'"
+
+
+def _problem(error: ErrorDetails, data: Any) -> str:
+    """A schema error as `where: problem`, `where` naming the case as `cases[2] (name)`."""
+    loc = error["loc"]
+    if not loc:
+        return f"{_FILE_SHAPE}, not {_show(data)}"
+    if len(loc) == 1:  # the file's own field: unknown, missing, or not a list of cases
+        where, problem = explain_error(error, _FileSchema)
+        return f"{where or _FILE_SHAPE}: {problem}"
+    index = loc[1]
+    where, problem = explain_error(error, _FileSchema, skip=2)
+    try:
+        name = data["cases"][index].get("name")
+    except (AttributeError, LookupError, TypeError):
+        name = None
+    label = f"cases[{index}]"
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        label += f" ({name})"
+    return f"{label}.{where}: {problem}" if where else f"{label}: {problem}"
+
+
+def _cases(data: Any, source: str, file: str) -> list[Case]:
+    try:
+        schema = _FileSchema.model_validate(data)
+    except ValidationError as exc:
+        raise CorpusError(f"{source}: {_problem(first_error(exc), data)}") from None
+    return [case.build(file) for case in schema.cases]
 
 
 def parse_corpus_file(text: str, source: str, file: str) -> list[Case]:
     """The cases in YAML `text`; CorpusError naming `source` on any problem."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise CorpusError(f"{source}: invalid YAML{where}: {problem}") from None
-    if not isinstance(data, Mapping) or set(data) != {"cases"}:
-        raise CorpusError(f"{source}: must be a mapping with one key, 'cases'")
-    items = data["cases"]
-    if not isinstance(items, list) or not items:
-        raise CorpusError(f"{source}: cases must be a non-empty list")
-    try:
-        return [_case(item, file, f"cases[{i}]") for i, item in enumerate(items)]
-    except CorpusError as exc:
-        raise CorpusError(f"{source}: {exc}") from None
+    return _cases(parse_yaml(text, source, CorpusError), source, file)
 
 
 def load_corpus(directory: str | Path = DEFAULT_CORPUS) -> list[Case]:
@@ -257,11 +335,7 @@ def load_corpus(directory: str | Path = DEFAULT_CORPUS) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, Path] = {}
     for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CorpusError(f"{path}: cannot read: {exc}") from None
-        for case in parse_corpus_file(text, str(path), path.stem):
+        for case in _cases(read_yaml(path, CorpusError), str(path), path.stem):
             if case.name in seen:
                 raise CorpusError(f"{path}: case {case.name!r} is also in {seen[case.name]}")
             seen[case.name] = path

@@ -10,14 +10,9 @@ import yaml
 from harness.diff import Rules, RulesError, parse_rules
 
 
-def read_yaml(path: str | Path, error: type[ValueError] = ValueError) -> Any:
-    """The parsed content of YAML file `path`; `error` (one line, naming the file and where
-    the YAML broke) when it cannot be read or parsed."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{source}: cannot read: {exc}") from exc
+def parse_yaml(text: str, source: str, error: type[ValueError] = ValueError) -> Any:
+    """The parsed content of YAML `text` read from `source`; `error` (one line, naming the
+    source and where the YAML broke) when it cannot be parsed."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -27,6 +22,16 @@ def read_yaml(path: str | Path, error: type[ValueError] = ValueError) -> Any:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise error(f"{source}: invalid YAML{where}: {problem}") from exc
+
+
+def read_yaml(path: str | Path, error: type[ValueError] = ValueError) -> Any:
+    """The parsed content of YAML file `path`; `error` (one line, naming the file and where
+    the YAML broke) when it cannot be read or parsed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read: {exc}") from exc
+    return parse_yaml(text, str(path), error)
 
 
 def load_rules(path: str | Path) -> Rules:

@@ -3,6 +3,8 @@ placeholders filled with fresh ids per run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from parity_tests.cases import (
@@ -67,28 +69,165 @@ cases:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("cases: []", "x.yaml: cases must be a non-empty list"),
-        ("cases:\n  - {name: a, request: {path: /, method: FETCH}}", "cases[0] (a).request.method"),
-        ("cases:\n  - {name: a, request: {path: /, json: 1, text: x}}", "at most one of json"),
-        ("cases:\n  - {name: a, request: {path: /, base64: '@@'}}", "base64: not valid base64"),
-        ("cases:\n  - {name: a, request: {path: /, chunked: true}}", "chunked: needs a body"),
-        ("cases:\n  - {name: a, request: {path: /}, status: 999}", "(a).status: must be an HTTP"),
-        ("cases:\n  - {name: a}", "needs exactly one of 'request' or 'steps'"),
+        # The file.
+        ("", "must be a mapping with one key, 'cases', not None"),
+        ("- {name: a}", "must be a mapping with one key, 'cases', not [{'name': 'a'}]"),
+        ("{}", "must be a mapping with one key, 'cases': missing 'cases'"),
+        (
+            "cases: [{name: a, request: {path: /}}]\ncase: []",
+            "must be a mapping with one key, 'cases': unknown field 'case' (known: cases)",
+        ),
+        ("cases: []", "cases: must be a non-empty list"),
+        ("cases: {name: a}", "cases: must be a list, not {'name': 'a'}"),
+        ("cases: [a]", "cases[0]: must be a mapping, not 'a'"),
+        # A case.
+        (
+            "cases:\n  - {name: a, request: {path: /}, descripton: x}",
+            "cases[0] (a): unknown field 'descripton' "
+            "(known: name, description, steps, request, stack, status, capture)",
+        ),
+        ("cases:\n  - {request: {path: /}}", "cases[0]: missing 'name'"),
+        ("cases:\n  - {name: 'a b', request: {path: /}}", "cases[0].name: 'a b' is not"),
+        ("cases:\n  - {name: 7, request: {path: /}}", "cases[0].name: must be a string, not 7"),
+        ("cases:\n  - {name: a, description: 5, request: {path: /}}", "(a).description: must be"),
+        ("cases:\n  - {name: a}", "cases[0] (a): needs exactly one of 'request' or 'steps'"),
+        (
+            "cases:\n  - {name: a, request: {path: /}, steps: [{request: {path: /}}]}",
+            "cases[0] (a): needs exactly one of 'request' or 'steps'",
+        ),
         (
             "cases:\n  - {name: a, steps: [{request: {path: /}}], status: 200}",
-            "(a).status: belongs to a step",
+            "cases[0] (a).status: belongs to a step when the case has steps",
+        ),
+        ("cases:\n  - {name: a, steps: []}", "cases[0] (a).steps: must be a non-empty list"),
+        # A step.
+        (
+            "cases:\n  - {name: a, steps: [{request: {path: /}}, {request: {path: /}, statsu: 1}]}",
+            "cases[0] (a).steps[1]: unknown field 'statsu' "
+            "(known: request, stack, status, capture)",
+        ),
+        (
+            "cases:\n  - {name: a, steps: [{reqest: {path: /}}]}",
+            "cases[0] (a).steps[0]: unknown field 'reqest' "
+            "(known: request, stack, status, capture)",
+        ),
+        (
+            "cases:\n  - {name: a, steps: [{stack: flask}]}",
+            "cases[0] (a).steps[0]: missing 'request'",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /}, status: 999}",
+            "cases[0] (a).status: must be an HTTP status, not 999",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /}, status: '200'}",
+            "cases[0] (a).status: must be an integer, not '200'",
+        ),
+        (
+            "cases:\n  - {name: a, steps: [{request: {path: /}, stack: django}]}",
+            "cases[0] (a).steps[0].stack: must be flask or fastapi, not 'django'",
+        ),
+        # A request.
+        (
+            "cases:\n  - {name: a, request: {path: /, heders: {X: y}}}",
+            "cases[0] (a).request: unknown field 'heders' "
+            "(known: method, path, headers, json, text, base64, chunked)",
+        ),
+        (
+            "cases:\n  - {name: a, steps: [{request: {path: /, json_: 1}}]}",
+            "cases[0] (a).steps[0].request: unknown field 'json_'",
+        ),
+        ("cases:\n  - {name: a, request: {method: GET}}", "cases[0] (a).request: missing 'path'"),
+        ("cases:\n  - {name: a, request: [/]}", "cases[0] (a).request: must be a mapping, not"),
+        ("cases:\n  - {name: a, request: {path: x}}", "(a).request.path: must start with '/'"),
+        (
+            "cases:\n  - {name: a, request: {path: /, method: FETCH}}",
+            "cases[0] (a).request.method: unknown method 'FETCH'",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /, json: 1, text: x}}",
+            "cases[0] (a).request: at most one of json, text, base64 (got json, text)",
+        ),
+        ("cases:\n  - {name: a, request: {path: /, base64: '@@'}}", "base64: not valid base64"),
+        ("cases:\n  - {name: a, request: {path: /, json: .nan}}", "json: not JSON-serializable"),
+        ("cases:\n  - {name: a, request: {path: /, text: null}}", "text: must be a string"),
+        ("cases:\n  - {name: a, request: {path: /, chunked: true}}", "chunked: needs a body"),
+        (
+            "cases:\n  - {name: a, request: {path: /, json: 1, chunked: 'yes'}}",
+            "cases[0] (a).request.chunked: must be true or false, not 'yes'",
         ),
         (
             "cases:\n  - {name: a, request: {path: /, headers: {X: 1}}}",
-            "headers.X: must be a string",
+            "cases[0] (a).request.headers.X: must be a string, not 1",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /, headers: [X]}}",
+            "cases[0] (a).request.headers: must be a mapping, not ['X']",
+        ),
+        # A capture.
+        (
+            "cases:\n  - {name: a, request: {path: /}, captrue: {s: $.x}}",
+            "cases[0] (a): unknown field 'captrue'",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /}, capture: {Sid: $.x}}",
+            "cases[0] (a).capture: key 'Sid': must be a lower-case identifier",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /}, capture: {sid: session_id}}",
+            "cases[0] (a).capture.sid: bad path 'session_id'",
+        ),
+        (
+            "cases:\n  - {name: a, request: {path: /}, capture: {sid: 5}}",
+            "cases[0] (a).capture.sid: must be a string, not 5",
         ),
     ],
 )
-def test_corpus_errors_name_the_file_case_and_field(text: str, message: str) -> None:
+def test_corpus_errors_are_one_line_naming_the_file_case_and_field(text: str, message: str) -> None:
     with pytest.raises(CorpusError) as caught:
         parse_corpus_file(text, "x.yaml", "x")
-    assert str(caught.value).startswith("x.yaml: ")
-    assert message in str(caught.value)
+    line = str(caught.value)
+    assert line.startswith("x.yaml: ")
+    assert "\n" not in line
+    assert message in line
+
+
+def test_the_first_case_error_names_the_case_it_is_in() -> None:
+    text = "cases:\n  - {name: a, request: {path: /}}\n  - {name: b, request: {path: /, x: 1}}"
+    with pytest.raises(CorpusError) as caught:
+        parse_corpus_file(text, "x.yaml", "x")
+    assert str(caught.value).startswith("x.yaml: cases[1] (b).request: unknown field 'x' ")
+
+
+def test_load_corpus_names_the_file_of_a_bad_case(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("cases:\n  - {name: a, request: {path: /}}\n")
+    (tmp_path / "b.yaml").write_text("cases:\n  - {name: b, request: {path: /, heders: {}}}\n")
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path / 'b.yaml'}: cases[0] (b).request: unknown field 'heders' "
+        "(known: method, path, headers, json, text, base64, chunked)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cases: [\n", "x.yaml: invalid YAML at line 2, column 1: "),
+        ("cases:\n  - {name: a\n", "x.yaml: invalid YAML at line 3, column 1: "),
+    ],
+)
+def test_invalid_yaml_is_one_line_naming_where(text: str, message: str) -> None:
+    with pytest.raises(CorpusError) as caught:
+        parse_corpus_file(text, "x.yaml", "x")
+    assert str(caught.value).startswith(message)
+
+
+def test_a_json_null_body_is_a_body_and_the_method_is_upper_cased() -> None:
+    text = "cases:\n  - {name: a, request: {method: put, path: /, json: null, chunked: true}}"
+    assert parse_corpus_file(text, "x.yaml", "x")[0].steps == (
+        Step(Request("PUT", "/", (), None, "json", chunked=True)),
+    )
 
 
 def test_the_shipped_corpus_is_big_enough_and_covers_every_file() -> None:
