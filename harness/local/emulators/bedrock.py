@@ -105,13 +105,15 @@ class BedrockAgentEmulator:
     ) -> None:
         self._host = host
         self._port = port
-        self._config = EmulatorConfig(
-            latency_ms=latency_ms,
-            chunk_count=chunk_count,
-            chunk_delay_ms=chunk_delay_ms,
-            fault=fault,
-            fault_rate=fault_rate,
-            seed=seed,
+        self._config = EmulatorConfig.from_options(
+            {
+                "latency_ms": latency_ms,
+                "chunk_count": chunk_count,
+                "chunk_delay_ms": chunk_delay_ms,
+                "fault": fault,
+                "fault_rate": fault_rate,
+                "seed": seed,
+            }
         )
         self._rng = random.Random(seed)
         self._lock = threading.Lock()

@@ -370,6 +370,41 @@ def test_expect_100_continue(bedrock: BedrockEmulatorThread) -> None:
 
 # -- admin endpoints ------------------------------------------------------------------------
 
+FAULT_NAMES = "throttle, stream-throttle, fail, stream-fail, hang, denied"
+OPTIONS = "latency_ms, chunk_count, chunk_delay_ms, fault, fault_rate, seed"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"colour": "blue"}, f"unknown field 'colour' (known: {OPTIONS})"),
+        # Nothing is applied when one option is wrong, not even the valid ones before it.
+        ({"chunk_count": 5, "chunk_delay": 10}, f"unknown field 'chunk_delay' (known: {OPTIONS})"),
+        ({"latency_ms": "5"}, "latency_ms: must be a number, not '5'"),
+        ({"latency_ms": True}, "latency_ms: must be a number, not True"),
+        ({"chunk_count": 2.5}, "chunk_count: must be an integer, not 2.5"),
+        ({"chunk_count": 0}, "chunk_count: must be at least 1, not 0"),
+        ({"fault_rate": 1.5}, "fault_rate: must be at most 1, not 1.5"),
+        ({"fault": "explode"}, f"unknown fault 'explode' (one of {FAULT_NAMES})"),
+    ],
+)
+def test_a_bad_option_is_a_one_line_error_naming_it(
+    bedrock: BedrockEmulatorThread, changes: dict[str, Any], message: str
+) -> None:
+    before = bedrock.emulator.config
+    with pytest.raises(ValueError) as caught:
+        bedrock.emulator.configure(**changes)
+    assert str(caught.value) == message
+    assert admin(bedrock.url, "POST", "/_emulator/config", changes) == (400, {"message": message})
+    assert bedrock.emulator.config == before
+    assert admin(bedrock.url, "GET", "/_emulator/config") == (200, before.to_json())
+
+
+def test_a_bad_initial_option_is_a_one_line_error_naming_it() -> None:
+    with pytest.raises(ValueError) as caught:
+        BedrockAgentEmulator(latency_ms=-1)
+    assert str(caught.value) == "latency_ms: must be at least 0, not -1"
+
 
 def test_admin_config_health_stats_and_reset(
     bedrock: BedrockEmulatorThread, agent_client: Any
@@ -389,7 +424,7 @@ def test_admin_config_health_stats_and_reset(
     assert admin(url, "GET", "/_emulator/config") == (200, config)
     assert admin(url, "POST", "/_emulator/config", {"fault": "explode"}) == (
         400,
-        {"message": "unknown fault 'explode'"},
+        {"message": f"unknown fault 'explode' (one of {FAULT_NAMES})"},
     )
 
     events = invoke(agent_client, "hi")
