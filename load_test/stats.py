@@ -2,16 +2,18 @@
 
 A sample is one request's outcome. Latency percentiles are taken over the successful
 requests only (a shed 503 answered in a millisecond must not make a stack look fast);
-errors are counted apart, by kind and by status.
+errors are counted apart, by kind and by status. Percentiles are `harness.report.stats`'s,
+as in the parity suite's reports.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from harness.report.stats import percentile
 
 Kind = Literal["ok", "status", "timeout", "connection"]
 ERROR_KINDS: tuple[Kind, ...] = ("status", "timeout", "connection")
@@ -57,34 +59,22 @@ class Summary:
     backends: dict[str, int] = field(default_factory=dict)
 
 
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """The nearest-rank `q`-th percentile (0 < q <= 100) of ascending `ordered`; 0.0 if empty.
-
-    Nearest rank returns an observed value, never an interpolation between two, so p100 is
-    the maximum and a percentile is never below a lower one."""
-    if not 0 < q <= 100:
-        raise ValueError("q must be in (0, 100]")
-    if not ordered:
-        return 0.0
-    rank = math.ceil(q / 100 * len(ordered))
-    return ordered[max(rank, 1) - 1]
-
-
 def latency(latencies_s: Iterable[float]) -> Latency:
     """p50/p90/p99/max/mean of latencies given in seconds, in milliseconds."""
-    ordered = sorted(latencies_s)
+    ordered = sorted(latencies_s)  # once: `percentile` sorts again, in linear time
     if not ordered:
         return Latency()
 
-    def ms(seconds: float) -> float:
-        return round(seconds * 1000, 3)
+    def ms(fraction: float) -> float:
+        seconds = percentile(ordered, fraction)
+        return 0.0 if seconds is None else round(seconds * 1000, 3)
 
     return Latency(
-        p50_ms=ms(percentile(ordered, 50)),
-        p90_ms=ms(percentile(ordered, 90)),
-        p99_ms=ms(percentile(ordered, 99)),
-        max_ms=ms(ordered[-1]),
-        mean_ms=ms(sum(ordered) / len(ordered)),
+        p50_ms=ms(0.5),
+        p90_ms=ms(0.9),
+        p99_ms=ms(0.99),
+        max_ms=ms(1.0),
+        mean_ms=round(sum(ordered) / len(ordered) * 1000, 3),
     )
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-from load_test.report import format_table, line_chart, render_html, write_html, write_json
+from load_test.report import format_table, render_html, write_html, write_json
 from load_test.results import Bench, Measurement, comparisons, flag_client_bound
 from load_test.stats import Latency, Summary
 
@@ -126,17 +126,22 @@ def test_the_html_page_is_self_contained_with_its_charts(tmp_path: Path) -> None
     assert "gateway-50" in page and "CLIENT-BOUND" in page
 
 
-def test_a_chart_draws_one_line_and_legend_entry_per_series() -> None:
-    svg = line_chart(
-        "t", {"a": [(64, 10.0), (256, 1000.0)], "b": [(64, 5.0)]}, x_label="x", y_label="y",
-        log_y=True,
-    )  # fmt: skip
-    tree = ElementTree.fromstring(svg)
-    assert len(tree.findall(f"{SVG}polyline")) == 2
-    assert len(tree.findall(f"{SVG}circle")) == 3
-    assert ">a</text>" in svg and ">b</text>" in svg
-    assert line_chart("empty", {}, x_label="x", y_label="y") == "<p>empty: no data</p>"
-    assert "<polyline" in line_chart("zeros", {"a": [(1, 0.0)]}, x_label="", y_label="", log_y=True)
+def test_names_and_settings_are_escaped_in_the_page() -> None:
+    hostile = '<script>alert("&")</script>'
+    bench = Bench(
+        config={"note": hostile},
+        machine={},
+        ceiling=[],
+        measurements=[_m(hostile, 64, 10.0), _m("plain", 64, 5.0)],
+    )
+    page = render_html(bench)
+    assert "<script" not in page
+    # In the table, the notes, the charts' legends and tooltips, and the settings.
+    assert page.count("&lt;script&gt;") >= 4
+    for chart in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
+        tree = ElementTree.fromstring(chart)
+        texts = ["".join(t.itertext()) for t in tree.iter(f"{SVG}text")]
+        assert hostile in texts  # drawn as the text it is
 
 
 def test_json_round_trips_the_figures(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The figures, purely: percentiles, summaries, classification, ratios."""
+"""The figures, purely: latencies, summaries, classification, ratios. The percentile itself
+is `harness.report.stats`'s, tested in tests/harness/report/test_stats.py."""
 
 from __future__ import annotations
 
@@ -12,40 +13,9 @@ from load_test.stats import (
     classify,
     client_bound,
     latency,
-    percentile,
     ratio,
     summarize,
 )
-
-TEN = [float(n) for n in range(1, 11)]
-
-
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [
-        (TEN, 50, 5.0),
-        (TEN, 90, 9.0),
-        (TEN, 99, 10.0),
-        (TEN, 100, 10.0),
-        (TEN, 10, 1.0),
-        (TEN, 11, 2.0),
-        ([7.0], 50, 7.0),
-        ([7.0], 99, 7.0),
-        ([1.0, 2.0], 50, 1.0),
-        ([1.0, 2.0], 51, 2.0),
-        ([float(n) for n in range(1, 101)], 99, 99.0),
-        ([float(n) for n in range(1, 1001)], 99, 990.0),
-        ([], 50, 0.0),
-    ],
-)
-def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float) -> None:
-    assert percentile(values, q) == expected
-
-
-@pytest.mark.parametrize("q", [0, -1, 100.5])
-def test_percentile_refuses_out_of_range(q: float) -> None:
-    with pytest.raises(ValueError, match="q must be"):
-        percentile(TEN, q)
 
 
 @pytest.mark.parametrize(
@@ -53,8 +23,9 @@ def test_percentile_refuses_out_of_range(q: float) -> None:
     [
         ([], Latency()),
         ([0.25], Latency(250.0, 250.0, 250.0, 250.0, 250.0)),
-        ([0.003, 0.001, 0.002, 0.004], Latency(2.0, 4.0, 4.0, 4.0, 2.5)),
-        ([n / 1000 for n in range(100, 0, -1)], Latency(50.0, 90.0, 99.0, 100.0, 50.5)),
+        # Interpolated between the closest ranks, as every report of the project does.
+        ([0.003, 0.001, 0.002, 0.004], Latency(2.5, 3.7, 3.97, 4.0, 2.5)),
+        ([n / 1000 for n in range(100, 0, -1)], Latency(50.5, 90.1, 99.01, 100.0, 50.5)),
     ],
 )
 def test_latency_in_milliseconds_whatever_the_order(
@@ -81,7 +52,7 @@ def test_summary_counts_each_kind_once_and_times_only_successes() -> None:
         statuses={404: 1, 503: 2},
         elapsed_s=2.0,
         rps=1.5,
-        latency=Latency(20.0, 30.0, 30.0, 30.0, 20.0),
+        latency=Latency(20.0, 28.0, 29.8, 30.0, 20.0),
         backends={"fastapi": 3, "flask": 2},
     )
 
@@ -109,7 +80,7 @@ def test_latency_by_backend_leaves_out_errors_and_unlabelled() -> None:
     ]
     assert by_backend(samples) == {
         "fastapi": Latency(5.0, 5.0, 5.0, 5.0, 5.0),
-        "flask": Latency(10.0, 30.0, 30.0, 30.0, 20.0),
+        "flask": Latency(20.0, 28.0, 29.8, 30.0, 20.0),
     }
 
 
