@@ -238,7 +238,7 @@ def _none_is_empty(value: object) -> object:
 
 
 # Strict scalars: a rules file saying `max_age_seconds: "60"` or `true` has a typo, not a value.
-Pattern = Annotated[str, Strict(), AfterValidator(_pattern)]
+_Pattern = Annotated[str, Strict(), AfterValidator(_pattern)]
 _Reason = Annotated[str, Strict(), AfterValidator(_reason)]
 _Endpoint = Annotated[str, Strict(), AfterValidator(_endpoint_rule)]
 _MaxAge = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
@@ -249,7 +249,7 @@ _SCHEMA = ConfigDict(extra="forbid")
 class Volatile:
     """A field whose value differs on every call, but must still pass `check`."""
 
-    path: Pattern
+    path: _Pattern
     check: Check
     max_age_seconds: _MaxAge = DEFAULT_MAX_AGE_SECONDS
 
@@ -259,7 +259,7 @@ class Expected:
     """A known difference, accepted for `reason`; limited to one `kind` and one `endpoint`
     ("GET /health", `{name}` or `*` standing for one path segment) when they are given."""
 
-    path: Pattern
+    path: _Pattern
     reason: _Reason
     kind: Kind | None = None
     endpoint: _Endpoint | None = None
@@ -305,7 +305,7 @@ class Rules:
     applied cannot exist. Sections are tuples (lists are copied into them): the rules stay
     hashable and the caller's lists can change freely."""
 
-    ignore: Annotated[tuple[Pattern, ...], BeforeValidator(_none_is_empty)] = ()
+    ignore: Annotated[tuple[_Pattern, ...], BeforeValidator(_none_is_empty)] = ()
     volatile: Annotated[tuple[Volatile, ...], BeforeValidator(_none_is_empty)] = ()
     expected: Annotated[tuple[Expected, ...], BeforeValidator(_none_is_empty)] = ()
 
