@@ -1,13 +1,14 @@
-"""Latency: the alternating order of repeated runs, percentiles, and the FastAPI/Flask gate.
+"""Latency: the alternating order of repeated runs, each stack's spread, and the FastAPI/Flask
+gate.
 
-Pure functions over lists of milliseconds."""
+Pure functions over lists of milliseconds; percentiles are `harness.report.stats`'s."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.report.stats import percentile
 from parity_tests.cases import Stack
 
 
@@ -15,17 +16,6 @@ def abba(repeat: int) -> list[tuple[Stack, Stack]]:
     """Which stack goes first in each of `repeat` rounds: Flask first, then FastAPI first,
     alternating (A B, B A, A B, ...), so warm-up and drift weigh on both stacks alike."""
     return [("flask", "fastapi") if i % 2 == 0 else ("fastapi", "flask") for i in range(repeat)]
-
-
-def percentile(samples: Sequence[float], fraction: float) -> float | None:
-    """The `fraction` (0..1) percentile of `samples` by linear interpolation between closest
-    ranks; None when there are no samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    rank = fraction * (len(ordered) - 1)
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass(frozen=True)

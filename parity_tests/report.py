@@ -1,20 +1,35 @@
 """What a run found, as a terminal summary, `report.json`, `junit.xml` and a self-contained
-`report.html` (inline CSS and SVG: it opens from disk, without a server or the network)."""
+`report.html` (inline CSS and SVG: it opens from disk, without a server or the network).
+
+The page is rendered by `harness.report` from `parity_tests/templates/report.html.j2`: it
+opens with the verdict and the failing cases, then the latency in two charts of a fixed
+size, then every case that differs (failures first), then a table of all the cases."""
 
 from __future__ import annotations
 
 import contextlib
-import html
 import json
-import math
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.diff import NOISE_REASON, SEVERITIES, Difference, Response, summarize
+from markupsafe import Markup
+
+from harness.diff import (
+    NOISE_REASON,
+    SEVERITIES,
+    Difference,
+    Response,
+    is_unexpected,
+    summarize,
+)
+from harness.report import charts, page
+from harness.report.page import plural
+from parity_tests.cases import STACKS
 from parity_tests.latency import Comparison, Spread
-from parity_tests.runner import HEADERS, Answer, CaseResult, RunReport, render
+from parity_tests.runner import HEADERS, CaseResult, Outcome, RunReport, render
 
 _BODY_CHARS = 20_000
 """Longest body kept in the reports: enough for any answer of this API, bounded for others."""
@@ -64,9 +79,6 @@ def summary(report: RunReport) -> str:
     lines: list[str] = []
     for result in report.failed:
         lines += [render(result), ""]
-    files: dict[str, list[CaseResult]] = {}
-    for result in report.results:
-        files.setdefault(result.case.file, []).append(result)
     header = f"{'file':<14}{'cases':>6}{'failed':>7}" + "".join(f"{s:>10}" for s in COLUMNS)
     lines += [
         f"parity: flask vs fastapi ({report.target}), {len(report.results)} cases "
@@ -74,12 +86,9 @@ def summary(report: RunReport) -> str:
         + (", noise check" if report.options.noise_check else ""),
         header,
     ]
-    rows = [*files.items(), ("total", list(report.results))]
-    for name, results in rows:
-        counts = _counts(d for r in results for d in _all(r))
-        failed = sum(r.failed for r in results)
+    for name, cases, failed, counts in _files(report.results):
         lines.append(
-            f"{name:<14}{len(results):>6}{failed:>7}" + "".join(f"{counts[s]:>10}" for s in COLUMNS)
+            f"{name:<14}{cases:>6}{failed:>7}" + "".join(f"{counts[s]:>10}" for s in COLUMNS)
         )
     if report.options.repeat > 1:
         lines += _slowest(report)
@@ -124,22 +133,22 @@ def _slowest(report: RunReport, count: int = 10) -> list[str]:
 # --- report.json --------------------------------------------------------------------------
 
 
-def _body_text(reply: Response) -> str:
-    text = reply.body.decode("utf-8", errors="backslashreplace")
+def _body_text(response: Response) -> str:
+    text = response.body.decode("utf-8", errors="backslashreplace")
     return text if len(text) <= _BODY_CHARS else text[:_BODY_CHARS] + "...(cut)"
 
 
-def _answer(answer: Answer) -> dict[str, Any]:
-    if answer.reply is None:
-        return {"stack": answer.stack, "error": answer.error}
-    reply = answer.reply
-    names = {name.lower(): value for name, value in reply.headers.items()}
+def _outcome(outcome: Outcome) -> dict[str, Any]:
+    if outcome.response is None:
+        return {"stack": outcome.stack, "error": outcome.error}
+    response = outcome.response
+    names = {name.lower(): value for name, value in response.headers.items()}
     return {
-        "stack": answer.stack,
-        "status": reply.status,
+        "stack": outcome.stack,
+        "status": response.status,
         "headers": {name: names[name] for name in HEADERS if name in names},
-        "body": _body_text(reply),
-        "elapsed_ms": round(reply.elapsed_ms, 3),
+        "body": _body_text(response),
+        "elapsed_ms": round(response.elapsed_ms, 3),
     }
 
 
@@ -186,8 +195,8 @@ def to_json(report: RunReport) -> dict[str, Any]:
                     {
                         "index": step.index,
                         "endpoint": step.endpoint,
-                        "legacy": _answer(step.legacy),
-                        "candidate": _answer(step.candidate),
+                        "legacy": _outcome(step.legacy),
+                        "candidate": _outcome(step.candidate),
                         "noise": list(step.noise),
                         "differences": [_difference(step.index, d) for d in step.differences],
                     }
@@ -243,10 +252,10 @@ def to_junit(report: RunReport) -> ET.ElementTree:
         ET.SubElement(properties, "property", name=name, value=value)
     for result in report.results:
         seconds = sum(
-            a.reply.elapsed_ms
+            outcome.response.elapsed_ms
             for step in result.steps
-            for a in (step.legacy, step.candidate)
-            if a.reply is not None
+            for outcome in (step.legacy, step.candidate)
+            if outcome.response is not None
         )
         testcase = ET.SubElement(
             suite,
@@ -280,212 +289,256 @@ def to_junit(report: RunReport) -> ET.ElementTree:
 
 # --- report.html --------------------------------------------------------------------------
 
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d1d1f}
-h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.n{text-align:right}
-.fail{color:#b00020;font-weight:600}.ok{color:#0a7d32}
-.breaking{background:#fde2e2}.additive{background:#e6f4ea}.noise{background:#fff4d6}
-.expected{background:#e8eefc}.ignored{color:#777}
-.side{display:grid;grid-template-columns:1fr 1fr;gap:8px}
-pre{background:#f7f7f7;border:1px solid #ddd;padding:6px;overflow:auto;max-height:24em;
-white-space:pre-wrap;word-break:break-all;margin:0}
-details{margin:.4em 0;border-left:3px solid #ccc;padding-left:8px}
-details.failed{border-color:#b00020}summary{cursor:pointer}
-"""
-
-_COLORS = {"flask": "#3b6fb6", "fastapi": "#e07b00"}
+STACK_COLORS: dict[str, str] = {"flask": "#3b6fb6", "fastapi": "#e07b00"}
+SLOWEST = 10
+"""How many cases the slowest-cases chart shows: the chart keeps one size however many
+cases ran; the table at the end has every case's figures."""
+_HEADLINES = 3
+"""How many problems and unexpected differences a failing case lists at the top."""
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+def verdict(result: CaseResult) -> str:
+    """A case's result in words. A failure names its unexpected differences and problems;
+    a pass says which accepted differences it has, by severity, so a case whose answers
+    differ only as the rules allow never reads like a failure:
+    "passed — 4 accepted differences (2 additive, 2 expected)"."""
+    accepted = [d for d in _all(result) if not is_unexpected(d)]
+    counts = _counts(accepted)
+    kinds = ", ".join(f"{counts[column]} {column}" for column in COLUMNS if counts[column])
+    if result.failed:
+        parts = []
+        if result.unexpected:
+            parts.append(plural(len(result.unexpected), "unexpected difference"))
+        if result.problems:
+            parts.append(plural(len(result.problems), "problem"))
+        also = f" (and {plural(len(accepted), 'accepted difference')}: {kinds})" if kinds else ""
+        return "failed — " + ", ".join(parts) + also
+    if accepted:
+        return f"passed — {plural(len(accepted), 'accepted difference')} ({kinds})"
+    return "passed — identical answers"
 
 
-def _pre_answer(answer: Answer) -> str:
-    data = _answer(answer)
-    if answer.reply is None:
-        return f"<pre>{_e(answer.stack)}: no answer\n{_e(answer.error)}</pre>"
-    lines = [f"{answer.stack}: HTTP {data['status']}  ({data['elapsed_ms']} ms)"]
-    lines += [f"{name}: {value}" for name, value in data["headers"].items()]
-    body = data["body"]
-    with contextlib.suppress(ValueError):  # not JSON: shown as it came
-        body = json.dumps(json.loads(answer.reply.body), indent=2, ensure_ascii=False)
-    lines += ["", body[:_BODY_CHARS]]
-    return f"<pre>{_e(chr(10).join(lines))}</pre>"
-
-
-def _value(value: Any, kind: str, side: str) -> str:
+def _brief(value: Any, kind: str, side: str, limit: int) -> str | None:
+    # None: the side has nothing there (a missing field is not a JSON null).
     absent = (side == "candidate" and kind in ("missing", "header_missing")) or (
         side == "legacy" and kind in ("added", "header_added")
     )
     if absent:
-        return "<i>absent</i>"
+        return None
     text = json.dumps(value, ensure_ascii=False)
-    return _e(text if len(text) <= 200 else text[:197] + "...")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _case_html(result: CaseResult) -> str:
-    shown = [(i, d) for i, d in result.differences if d.severity != "ignored"]
-    state = "failed" if result.failed else "passed"
-    parts = [
-        f'<details class="{state}" id="{_e(result.case.id)}"{" open" if result.failed else ""}>',
-        f"<summary><b>{_e(result.case.id)}</b> "
-        f'<span class="{"fail" if result.failed else "ok"}">{state}</span> '
-        f"{len(shown)} difference(s) {_e(result.case.description)}</summary>",
+def _headlines(result: CaseResult) -> list[str]:
+    lines = list(result.problems)
+    for number, d in result.unexpected:
+        legacy = _brief(d.legacy, d.kind, "legacy", 60) or "(absent)"
+        candidate = _brief(d.candidate, d.kind, "candidate", 60) or "(absent)"
+        lines.append(f"step {number}: {d.kind} at {d.path}: {legacy} → {candidate}")
+    if len(lines) > _HEADLINES:
+        return [*lines[:_HEADLINES], f"… and {len(lines) - _HEADLINES} more"]
+    return lines
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One difference as the page shows it; None where a side has nothing."""
+
+    step: int
+    severity: str
+    kind: str
+    path: str
+    legacy: str | None
+    candidate: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One step's two answers, written out side by side."""
+
+    index: int
+    endpoint: str
+    noise: tuple[str, ...]
+    legacy: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class _Case:
+    """A case as the page shows it."""
+
+    id: str
+    description: str
+    failed: bool
+    verdict: str
+    headlines: list[str]
+    problems: tuple[str, ...]
+    rows: list[_Row]
+    steps: list[_Step]
+    counts: dict[str, int]
+    latency: list[str]
+    detailed: bool
+    """Whether the page has a block of details for this case."""
+    anchor: str
+    """Where a link to this case goes: its details, else its row of the table."""
+
+
+def _written(outcome: Outcome) -> str:
+    if outcome.response is None:
+        return f"{outcome.stack}: no answer\n{outcome.error}"
+    data = _outcome(outcome)
+    lines = [f"{outcome.stack}: HTTP {data['status']}  ({data['elapsed_ms']} ms)"]
+    lines += [f"{name}: {value}" for name, value in data["headers"].items()]
+    body = data["body"]
+    with contextlib.suppress(ValueError):  # not JSON: shown as it came
+        body = json.dumps(json.loads(outcome.response.body), indent=2, ensure_ascii=False)
+    return "\n".join([*lines, "", body[:_BODY_CHARS]])
+
+
+def _detailed(result: CaseResult) -> bool:
+    return bool(result.problems) or any(d.severity != "ignored" for d in _all(result))
+
+
+def _anchor(result: CaseResult) -> str:
+    return result.case.id if _detailed(result) else "row-" + result.case.id
+
+
+def _case(result: CaseResult) -> _Case:
+    rows = [
+        _Row(
+            number,
+            d.severity,
+            d.kind,
+            d.path,
+            _brief(d.legacy, d.kind, "legacy", 200),
+            _brief(d.candidate, d.kind, "candidate", 200),
+            d.reason,
+        )
+        # The unexpected first: they are why a case failed.
+        for number, d in sorted(result.differences, key=lambda pair: not is_unexpected(pair[1]))
+        if d.severity != "ignored"
     ]
-    if result.problems:
-        parts.append("<ul>" + "".join(f"<li>{_e(p)}</li>" for p in result.problems) + "</ul>")
-    if shown:
-        parts.append(
-            "<table><tr><th>step</th><th>severity</th><th>kind</th><th>path</th>"
-            "<th>legacy (flask)</th><th>candidate</th><th>reason</th></tr>"
+    steps = [
+        _Step(
+            step.index, step.endpoint, step.noise, _written(step.legacy), _written(step.candidate)
         )
-        for number, d in shown:
-            parts.append(
-                f'<tr class="{d.severity}"><td>{number}</td><td>{d.severity}</td><td>{d.kind}</td>'
-                f"<td><code>{_e(d.path)}</code></td><td>{_value(d.legacy, d.kind, 'legacy')}</td>"
-                f"<td>{_value(d.candidate, d.kind, 'candidate')}</td><td>{_e(d.reason)}</td></tr>"
-            )
-        parts.append("</table>")
-    for step in result.steps:
-        if not any(d.severity != "ignored" for d in step.differences) and not result.problems:
-            continue
-        parts.append(
-            f"<p>step {step.index}: <code>{_e(step.endpoint)}</code>"
-            + (f" noise: {_e(', '.join(step.noise))}" if step.noise else "")
-            + "</p>"
-        )
-        parts.append(
-            f'<div class="side">{_pre_answer(step.legacy)}{_pre_answer(step.candidate)}</div>'
-        )
-    parts.append("</details>")
-    return "\n".join(parts)
-
-
-def _x(ms: float, width: float, top: float) -> float:
-    # Log scale: the fault cases take seconds, most requests a millisecond or two.
-    return width * math.log10(1 + ms * 10) / math.log10(1 + top * 10)
-
-
-def latency_svg(report: RunReport) -> str:
-    """A horizontal bar chart, one row per case plus the overall row: p50 bars per stack
-    and a whisker to p95, on a log scale."""
-    rows: list[tuple[str, Comparison]] = [("overall", report.latency)]
-    rows += [(r.case.id, r.latency) for r in report.results]
-    values = [
-        v for _, c in rows for s in (c.flask, c.fastapi) for v in (s.p50, s.p95) if v is not None
+        for step in result.steps
+        if result.problems or any(d.severity != "ignored" for d in step.differences)
     ]
-    top = max(values, default=1.0) or 1.0
-    label, width, row = 260, 520, 22
-    height = row * len(rows) + 40
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label + width + 80}" '
-        f'height="{height}" font-size="11" font-family="system-ui,sans-serif">'
-    ]
-    for tick in (0.1, 1, 10, 100, 1000, 10000):
-        if tick > top * 1.01:
-            break
-        x = label + _x(tick, width, top)
-        out.append(
-            f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 30}" stroke="#ddd"/>'
-            f'<text x="{x:.1f}" y="{height - 18}" text-anchor="middle">{tick:g} ms</text>'
-        )
-    for index, (name, comparison) in enumerate(rows):
-        y = index * row + 4
-        out.append(f'<text x="{label - 6}" y="{y + 13}" text-anchor="end">{_e(name[:40])}</text>')
-        for offset, stack in ((0, "flask"), (9, "fastapi")):
-            spread = comparison.flask if stack == "flask" else comparison.fastapi
-            if spread.p50 is None:
-                continue
-            w = _x(spread.p50, width, top)
-            color = _COLORS[stack]
-            out.append(
-                f'<rect x="{label}" y="{y + offset}" width="{w:.1f}" height="8" fill="{color}">'
-                f"<title>{_e(name)} {stack} p50 {spread.p50:.2f} ms, "
-                f"p95 {_ms(spread.p95)} ms</title></rect>"
-            )
-            if spread.p95 is not None:
-                x95 = label + _x(spread.p95, width, top)
-                out.append(
-                    f'<line x1="{label + w:.1f}" y1="{y + offset + 4}" x2="{x95:.1f}" '
-                    f'y2="{y + offset + 4}" stroke="{color}"/>'
-                )
-    legend_y = height - 6
-    out.append(
-        f'<rect x="{label}" y="{legend_y - 8}" width="10" height="8" fill="{_COLORS["flask"]}"/>'
-        f'<text x="{label + 14}" y="{legend_y}">flask p50 (line: p95)</text>'
-        f'<rect x="{label + 160}" y="{legend_y - 8}" width="10" height="8" '
-        f'fill="{_COLORS["fastapi"]}"/>'
-        f'<text x="{label + 174}" y="{legend_y}">fastapi p50 (line: p95)</text>'
+    latency = result.latency
+    figures = (
+        latency.flask.p50,
+        latency.flask.p95,
+        latency.fastapi.p50,
+        latency.fastapi.p95,
+        latency.ratio,
     )
-    out.append("</svg>")
-    return "\n".join(out)
+    return _Case(
+        id=result.case.id,
+        description=result.case.description,
+        failed=result.failed,
+        verdict=verdict(result),
+        headlines=_headlines(result) if result.failed else [],
+        problems=result.problems,
+        rows=rows,
+        steps=steps,
+        counts=_counts(_all(result)),
+        latency=[_ms(value) for value in figures],
+        detailed=_detailed(result),
+        anchor=_anchor(result),
+    )
+
+
+def _files(results: Sequence[CaseResult]) -> list[tuple[str, int, int, dict[str, int]]]:
+    # Per corpus file, then the total: name, cases, failed, counts per column.
+    files: dict[str, list[CaseResult]] = {}
+    for result in results:
+        files.setdefault(result.case.file, []).append(result)
+    rows = [*files.items(), ("total", list(results))]
+    return [
+        (
+            name,
+            len(group),
+            sum(r.failed for r in group),
+            _counts(d for r in group for d in _all(r)),
+        )
+        for name, group in rows
+    ]
+
+
+def latency_charts(report: RunReport) -> list[Markup]:
+    """The latency section's two SVG charts, each of one size whatever the number of cases:
+    every sample's distribution per stack (a box each), and the `SLOWEST` cases by the
+    slower stack's p50 (a p50 bar and a p95 whisker per stack)."""
+    samples: dict[str, list[float]] = {
+        stack: [s for r in report.results for s in r.samples.get(stack, ())] for stack in STACKS
+    }
+    distribution = charts.box_chart(
+        f"Every request's latency per stack ({plural(len(report.results), 'case')})",
+        samples,
+        colors=STACK_COLORS,
+    )
+
+    def slowness(result: CaseResult) -> float:
+        found = [s.p50 for s in (result.latency.flask, result.latency.fastapi) if s.p50]
+        return max(found, default=0.0)
+
+    timed = [result for result in report.results if slowness(result) > 0]
+    slowest = sorted(timed, key=slowness, reverse=True)[:SLOWEST]
+    bars = [
+        charts.Bar(
+            result.case.id,
+            {
+                "flask": (result.latency.flask.p50, result.latency.flask.p95),
+                "fastapi": (result.latency.fastapi.p50, result.latency.fastapi.p95),
+            },
+            href="#" + _anchor(result),
+        )
+        for result in slowest
+    ]
+    ranked = charts.bar_chart(
+        f"The {plural(len(bars), 'slowest case')}",
+        bars,
+        series=list(STACK_COLORS),
+        legend={stack: f"{stack} p50 (whisker: p95)" for stack in STACK_COLORS},
+        colors=STACK_COLORS,
+    )
+    return [distribution, ranked]
 
 
 def to_html(report: RunReport) -> str:
-    """The whole run as one HTML page: summary, every case, side-by-side diffs, chart."""
-    data = to_json(report)["summary"]
+    """The whole run as one self-contained HTML page: the verdict and the failing cases
+    first, then the latency charts, the differences case by case, and every case's row."""
+    cases = [_case(result) for result in report.results]
     overall = report.latency
-    verdict = (
-        '<span class="ok">PASS</span>'
-        if report.exit_code == 0
-        else '<span class="fail">FAIL</span>'
-    )
-    severity_cells = "".join(f"<td class='n'>{data['severities'][s]}</td>" for s in COLUMNS)
-    rows = []
-    for result in report.results:
-        counts = _counts(_all(result))
-        latency = result.latency
-        state = '<span class="fail">failed</span>' if result.failed else "ok"
-        rows.append(
-            f'<tr><td><a href="#{_e(result.case.id)}">{_e(result.case.id)}</a></td>'
-            f"<td>{state}</td>"
-            + "".join(f"<td class='n'>{counts[s]}</td>" for s in COLUMNS)
-            + "".join(
-                f"<td class='n'>{_ms(value)}</td>"
-                for value in (
-                    latency.flask.p50,
-                    latency.flask.p95,
-                    latency.fastapi.p50,
-                    latency.fastapi.p95,
-                    latency.ratio,
-                )
-            )
-            + "</tr>"
-        )
-    differing = [
-        r for r in report.results if r.problems or any(d.severity != "ignored" for d in _all(r))
-    ]
-    head = "".join(f"<th>{s}</th>" for s in COLUMNS)
-    if report.stale_rules is None:
-        stale = f"<li>{NOT_JUDGED}</li>"
-    else:
-        stale = "".join(f"<li>{_e(rule)}</li>" for rule in report.stale_rules) or "<li>none</li>"
-    gate = _e(report.latency_failure or "ok") if report.options.max_latency_ratio else "not set"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Parity report</title>
-<style>{_CSS}</style></head><body>
-<h1>Parity: flask vs fastapi {verdict}</h1>
-<p>Target: {_e(report.target)}. {data["cases"]} cases, {data["failed"]} failed, in
-{report.seconds:.1f} s; repeat {report.options.repeat}; noise check
-{"on" if report.options.noise_check else "off"}.</p>
-<table><tr>{head}</tr><tr>{severity_cells}</tr></table>
-<p>Latency (ms, every sample pooled): flask p50 {_ms(overall.flask.p50)} p95
-{_ms(overall.flask.p95)}; fastapi p50 {_ms(overall.fastapi.p50)} p95
-{_ms(overall.fastapi.p95)}; FastAPI/Flask p50 ratio {_ms(overall.ratio)}; gate: {gate}.</p>
-<h2>Stale rules</h2><ul>{stale}</ul>
-<h2>Latency per case</h2>
-{latency_svg(report)}
-<h2>Cases</h2>
-<table><tr><th>case</th><th>result</th>{head}<th>flask p50 ms</th><th>flask p95</th>
-<th>fastapi p50</th><th>fastapi p95</th><th>ratio</th></tr>
-{"".join(rows)}</table>
-<h2>Differences ({len(differing)} cases)</h2>
-{"".join(_case_html(r) for r in differing)}
-</body></html>
-"""
+    gate = "not set"
+    if report.options.max_latency_ratio is not None:
+        gate = report.latency_failure or f"within {report.options.max_latency_ratio:g}"
+    context = {
+        "report": report,
+        "passed": report.exit_code == 0,
+        "columns": COLUMNS,
+        "files": _files(report.results),
+        "failing": [case for case in cases if case.failed],
+        "accepted": [case for case in cases if not case.failed and case.detailed],
+        "with_accepted": sum(not case.failed and any(case.counts.values()) for case in cases),
+        "cases": cases,
+        "overall": {
+            "flask_p50": _ms(overall.flask.p50),
+            "flask_p95": _ms(overall.flask.p95),
+            "fastapi_p50": _ms(overall.fastapi.p50),
+            "fastapi_p95": _ms(overall.fastapi.p95),
+            "ratio": _ms(overall.ratio),
+            "samples": overall.flask.count + overall.fastapi.count,
+        },
+        "gate": gate,
+        "gate_failed": report.latency_failure is not None,
+        "charts": latency_charts(report),
+        "stale": None if report.stale_rules is None else list(report.stale_rules),
+        "not_judged": NOT_JUDGED,
+    }
+    return page.render("parity_tests", "report.html.j2", context)
 
 
 def write(report: RunReport, directory: str | Path) -> list[Path]:

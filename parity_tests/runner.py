@@ -77,22 +77,23 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One step's answer in one run: the reply (placeholders put back) or why there is none."""
+class Outcome:
+    """How one step went in one run: the response (placeholders put back) or why there is
+    none."""
 
     stack: Stack
-    reply: Response | None
+    response: Response | None
     error: str | None = None
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """One step of a case: both answers of the first round, and what differed in any round."""
+    """One step of a case: both outcomes of the first round, and what differed in any round."""
 
     index: int
     endpoint: str
-    legacy: Answer
-    candidate: Answer
+    legacy: Outcome
+    candidate: Outcome
     differences: tuple[Difference, ...] = ()
     noise: tuple[str, ...] = ()
 
@@ -248,22 +249,22 @@ def fresh_ids(case: Case) -> dict[str, str]:
     return {name: f"p{name[0]}-{secrets.token_hex(10)}" for name in sorted(id_names(case))}
 
 
-def put_back(reply: Response, values: Mapping[str, str]) -> Response:
-    """`reply` with each of the run's values written as its `{placeholder}` again."""
-    body = reply.body
-    headers = dict(reply.headers)
+def put_back(response: Response, values: Mapping[str, str]) -> Response:
+    """`response` with each of the run's values written as its `{placeholder}` again."""
+    body = response.body
+    headers = dict(response.headers)
     for name, value in sorted(values.items(), key=lambda item: -len(item[1])):
         if len(value) < _MIN_SUBSTITUTED:
             continue
         body = body.replace(value.encode(), ("{" + name + "}").encode())
         headers = {k: v.replace(value, "{" + name + "}") for k, v in headers.items()}
-    return Response(reply.status, headers, body, reply.elapsed_ms)
+    return Response(response.status, headers, body, response.elapsed_ms)
 
 
-def _capture(step: Step, reply: Response, values: dict[str, str]) -> list[str]:
+def _capture(step: Step, response: Response, values: dict[str, str]) -> list[str]:
     problems = []
     try:
-        leaves = flatten(json.loads(reply.body)) if step.capture else {}
+        leaves = flatten(json.loads(response.body)) if step.capture else {}
     except ValueError:
         leaves = {}
     for name, path in step.capture:
@@ -271,14 +272,14 @@ def _capture(step: Step, reply: Response, values: dict[str, str]) -> list[str]:
         if isinstance(value, str):
             values[name] = value
         else:
-            problems.append(f"capture {name}: no string at {path} in the reply")
+            problems.append(f"capture {name}: no string at {path} in the response")
     return problems
 
 
 @dataclass
 class _Run:
     role: Role
-    answers: list[Answer]
+    outcomes: list[Outcome]
     problems: list[str]
     samples: list[float]
     names: tuple[str, ...] = ()
@@ -288,7 +289,7 @@ def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
     """One run of `case`: every step in order, with fresh ids; a step with no answer ends
     the run (the next steps would only say the same)."""
     values = fresh_ids(case)
-    answers: list[Answer] = []
+    outcomes: list[Outcome] = []
     problems: list[str] = []
     samples: list[float] = []
     default: Stack = "flask" if role == "legacy" else "fastapi"
@@ -298,22 +299,22 @@ def run_steps(case: Case, role: Role, sender: Sender) -> _Run:
             raw = sender.send(stack, step, values)
         except httpx.HTTPError as exc:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            answers.append(Answer(stack, None, reason))
+            outcomes.append(Outcome(stack, None, reason))
             problems.append(f"step {number}: {role} run: no answer from {stack}: {reason}")
             break
         if (wrong := _wrong_backend(stack, raw)) is not None:
             problems.append(f"step {number}: {role} run: {wrong}")
         problems += [f"step {number}: {role} run: {p}" for p in _capture(step, raw, values)]
-        answers.append(Answer(stack, put_back(raw, values)))
+        outcomes.append(Outcome(stack, put_back(raw, values)))
         if step.stack is None:
             samples.append(raw.elapsed_ms)
-    return _Run(role, answers, problems, samples, tuple(values))
+    return _Run(role, outcomes, problems, samples, tuple(values))
 
 
-def _wrong_backend(stack: Stack, reply: Response) -> str | None:
+def _wrong_backend(stack: Stack, response: Response) -> str | None:
     # A gateway says who served each answer: an answer from the other stack would compare
     # a stack with itself.
-    said = {k.lower(): v for k, v in reply.headers.items()}.get(OVERRIDE_HEADER.lower())
+    said = {k.lower(): v for k, v in response.headers.items()}.get(OVERRIDE_HEADER.lower())
     if said is None or said.strip().lower() == stack:
         return None
     return f"asked {stack}, answered by {said!r} ({OVERRIDE_HEADER})"
@@ -334,14 +335,16 @@ def _echoed(difference: Difference, names: tuple[str, ...]) -> Difference:
     return difference
 
 
-def note_present(rules: Rules, reply: Response, usage: RuleUsage, now: float | None = None) -> None:
-    """Record in `usage` each volatile rule whose field is in `reply` with a value passing
+def note_present(
+    rules: Rules, response: Response, usage: RuleUsage, now: float | None = None
+) -> None:
+    """Record in `usage` each volatile rule whose field is in `response` with a value passing
     its check: such a rule is needed whenever the field is there, whether or not this pair
     of answers happened to differ (two writes in the same second share an expiry)."""
     clock = time.time() if now is None else now
-    headers = {name.lower(): value for name, value in reply.headers.items()}
+    headers = {name.lower(): value for name, value in response.headers.items()}
     try:
-        leaves = flatten(json.loads(reply.body))
+        leaves = flatten(json.loads(response.body))
     except (ValueError, RecursionError):
         leaves = {}
     fields = {f"header:{name}": value for name, value in headers.items()} | leaves
@@ -360,7 +363,7 @@ def _key(difference: Difference) -> tuple[str, str, str]:
     return difference.path, difference.kind, difference.severity
 
 
-Pair = tuple[Answer, Answer, list[Difference]]
+Pair = tuple[Outcome, Outcome, list[Difference]]
 
 
 def _diff_runs(
@@ -374,13 +377,13 @@ def _diff_runs(
     # zip stops at the shorter run: a step without an answer ended it.
     pairs: list[Pair] = []
     for index, (step, mine, theirs) in enumerate(
-        zip(case.steps, legacy.answers, candidate.answers, strict=False)
+        zip(case.steps, legacy.outcomes, candidate.outcomes, strict=False)
     ):
         found: list[Difference] = []
-        if mine.reply is not None and theirs.reply is not None:
+        if mine.response is not None and theirs.response is not None:
             found = diff(
-                mine.reply,
-                theirs.reply,
+                mine.response,
+                theirs.response,
                 headers=HEADERS,
                 rules=rules,
                 noise=sorted(noise[index]),
@@ -389,8 +392,8 @@ def _diff_runs(
             )
             found = [_echoed(d, legacy.names) for d in found]
             if usage is not None:
-                for reply in (mine.reply, theirs.reply):
-                    note_present(rules, reply, usage)
+                for response in (mine.response, theirs.response):
+                    note_present(rules, response, usage)
         pairs.append((mine, theirs, found))
     return pairs
 
@@ -398,7 +401,7 @@ def _diff_runs(
 def _unexpected_statuses(case: Case, pairs: list[Pair]) -> list[str]:
     problems = []
     for number, (step, (mine, _, _)) in enumerate(zip(case.steps, pairs, strict=False), start=1):
-        status = mine.reply.status if mine.reply is not None else None
+        status = mine.response.status if mine.response is not None else None
         if step.status is not None and status is not None and status != step.status:
             problems.append(
                 f"step {number}: the legacy answer is {status}, the case expects {step.status}"
@@ -420,14 +423,14 @@ def run_case(
     options: Options = Options(),
     usage: RuleUsage | None = None,
 ) -> CaseResult:
-    """Run `case` (`options.repeat` rounds, ABBA) and diff each step's answers. The steps
-    keep the first round's answers, and the differences seen in any round."""
+    """Run `case` (`options.repeat` rounds, ABBA) and diff each step's outcomes. The steps
+    keep the first round's outcomes, and the differences seen in any round."""
     noise: list[set[str]] = [set() for _ in case.steps]
     if options.noise_check:
         first, second = run_steps(case, "legacy", sender), run_steps(case, "legacy", sender)
-        for index, (a, b) in enumerate(zip(first.answers, second.answers, strict=False)):
-            if a.reply is not None and b.reply is not None:
-                noise[index] = noisy_paths(a.reply, b.reply, headers=HEADERS)
+        for index, (a, b) in enumerate(zip(first.outcomes, second.outcomes, strict=False)):
+            if a.response is not None and b.response is not None:
+                noise[index] = noisy_paths(a.response, b.response, headers=HEADERS)
     samples: dict[Stack, list[float]] = {"flask": [], "fastapi": []}
     steps: list[StepResult] = []
     problems: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -281,7 +282,11 @@ def test_the_cli_fails_an_altered_stack_and_writes_its_reports(
 
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!doctype html>")
-    assert 'id="validation/message-missing"' in page  # a side-by-side block for it
+    # The verdict first, then the failing cases, each linked to its side-by-side block.
+    assert page.index('<header class="verdict fail">') < page.index('<ol class="failing">')
+    top = page[page.index('<ol class="failing">') : page.index("</ol>")]
+    assert set(re.findall(r'<a href="#([^"]+)">', top)) == failing
+    assert 'id="validation/message-missing"' in page
     assert "Message is missing" in page and "<svg" in page
     assert "http://" not in page.replace(stacks.targets.flask.base_url, "").replace(
         stacks.targets.fastapi.base_url, ""

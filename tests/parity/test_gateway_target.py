@@ -93,7 +93,7 @@ def test_the_corpus_runs_through_the_gateway(
         ("fastapi", "fastapi"),
     ]
     assert all(
-        s.candidate.reply is not None
-        and s.candidate.reply.headers.get("x-dualstack-backend") == s.candidate.stack
+        s.candidate.response is not None
+        and s.candidate.response.headers.get("x-dualstack-backend") == s.candidate.stack
         for s in conversation.steps
     )

@@ -1,10 +1,13 @@
-"""The pure parts of the parity suite, as tables: putting
-a run's ids back, the ABBA order, percentiles and the latency gate."""
+"""The pure parts of the parity suite, as tables: putting a run's ids back, the ABBA order,
+the latency gate, and the reports (the terminal summary, JSON, JUnit and the HTML page a
+person reads first)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +31,12 @@ from parity_tests.cases import (
     parse_corpus_file,
 )
 from parity_tests.cli import Progress
-from parity_tests.latency import Comparison, Spread, abba, gate, percentile
-from parity_tests.report import summary, to_json, to_junit, write
+from parity_tests.latency import Comparison, Spread, abba, gate
+from parity_tests.report import SLOWEST, summary, to_html, to_json, to_junit, verdict, write
 from parity_tests.runner import (
-    Answer,
     CaseResult,
     Options,
+    Outcome,
     RunReport,
     StepResult,
     note_present,
@@ -50,8 +53,8 @@ from parity_tests.targets import (
 
 
 def test_put_back_restores_placeholders_in_body_and_headers() -> None:
-    reply = Response(200, {"X-Request-ID": "t-ps-0123456789"}, b'{"s": "ps-0123456789", "n": 1}')
-    restored = put_back(reply, {"session": "ps-0123456789", "tiny": "1"})
+    response = Response(200, {"X-Request-ID": "t-ps-0123456789"}, b'{"s": "ps-0123456789", "n": 1}')
+    restored = put_back(response, {"session": "ps-0123456789", "tiny": "1"})
     assert restored == Response(200, {"X-Request-ID": "t-{session}"}, b'{"s": "{session}", "n": 1}')
 
 
@@ -62,14 +65,6 @@ def test_abba_alternates_which_stack_goes_first() -> None:
         ("flask", "fastapi"),
         ("fastapi", "flask"),
     ]
-
-
-@pytest.mark.parametrize(
-    ("samples", "fraction", "expected"),
-    [([], 0.5, None), ([5.0], 0.95, 5.0), ([1, 2, 3, 4], 0.5, 2.5), ([10, 0, 5], 0.95, 9.5)],
-)
-def test_percentile_interpolates(samples: list[float], fraction: float, expected: float) -> None:
-    assert percentile(samples, fraction) == expected
 
 
 def test_the_gate_reads_the_overall_p50_ratio() -> None:
@@ -223,8 +218,8 @@ def _step(*differences: Difference, body: bytes = b"{}") -> StepResult:
     return StepResult(
         1,
         "GET /x",
-        Answer("flask", Response(200, JSON_HEADERS, body)),
-        Answer("fastapi", Response(200, JSON_HEADERS, body)),
+        Outcome("flask", Response(200, JSON_HEADERS, body)),
+        Outcome("fastapi", Response(200, JSON_HEADERS, body)),
         differences,
     )
 
@@ -303,3 +298,165 @@ def test_stale_rules_of_a_subset_run_are_not_judged() -> None:
     assert to_json(subset)["summary"]["stale_rules_judged"] is False
     full = _report(_step(), stale=("ignore $.x",))
     assert "stale rules: ignore $.x" in summary(full).splitlines()
+
+
+# --- report.html: the page a person reads first -----------------------------------------------
+
+BREAKING = Difference("$.error", "value", "Message is required", "Message is missing", "breaking")
+ADDITIVE = Difference("$.timestamp", "added", None, 1.5, "additive", "new in the candidate")
+EXPECTED = Difference("$.tokens_used", "added", None, 36, "expected", "tokens are reported")
+NOISE = Difference("header:x-request-id", "header_value", "a", "b", "noise", "volatile")
+NOISY = Difference("$.response", "value", "a", "b", "noise", NOISE_REASON)
+IGNORED = Difference("$.debug", "value", 1, 2, "ignored", "not compared")
+
+
+def _result(
+    name: str,
+    *differences: Difference,
+    problems: tuple[str, ...] = (),
+    samples: dict[Stack, tuple[float, ...]] | None = None,
+) -> CaseResult:
+    case = _case(f"cases:\n  - {{name: {name}, request: {{path: /x}}}}")
+    return CaseResult(case, (_step(*differences),), problems, samples or {})
+
+
+def _run(*results: CaseResult) -> RunReport:
+    return RunReport("synthetic", Options(), results, (), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("differences", "problems", "expected"),
+    [
+        ((), (), "passed — identical answers"),
+        (
+            (ADDITIVE, EXPECTED, ADDITIVE, EXPECTED),
+            (),
+            "passed — 4 accepted differences (2 additive, 2 expected)",
+        ),
+        ((NOISE,), (), "passed — 1 accepted difference (1 noise)"),
+        ((NOISY, IGNORED), (), "passed — 2 accepted differences (1 ignored, 1 noisy)"),
+        ((BREAKING,), (), "failed — 1 unexpected difference"),
+        (
+            (BREAKING, EXPECTED, BREAKING),
+            ("step 1: candidate run: no answer from fastapi: ReadTimeout",),
+            "failed — 2 unexpected differences, 1 problem (and 1 accepted difference: 1 expected)",
+        ),
+        ((), ("step 1: the legacy answer is 500, the case expects 200",), "failed — 1 problem"),
+    ],
+)
+def test_a_case_verdict_says_what_failed_or_what_was_accepted(
+    differences: tuple[Difference, ...], problems: tuple[str, ...], expected: str
+) -> None:
+    assert verdict(_result("a", *differences, problems=problems)) == expected
+
+
+def _sections(page: str) -> list[tuple[str, str, bool]]:
+    """The case blocks in page order: (class, id, open)."""
+    found = re.findall(r'<details class="case (\w+)" id="([^"]+)"( open)?>', page)
+    return [(kind, anchor, bool(opened)) for kind, anchor, opened in found]
+
+
+def test_the_page_opens_with_the_verdict_then_the_failing_cases() -> None:
+    report = _run(
+        _result("a-accepted", ADDITIVE, EXPECTED, NOISE),
+        _result("b-failing", BREAKING, EXPECTED),
+        _result("c-same"),
+        _result("d-broken", problems=("step 1: candidate run: no answer from fastapi",)),
+    )
+    page = to_html(report)
+    verdict_at = page.index('<header class="verdict fail">')
+    failing = re.search(r'<ol class="failing">(.*?)</ol>', page, re.DOTALL)
+    assert failing is not None
+    # Verdict, then the failing cases, before any chart or case block.
+    assert verdict_at < failing.start() < page.index("<svg") < page.index("<details")
+    header = page[verdict_at : page.index("</header>")]
+    assert '<span class="word">FAIL</span>' in header
+    assert "4 cases: 2 passed, 2 failed." in header
+    links = re.findall(r'<a href="#([^"]+)">', failing.group(1))
+    assert links == ["x/b-failing", "x/d-broken"]
+    assert "value at $.error: &#34;Message is required&#34; → &#34;Message is missing&#34;" in (
+        failing.group(1)
+    )
+    assert "no answer from fastapi" in failing.group(1)
+    # The details: failures first and open, accepted differences closed; none for a case
+    # whose answers are the same.
+    assert _sections(page) == [
+        ("failed", "x/b-failing", True),
+        ("failed", "x/d-broken", True),
+        ("accepted", "x/a-accepted", False),
+    ]
+    assert 'id="row-x/c-same"' in page and 'href="#x/c-same"' not in page
+
+
+def test_a_passing_run_says_so_first() -> None:
+    page = to_html(_run(_result("a", ADDITIVE), _result("b")))
+    header = page[page.index("<header") : page.index("</header>")]
+    assert 'class="verdict pass"' in header and '<span class="word">PASS</span>' in header
+    assert "2 cases: 2 passed, 0 failed." in header
+    assert "1 passed case has accepted differences only" in header
+    assert '<ol class="failing">' not in page
+    assert page.index("No failing case") < page.index("<svg")
+
+
+def test_a_case_with_accepted_differences_only_does_not_read_like_a_failure() -> None:
+    page = to_html(
+        _run(_result("ok", ADDITIVE, ADDITIVE, EXPECTED, EXPECTED), _result("bad", BREAKING))
+    )
+    blocks = dict(
+        (anchor, block)
+        for anchor, block in re.findall(
+            r'<details class="case \w+" id="([^"]+)".*?<summary>(.*?)</summary>', page, re.DOTALL
+        )
+    )
+    accepted, failed = blocks["x/ok"], blocks["x/bad"]
+    assert '<span class="pass-word">passed</span>' in accepted
+    assert "— 4 accepted differences (2 additive, 2 expected)" in accepted
+    assert "fail" not in accepted
+    assert '<span class="fail-word">failed</span>' in failed
+    assert "— 1 unexpected difference" in failed
+    # The table of all cases says the same.
+    rows = dict(re.findall(r'<tr id="row-([^"]+)"[^>]*><td>.*?</td><td>(.*?)</td>', page))
+    assert rows == {"x/ok": "passed", "x/bad": '<span class="fail-word">failed</span>'}
+
+
+def _heights(page: str) -> list[str]:
+    charts = re.findall(r"<svg.*?</svg>", page, re.DOTALL)
+    return [ET.fromstring(chart).get("height", "") for chart in charts]
+
+
+def test_the_latency_charts_keep_their_size_however_many_cases_ran() -> None:
+    def page(count: int) -> str:
+        results = [
+            _result(f"case-{n}", samples={"flask": (1.0 + n, 2.0 + n), "fastapi": (0.5 + n,)})
+            for n in range(count)
+        ]
+        return to_html(_run(*results))
+
+    ten, many = page(10), page(140)
+    assert len(_heights(ten)) == 2  # every stack's distribution, the slowest cases
+    assert _heights(ten) == _heights(many)
+    slowest = ET.fromstring(re.findall(r"<svg.*?</svg>", many, re.DOTALL)[1])
+    links = [a.get("href") for a in slowest.iter("{http://www.w3.org/2000/svg}a")]
+    assert links == [f"#row-x/case-{n}" for n in range(139, 139 - SLOWEST, -1)]
+
+
+HOSTILE = '<script>alert("&")</script>'
+
+
+def test_names_answers_and_differences_are_escaped_in_the_page() -> None:
+    body = json.dumps({"error": HOSTILE}).encode()
+    hostile = Difference(f"$.{HOSTILE}", "value", HOSTILE, "x", "breaking", HOSTILE)
+    result = _result(
+        "a", hostile, problems=(HOSTILE,), samples={"flask": (1.0,), "fastapi": (2.0,)}
+    )
+    case = dataclasses.replace(result.case, name=HOSTILE, description=HOSTILE)
+    step = dataclasses.replace(
+        result.steps[0], legacy=Outcome("flask", Response(200, JSON_HEADERS, body))
+    )
+    report = _run(dataclasses.replace(result, case=case, steps=(step,)))
+    page = to_html(report)
+    assert "<script" not in page
+    assert page.count("&lt;script&gt;alert(&#34;&amp;&#34;)&lt;/script&gt;") >= 6
+    assert 'id="x/&lt;script&gt;alert(&#34;&amp;&#34;)&lt;/script&gt;"' in page
+    for chart in re.findall(r"<svg.*?</svg>", page, re.DOTALL):
+        ET.fromstring(chart)  # well-formed: no text broke out
