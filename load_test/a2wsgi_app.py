@@ -2,34 +2,26 @@
 `uvicorn --factory load_test.a2wsgi_app:create_app`.
 
 Which app is an import string in `LOAD_TEST_WSGI_APP` (gunicorn's form, `module:name` or
-`module:factory()`; default the legacy chatbot), so the load test names the stack without
-importing it. `LOAD_TEST_WSGI_THREADS` sizes a2wsgi's thread pool (10, as the gateway's).
+`module:factory()`, loaded by `harness.gateway.apps.load_app` as the gateway loads its
+stacks; default the legacy chatbot), so the load test names the stack without importing
+it. `LOAD_TEST_WSGI_THREADS` sizes a2wsgi's thread pool (10, as the gateway's).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
+from harness.gateway.apps import load_app
+
 DEFAULT_APP = "legacy_flask:create_app()"
 DEFAULT_THREADS = 10
 
 
-def load_wsgi_app(spec: str) -> Any:
-    """The object `spec` names: `module:attribute`, called when it ends in `()`."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"expected module:attribute, got {spec!r}")
-    call = attribute.endswith("()")
-    found = getattr(importlib.import_module(module_name), attribute.removesuffix("()"))
-    return found() if call else found
-
-
 def create_app() -> Any:
     """The ASGI app: the configured WSGI app inside `a2wsgi.WSGIMiddleware`."""
-    app = load_wsgi_app(os.environ.get("LOAD_TEST_WSGI_APP", DEFAULT_APP))
+    app = load_app(os.environ.get("LOAD_TEST_WSGI_APP", DEFAULT_APP))
     threads = int(os.environ.get("LOAD_TEST_WSGI_THREADS", DEFAULT_THREADS))
     return WSGIMiddleware(app, workers=threads)

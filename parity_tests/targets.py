@@ -6,7 +6,6 @@ in-process apps are built from import strings, `"module:factory"`, resolved at r
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pydantic
 
+from harness.gateway.apps import AppLoadError, import_object
 from harness.local.servers import ASGIServer, WSGIServer, environment
 from parity_tests.cases import STACKS, Stack
 from shared.settings import Settings
@@ -91,11 +91,9 @@ def load_factory(spec: str | AppFactory) -> AppFactory:
     if not module_name or not attribute:
         raise SetupError(f"app factory {spec!r} is not 'module:function'")
     try:
-        found: Any = importlib.import_module(module_name)
-        for name in attribute.split("."):
-            found = getattr(found, name)
-    except Exception as exc:  # a module failing at import is as unusable as a missing one
-        raise SetupError(f"cannot load the app factory {spec!r}: {one_line(exc)}") from None
+        found = import_object(spec)
+    except AppLoadError as exc:
+        raise SetupError(f"cannot load the app factory: {exc}") from None
     if not callable(found):
         raise SetupError(f"app factory {spec!r} is not callable")
     factory: AppFactory = found
