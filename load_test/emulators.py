@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from harness.local.emulators.__main__ import main as run_emulators
 from harness.local.emulators.dynamodb import DynamoDBEmulator
+from harness.local.processes import StopSignals
 
 
 def _quiet() -> None:
@@ -30,17 +28,9 @@ def _quiet() -> None:
 
 def serve_dynamodb(host: str, port: int) -> int:
     """moto's DynamoDB on `host:port` until SIGTERM or SIGINT; prints its export line."""
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    with DynamoDBEmulator(host, port) as dynamodb:
+    with StopSignals() as stop, DynamoDBEmulator(host, port) as dynamodb:
         print(f"export AWS_ENDPOINT_URL_DYNAMODB={dynamodb.url}", flush=True)
-        while not stopping.wait(0.5):
-            pass
+        stop.wait()
     return 0
 
 

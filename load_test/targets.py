@@ -1,7 +1,8 @@
 """The servers under test, started by the tool on loopback, each in its own processes.
 
-Every target runs its production server as a subprocess in a session of its own (so its
-workers are found, measured and stopped with it, by its process group id): Flask on
+Every target runs its production server as a subprocess in a session of its own
+(`harness.local.processes.ServerProcess`: its workers are found, measured and stopped with
+it, by its process group id): Flask on
 gunicorn with sync workers or with threads, Flask alone behind a2wsgi on uvicorn, FastAPI
 on uvicorn, and the gateway at a given percentage. They share one set of emulators with
 the agent latency of the run: moto's DynamoDB and the agent emulator in a process each, so
@@ -13,24 +14,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
-import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 from urllib.parse import urlsplit
 
-import httpx
-
 from harness.local.emulators.dynamodb import ExternalDynamoDB
-from harness.local.servers import free_port
+from harness.local.processes import ServerProcess, cpu_seconds, run_server
+
+__all__ = [
+    "CEILING",
+    "CORES",
+    "STANDARD_TARGETS",
+    "Emulators",
+    "Launch",
+    "ServerProcess",
+    "Target",
+    "Workers",
+    "cpu_seconds",
+    "emulators_process",
+    "gateway_percent",
+    "is_known",
+    "launch",
+    "parse_url_target",
+    "started",
+]
 
 CORES = os.cpu_count() or 2
 STANDARD_TARGETS = (
@@ -126,159 +138,6 @@ def launch(name: str, workers: Workers) -> Launch:
     return Launch(argv, env, "/health", describe)
 
 
-def cpu_seconds(group: int) -> float | None:
-    """CPU seconds (user + system) used so far by the live processes of process group
-    `group`, from /proc; None where /proc cannot tell (not Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[2]) == group:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-class ServerProcess:
-    """A server command in a process group of its own, stopped by its id (SIGTERM, then
-    SIGKILL after `grace_s`); its output goes to `log_path`.
-
-    The leader is reaped only once its group has been signalled for the last time: until
-    then it is at worst a zombie, which keeps its id (the group's) from being given to
-    another process, so a signal to the group cannot reach a process this tool did not
-    start."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        log_path: Path,
-        stdout: int | IO[bytes] | None = None,
-    ) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._pump: threading.Thread | None = None
-        self.process = subprocess.Popen(  # noqa: S603 - our own argv
-            [arg.format(port=self.port) for arg in argv],
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else self._log,
-            stderr=self._log,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        """The leader's process id, which is also its group's."""
-        return self.process.pid
-
-    def cpu_seconds(self) -> float | None:
-        """CPU seconds used so far by the group (workers included)."""
-        return cpu_seconds(self.pid)
-
-    def wait_ready(self, path: str, timeout_s: float = 60.0) -> None:
-        """Return once `path` answers 2xx; RuntimeError (with the log's tail) if the process
-        exits or the timeout passes first."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                httpx.get(f"{self.url}{path}", timeout=2).raise_for_status()
-                return
-            except httpx.HTTPError:
-                if self.exited() or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}") from None
-                time.sleep(0.1)
-
-    def log_tail(self, size: int = 2000) -> str:
-        """The end of the process's output."""
-        with contextlib.suppress(OSError):
-            return self.log_path.read_bytes()[-size:].decode(errors="replace")
-        return ""
-
-    def exited(self) -> bool:
-        """Whether the leader has exited, without reaping it (see the class)."""
-        if self.process.returncode is not None:
-            return True
-        try:
-            found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped behind our back: nothing left to signal safely
-            return True
-        return found is not None
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        """Stop the group: SIGTERM to it, then SIGKILL to what is left of it after the
-        leader exits or `grace_s` passes (workers a leader left behind), then reap."""
-        if self.process.returncode is None:  # not reaped: the group id is still ours
-            if not self.exited():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-            while not self.exited() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.process.wait()
-        if self._pump is not None:
-            self._pump.join(timeout=5)  # the pipe ends when the group is gone
-        if self.process.stdout:
-            self.process.stdout.close()
-        self._log.close()
-
-    def read_exports(self, last: str, timeout_s: float = 60.0) -> dict[str, str]:
-        """The `export NAME=value` lines the process prints once it serves, up to the one
-        naming `last`; RuntimeError (with the log's tail) if it exits or `timeout_s` passes
-        first. Everything it prints afterwards is copied to its log, so it never blocks on
-        a full pipe."""
-        stdout = self.process.stdout
-        if stdout is None:
-            raise ValueError(f"{self.name} was not started with stdout=PIPE")
-        found: queue.Queue[dict[str, str] | None] = queue.Queue()
-
-        def pump() -> None:
-            env: dict[str, str] = {}
-            told = False
-            with open(self.log_path, "ab") as log:
-                for raw in stdout:
-                    line = raw.decode(errors="replace").strip()
-                    if not told and line.startswith("export "):
-                        name, _, value = line.removeprefix("export ").partition("=")
-                        env[name] = value
-                        if name == last:
-                            found.put(env)
-                            told = True
-                    else:
-                        log.write(raw)
-                        log.flush()
-            if not told:
-                found.put(None)
-
-        self._pump = threading.Thread(target=pump, name=f"{self.name}-stdout", daemon=True)
-        self._pump.start()
-        try:
-            env = found.get(timeout=timeout_s)
-        except queue.Empty:
-            env = None
-        if env is None:
-            raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
-        return env
-
-
 @dataclass
 class Emulators:
     """The emulators' environment for the stacks, and their processes by role
@@ -364,13 +223,15 @@ def started(
     env = {**(emulators.env if emulators else {}), **spec.env, **(extra_env or {})}
     if emulators is not None and "GATEWAY_STATE_TABLE" in spec.env:
         emulators.create_table(spec.env["GATEWAY_STATE_TABLE"])
-    argv = (*prefix, *spec.argv)
-    process = ServerProcess(name, argv, env=env, log_path=log_dir / f"{name}.log")
-    try:
-        process.wait_ready(spec.ready_path, ready_timeout_s)
+    with run_server(
+        name,
+        (*prefix, *spec.argv),
+        env=env,
+        log_path=log_dir / f"{name}.log",
+        ready_path=spec.ready_path,
+        ready_timeout_s=ready_timeout_s,
+    ) as process:
         yield Target(name, process.url, spec.describe, process)
-    finally:
-        process.stop()
 
 
 def parse_url_target(text: str) -> Target:

@@ -1,31 +1,27 @@
 """Serve a WSGI or ASGI app on a free loopback port in a background thread.
 
 For tests and tools that need real servers (real sockets, real concurrency, the ASGI
-lifespan) without subprocesses. Each server is stopped by whoever started it.
+lifespan) without subprocesses (those are `harness.local.processes`). Each server is stopped
+by whoever started it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-import httpx
 import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
-
-class RunningServer(Protocol):
-    url: str
-
-    def stop(self) -> None: ...
+# Defined here before subprocess servers had a module of their own, and still imported from
+# here by tests/parity/test_cli.py.
+from harness.local.processes import free_port as free_port
 
 
 class ASGIServer:
@@ -122,55 +118,6 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-@contextlib.contextmanager
-def server_process(
-    argv: Sequence[str], *, env: Mapping[str, str], ready_path: str, cwd: str | None = None
-) -> Iterator[str]:
-    """Run a server command (`{port}` in `argv` becomes a free port) until the block ends;
-    yields its base URL once `ready_path` answers 2xx. Stops only the process it started,
-    by its PID: SIGTERM, then SIGKILL after 15 s."""
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - the caller's own argv
-        [arg.format(port=port) for arg in argv],
-        cwd=cwd,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}{ready_path}", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    _, err = process.communicate()
-                    raise RuntimeError(f"{argv[0]} did not start: {err.decode()[-2000:]}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr:
-            process.stderr.close()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on `host` (for subprocess servers that must bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _wait_until(

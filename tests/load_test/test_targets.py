@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
+from wsgiref.simple_server import demo_app
 
 import httpx
 import pytest
 
-from load_test import targets
+from harness.gateway.apps import AppLoadError
+from load_test import a2wsgi_app, targets
 from load_test.targets import Launch, Workers
 
 PY = (sys.executable, "-m")
@@ -126,102 +123,18 @@ def test_a_started_target_serves_is_measured_and_is_gone_after(tmp_path: Path) -
         cpu = target.cpu_seconds()
         assert cpu is not None and cpu >= 0
         process = target.process.process
-    assert process.poll() is not None
+    assert process.returncode == 0  # it stopped itself on SIGTERM, and was not killed
     with pytest.raises(httpx.ConnectError):
         httpx.get(target.url)
 
 
-def _unreaped(pid: int) -> bool:
-    # A child not reaped yet (running or a zombie) still holds its id, its group's too.
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
-    except FileNotFoundError:
-        return True
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
-# The leader dies on SIGTERM; its worker ignores SIGTERM and stays in the group.
-_LEADER_WITH_A_STUBBORN_WORKER = """
-import os, signal, sys, time
-if os.fork() == 0:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with open(sys.argv[1] + ".tmp", "w") as out:
-        out.write(str(os.getpid()))
-    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
-time.sleep(600)
-"""
-
-
-def test_stop_signals_the_group_only_while_the_leader_holds_its_id(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_a2wsgi_target_loads_its_app_by_import_string(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pid_file = tmp_path / "worker.pid"
-    argv = (sys.executable, "-c", _LEADER_WITH_A_STUBBORN_WORKER, str(pid_file))
-    server = targets.ServerProcess("stubborn", argv, env={}, log_path=tmp_path / "s.log")
-    _wait_for(pid_file.exists, "the worker did not start")
-    worker = int(pid_file.read_text())
-    real_killpg = os.killpg
-    signalled: list[tuple[int, bool]] = []
-
-    def killpg(group: int, signum: int) -> None:
-        assert group == server.pid
-        signalled.append((signum, _unreaped(server.pid)))
-        real_killpg(group, signum)
-
-    monkeypatch.setattr(os, "killpg", killpg)
-    server.stop(grace_s=10)
-    assert signalled == [(signal.SIGTERM, True), (signal.SIGKILL, True)]
-    assert not _unreaped(server.pid)  # reaped in the end
-    _wait_for(lambda: _gone(worker), "the worker outlived stop()")
-
-
-def test_reading_the_exports_gives_up_at_its_deadline(tmp_path: Path) -> None:
-    argv = (sys.executable, "-c", "import time; time.sleep(600)")
-    server = targets.ServerProcess(
-        "silent", argv, env={}, log_path=tmp_path / "s.log", stdout=subprocess.PIPE
-    )
-    try:
-        with pytest.raises(RuntimeError, match="silent did not start"):
-            server.read_exports("LAST", timeout_s=0.5)
-    finally:
-        server.stop(grace_s=10)
-
-
-# The exports, then far more output than a pipe holds (64 KiB), then exit.
-_CHATTY = """
-import sys
-print("export A=1")
-print("export LAST=2", flush=True)
-for n in range(400):
-    print("x" * 1023)
-print("the end", flush=True)
-"""
-
-
-def test_output_after_the_exports_goes_to_the_log_not_into_a_full_pipe(tmp_path: Path) -> None:
-    log = tmp_path / "chatty.log"
-    argv = (sys.executable, "-c", _CHATTY)
-    server = targets.ServerProcess("chatty", argv, env={}, log_path=log, stdout=subprocess.PIPE)
-    try:
-        assert server.read_exports("LAST", timeout_s=60) == {"A": "1", "LAST": "2"}
-        # Blocked on a full pipe, it would never exit by itself.
-        _wait_for(server.exited, "the process blocked writing its output")
-    finally:
-        server.stop(grace_s=10)
-    text = log.read_text()
-    assert text.count("x" * 1023) == 400 and text.endswith("the end\n")
+    monkeypatch.setenv("LOAD_TEST_WSGI_APP", "wsgiref.simple_server:demo_app")
+    monkeypatch.setenv("LOAD_TEST_WSGI_THREADS", "3")
+    app = a2wsgi_app.create_app()
+    assert (app.app, app.executor._max_workers) == (demo_app, 3)
+    monkeypatch.setenv("LOAD_TEST_WSGI_APP", "wsgiref.simple_server:no_such_app()")
+    with pytest.raises(AppLoadError, match="has no attribute 'no_such_app'"):
+        a2wsgi_app.create_app()

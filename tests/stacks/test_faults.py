@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from harness.local.servers import free_port
+from harness.local.processes import free_port
 from shared import contract
 from shared.settings import Settings
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_app import create_app as create_fastapi_app
 from harness.local.emulators import LocalEmulators
-from harness.local.servers import server_process
+from harness.local.processes import run_server
 from legacy_flask import create_app as create_flask_app
 from shared.settings import Settings
 
@@ -45,12 +45,21 @@ SERVERS = {
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_stack_runs_under_its_production_server(emulators: LocalEmulators, server: str) -> None:
-    with server_process(
-        SERVERS[server], env=emulators.env(), ready_path="/health", cwd=str(ROOT)
-    ) as url:
-        health = httpx.get(f"{url}/health")
-        turn = httpx.post(f"{url}/api/v1/chat", json={"message": "from a real server"}, timeout=10)
+def test_stack_runs_under_its_production_server(
+    emulators: LocalEmulators, server: str, tmp_path: Path
+) -> None:
+    with run_server(
+        server,
+        SERVERS[server],
+        env=emulators.env(),
+        log_path=tmp_path / f"{server}.log",
+        ready_path="/health",
+        cwd=ROOT,
+    ) as process:
+        health = httpx.get(f"{process.url}/health")
+        turn = httpx.post(
+            f"{process.url}/api/v1/chat", json={"message": "from a real server"}, timeout=10
+        )
     assert health.json()["status"] == "healthy"
     assert turn.status_code == 200, turn.text
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
 from harness.local.emulators.faults import FAULTS
+from harness.local.processes import StopSignals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,15 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    with emulators:
+    with StopSignals() as stop, emulators:
         for name, value in emulators.env().items():
             print(f"export {name}={value}")
         sys.stdout.flush()
@@ -87,9 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        # Event.wait in a loop with a timeout keeps the main thread responsive to signals.
-        while not stopping.wait(0.5):
-            pass
+        stop.wait()
         print("stopping emulators", file=sys.stderr, flush=True)
     return 0
 

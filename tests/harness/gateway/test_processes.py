@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from harness.local.emulators import LocalEmulators
-from harness.local.servers import server_process
+from harness.local.processes import run_server
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "process-token"
@@ -21,7 +21,9 @@ TOKEN = "process-token"
 GATEWAY = [sys.executable, "-m", "uvicorn", "gateway:app", "--host=127.0.0.1", "--port={port}"]
 
 
-def test_two_gateway_processes_converge_after_a_change(emulators: LocalEmulators) -> None:
+def test_two_gateway_processes_converge_after_a_change(
+    emulators: LocalEmulators, tmp_path: Path
+) -> None:
     table = f"gw_procs_{uuid.uuid4().hex[:8]}"
     emulators.dynamodb.create_table(table)
     env = {
@@ -34,9 +36,16 @@ def test_two_gateway_processes_converge_after_a_change(emulators: LocalEmulators
     with ExitStack() as stack:
         first, second = (
             stack.enter_context(
-                server_process(GATEWAY, env=env, ready_path="/_gateway/rollout", cwd=str(ROOT))
-            )
-            for _ in range(2)
+                run_server(
+                    name,
+                    GATEWAY,
+                    env=env,
+                    log_path=tmp_path / f"{name}.log",
+                    ready_path="/_gateway/rollout",
+                    cwd=ROOT,
+                )
+            ).url
+            for name in ("first", "second")
         )
         assert httpx.get(f"{second}/health").headers["x-dualstack-backend"] == "flask"
         changed = httpx.put(
