@@ -16,7 +16,10 @@ router = APIRouter(tags=["health"])
 
 
 def _environment(services: Services) -> str:
-    return "development" if services.settings.debug else "production"
+    settings = services.settings
+    if settings.environment:
+        return settings.environment
+    return "development" if settings.debug else "production"
 
 
 @router.get("/health", response_model=HealthResponse)

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     dynamodb_table: str = "chat_sessions"
     log_level: str = "INFO"
     debug: bool = False
+    # Where this deployment runs ("local", "staging", ...), as FastAPI's health reports it;
+    # unset, "development" when `debug` is on and "production" otherwise.
+    environment: str | None = None
 
     # Agent calls: one read timeout per socket read, explicit retry policy (botocore
     # versions differ in their default mode, so both stacks set it).

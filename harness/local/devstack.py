@@ -2,8 +2,10 @@
 stopped together by Ctrl-C.
 
 The gateway runs as it would in production, `uvicorn gateway:app` in a child process,
-with boto3 pointed at the emulators through `AWS_ENDPOINT_URL_*`. The harness names it
-by import string only: it never imports a stack.
+with boto3 pointed at the emulators through `AWS_ENDPOINT_URL_*` and `ENVIRONMENT=local`
+(unless set). Its output, every request logged as JSON by both stacks, goes to a log file
+(`reports/run/gateway.log`, or `--log-file`) so the banner stays readable in the terminal.
+The harness names the gateway by import string only: it never imports a stack.
 """
 
 from __future__ import annotations
@@ -13,46 +15,20 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from types import FrameType
+from pathlib import Path
 from typing import TextIO
 
-import httpx
-
 from harness.local.emulators import LocalEmulators
+from harness.local.processes import StopSignals, run_server
+
+DEFAULT_LOG = Path("reports/run/gateway.log")
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {process.returncode} (port in use?)")
-        try:
-            if httpx.get(f"{url}/_gateway/rollout", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the gateway did not answer {url} within {timeout:.0f}s")
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _banner(url: str, emulators: LocalEmulators, env: dict[str, str], token_note: str) -> str:
+def _banner(
+    url: str, emulators: LocalEmulators, env: dict[str, str], token_note: str, log_file: Path
+) -> str:
     chat = f"curl -s {url}/api/v1/chat -H 'Content-Type: application/json'"
     auth = f"-H 'Authorization: Bearer {env['GATEWAY_ADMIN_TOKEN']}'"
     return "\n".join(
@@ -64,6 +40,8 @@ def _banner(url: str, emulators: LocalEmulators, env: dict[str, str], token_note
             f"  DynamoDB emulator (moto)   {emulators.dynamodb_url}",
             f"  Bedrock agent emulator     {emulators.bedrock_url}",
             f"  admin token                {env['GATEWAY_ADMIN_TOKEN']}{token_note}",
+            f"  logs (both stacks, JSON)   {log_file}   (tail -f {log_file})",
+            f"  environment                {env['ENVIRONMENT']}",
             "try:",
             f'  {chat} -d \'{{"message": "hello"}}\' -i   # see X-Dualstack-Backend',
             f"  {chat} -H 'X-Dualstack-Backend: flask' -d '{{\"message\": \"hi\"}}'",
@@ -85,15 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--agent-latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=DEFAULT_LOG,
+        help=f"the gateway's output: both stacks' JSON logs (default {DEFAULT_LOG})",
+    )
     args = parser.parse_args(argv)
-
-    stopping = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
     table = os.environ.get("DYNAMODB_TABLE", "chat_sessions")
@@ -104,35 +80,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     token_note = "" if os.environ.get("GATEWAY_ADMIN_TOKEN") else "   (made for this run)"
     env = {
-        **os.environ,
         "GATEWAY_FASTAPI_PERCENT": os.environ.get("GATEWAY_FASTAPI_PERCENT", "50"),
         "GATEWAY_ADMIN_TOKEN": os.environ.get("GATEWAY_ADMIN_TOKEN") or secrets.token_urlsafe(16),
+        "ENVIRONMENT": os.environ.get("ENVIRONMENT", "local"),
     }
-    url = f"http://{args.host}:{args.port}"
-    process: subprocess.Popen[bytes] | None = None
-    with emulators:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "gateway:app",
+        f"--host={args.host}",
+        "--port={port}",
+        "--no-access-log",  # the stacks log every request themselves, as JSON
+    ]
+    args.log_file.parent.mkdir(parents=True, exist_ok=True)
+    args.log_file.write_bytes(b"")  # one run, one log
+    with StopSignals() as stop, emulators:
         env.update(emulators.env())
         try:  # the gateway is stopped however this ends
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "gateway:app",
-                f"--host={args.host}",
-                f"--port={args.port}",
-                "--no-access-log",  # the stacks log every request themselves, as JSON
-            ]
-            process = subprocess.Popen(command, env=env)  # noqa: S603 - our own argv
-            _wait_ready(url, process, timeout=30)
-            _say(_banner(url, emulators, env, token_note))
-            while not stopping.wait(0.5):
-                if process.poll() is not None:
-                    raise RuntimeError(f"the gateway exited with {process.returncode}")
+            with run_server(
+                "the gateway",
+                command,
+                env=env,
+                log_path=args.log_file,
+                ready_path="/_gateway/rollout",
+                ready_timeout_s=30,
+                host=args.host,
+                port=args.port,
+            ) as gateway:
+                _say(_banner(gateway.url, emulators, env, token_note, args.log_file))
+                if not stop.wait(until=gateway.exited):
+                    raise RuntimeError(f"the gateway exited:\n{gateway.log_tail()}")
         except RuntimeError as error:
             _say(f"error: {error}", sys.stderr)
             return 2
-        finally:
-            _stop(process)
     _say("stopped", sys.stderr)
     return 0
 

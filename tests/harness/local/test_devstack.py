@@ -1,31 +1,43 @@
-"""`make run`'s runner: everything starts, answers through the gateway, stops on SIGTERM."""
+"""`make run`'s runner: everything starts, answers through the gateway, keeps the stacks'
+logs out of the terminal, and stops on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
-from harness.local.servers import free_port
+from harness.local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_devstack_serves_the_gateway_and_stops_cleanly() -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harness.local.devstack", f"--port={port}"],
+def _devstack(port: int, log_file: Path) -> subprocess.Popen[str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("GATEWAY_") and name != "ENVIRONMENT"
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.local.devstack", f"--port={port}", "--log-file", log_file],
         cwd=ROOT,
-        env={**env, "LOG_LEVEL": "WARNING"},
+        env={**env, "LOG_LEVEL": "INFO"},
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_devstack_serves_the_gateway_logs_to_a_file_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    log_file = tmp_path / "run" / "gateway.log"
+    process = _devstack(port, log_file)
     url = f"http://127.0.0.1:{port}"
     try:
         assert process.stdout is not None
@@ -37,6 +49,7 @@ def test_devstack_serves_the_gateway_and_stops_cleanly() -> None:
         text = "".join(banner)
         assert banner[-1].strip() == "ready", text
         assert f"{url}   50% to FastAPI" in text
+        assert f"logs (both stacks, JSON)   {log_file}" in text
         token = next(line.split()[2] for line in banner if line.strip().startswith("admin token"))
         sid = "devstack-test"
         served = set()
@@ -50,6 +63,7 @@ def test_devstack_serves_the_gateway_and_stops_cleanly() -> None:
             assert response.status_code == 200
             served.add(response.headers["x-dualstack-backend"])
         record = httpx.get(f"{url}/api/v1/chat/sessions/{sid}")
+        health = httpx.get(f"{url}/health", headers={"X-Dualstack-Backend": "fastapi"})
         changed = httpx.put(
             f"{url}/_gateway/rollout",
             json={"fastapi_percent": 80},
@@ -57,15 +71,33 @@ def test_devstack_serves_the_gateway_and_stops_cleanly() -> None:
         )
         assert served == {"flask", "fastapi"}
         assert record.json()["turns"] == 2
+        assert health.json()["environment"] == "local"
         assert changed.status_code == 200
     finally:
-        process.send_signal(signal.SIGTERM)  # only the process this test started
-        code = process.wait(timeout=20)
-        if process.stdout:
-            process.stdout.close()
-    assert code == 0
+        process.send_signal(signal.SIGINT)  # Ctrl-C, to the process this test started only
+        rest, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert (rest, stderr) == ("", "stopped\n")  # nothing after the banner, no traceback
     try:
         httpx.get(f"{url}/health", timeout=1)
         raise AssertionError("the gateway still answers after stop")
     except httpx.TransportError:
         pass
+    logged = [json.loads(line) for line in log_file.read_text().splitlines() if line[:1] == "{"]
+    completed = {
+        (entry["stack"], entry["path"]) for entry in logged if entry["event"] == "request.completed"
+    }
+    assert {("flask", "/api/v1/chat"), ("fastapi", "/api/v1/chat")} <= completed
+
+
+def test_a_gateway_that_cannot_start_is_explained_by_its_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _devstack(port, tmp_path / "gateway.log")
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert out == ""  # no banner
+    assert err.startswith("error: the gateway did not start:\n"), err
+    assert "address already in use" in err
