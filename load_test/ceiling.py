@@ -3,8 +3,9 @@ misbehaving servers of the tool's tests.
 
 It answers every request at once with a small JSON body shaped like a chat answer (so the
 client does the same work as against a stack), or, as configured, with another status,
-after a delay, one request at a time, or never. Run it in a thread (`TrivialServer`), or in
-a process of its own for the ceiling: `python -m load_test.ceiling --port N`.
+after a delay, one request at a time, or never. Run it in a thread (`TrivialServer`, a
+`harness.local.loop.LoopThread`), or in a process of its own for the ceiling:
+`python -m load_test.ceiling --port N`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import socket
 import sys
-import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from types import TracebackType
 from typing import cast
+
+from harness.local.loop import LoopThread, fast_loop_factory
+from harness.local.processes import StopSignals
 
 _END = b"\r\n\r\n"
 
@@ -30,7 +31,8 @@ class Behaviour:
     """How the server answers: `status` after `delay_s`; `serial` answers one request at a
     time across all connections (a server that cannot keep up); `hang` never answers;
     `record` keeps every request's body; `drop` closes the connection after each answer
-    without saying so, as a server dropping idle keep-alive connections does."""
+    without saying so, as a server dropping idle keep-alive connections does; `backends`
+    are named in turn in `X-Dualstack-Backend`, as a gateway splitting traffic does."""
 
     status: int = 200
     delay_s: float = 0.0
@@ -38,14 +40,17 @@ class Behaviour:
     hang: bool = False
     record: bool = False
     drop: bool = False
+    backends: tuple[str, ...] = ()
 
 
-def _answer(status: int, number: int) -> bytes:
+def _answer(behaviour: Behaviour, number: int) -> bytes:
     body = b'{"status":"healthy","response":"ok","session_id":"trivial-%d"}' % number
-    reason = HTTPStatus(status).phrase
+    status = behaviour.status
+    backends = behaviour.backends
+    backend = f"X-Dualstack-Backend: {backends[number % len(backends)]}\r\n" if backends else ""
     head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"{backend}Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
@@ -87,7 +92,7 @@ class _Handler(asyncio.Protocol):
             return
         if not behaviour.delay_s and not behaviour.serial:
             assert self.transport is not None
-            self.transport.write(_answer(behaviour.status, number))
+            self.transport.write(_answer(behaviour, number))
             if behaviour.drop:
                 self.transport.close()
             return
@@ -101,16 +106,20 @@ class _Handler(asyncio.Protocol):
         async with lock:
             await asyncio.sleep(behaviour.delay_s)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_answer(behaviour.status, number))
+            self.transport.write(_answer(behaviour, number))
 
 
-class TrivialServer:
-    """The server on `host` (a free port unless `port` is given), in a thread of its own;
-    `requests` counts the requests it received."""
+class TrivialServer(LoopThread):
+    """The server on `host` (a free port unless `port` is given), on uvloop (when installed)
+    in a thread of its own; `requests` counts the requests it received. `url` is known
+    before `start()`."""
+
+    thread_name = "trivial-server"
 
     def __init__(
         self, behaviour: Behaviour | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__(loop_factory=fast_loop_factory())
         self.behaviour = behaviour or Behaviour()
         self.requests = 0
         self.bodies: list[bytes] = []
@@ -121,28 +130,20 @@ class TrivialServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self._sock.listen(1024)
-        self.url = f"http://{host}:{self._sock.getsockname()[1]}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._stopped: asyncio.Future[None] | None = None
+        self._url = f"http://{host}:{self._sock.getsockname()[1]}"
 
-    def _run(self) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.run_until_complete(self.serve())
-        finally:
-            self._loop.close()
+    @property
+    def url(self) -> str:
+        """`http://host:port`."""
+        return self._url
 
-    async def serve(self) -> None:
-        """Serve until `stop()` (or forever, when run as a process)."""
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        self._stopped = loop.create_future()
         server = await loop.create_server(lambda: _Handler(self), sock=self._sock)
-        self._ready.set()
         async with server:
             try:
-                await self._stopped
+                yield
             finally:
                 for task in list(self.tasks):
                     task.cancel()
@@ -150,36 +151,10 @@ class TrivialServer:
                     transport.close()
                 await asyncio.sleep(0)
 
-    def start(self) -> TrivialServer:
-        """Start the thread; returns once the server accepts."""
-        self._loop = asyncio.new_event_loop()
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread."""
-        stopped, loop = self._stopped, self._loop
-        if stopped is not None and loop is not None:
-            loop.call_soon_threadsafe(_settle, stopped)
-            self._thread.join(timeout=10)
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving, join the thread, and close the socket (also when never started)."""
+        super().stop(timeout)
         self._sock.close()
-
-    def __enter__(self) -> TrivialServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,23 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    server = TrivialServer(host=args.host, port=args.port)
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await server.serve()
-
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        asyncio.run(serve())
-    else:
-        uvloop.run(serve())
+    with StopSignals() as stop, TrivialServer(host=args.host, port=args.port):
+        stop.wait()
     return 0
 
 

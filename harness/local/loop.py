@@ -6,20 +6,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def fast_loop_factory() -> LoopFactory:
+    """uvloop's event loop when it is installed (it comes with uvicorn[standard], as the
+    servers use it), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 class LoopThread:
     """`start()` returns the url once the server accepts connections and re-raises what
     stopped it from starting; `stop()` ends it and joins the thread (safe to call twice).
     Usable as a context manager. Subclasses give `serving()` (an async context manager
-    that serves while open), `url`, and `thread_name`."""
+    that serves while open), `url`, and `thread_name`; `loop_factory` makes the event loop
+    (asyncio's by default)."""
 
     thread_name = "loop-thread"
 
-    def __init__(self) -> None:
+    def __init__(self, *, loop_factory: LoopFactory | None = None) -> None:
+        self._loop_factory = loop_factory
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -62,7 +77,8 @@ class LoopThread:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._main())
+            with asyncio.Runner(loop_factory=self._loop_factory) as runner:
+                runner.run(self._main())
         except BaseException as error:  # handed to start(), which re-raises it
             self._error = error
         finally:
