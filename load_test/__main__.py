@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from load_test import overhead, report, targets
 from load_test.bench import Plan, compare, machine
@@ -32,7 +33,7 @@ from load_test.progress import say
 from load_test.scenarios import SCENARIOS
 from load_test.targets import CEILING, STANDARD_TARGETS, Workers
 
-_DEFAULTS = {
+_DEFAULTS: dict[str, dict[str, Any]] = {
     "bench": {"users": "64,256", "duration": 20.0, "ramp_up": 5.0, "ceiling": True},
     "run": {"users": "10", "duration": 10.0, "ramp_up": 1.0, "ceiling": False},
 }
@@ -82,8 +83,21 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
         "--rate", type=_numbers, default=None, help="open loop instead: arrivals per second"
     )
     load.add_argument("--duration", type=float, default=defaults["duration"], help="seconds")
-    load.add_argument("--requests", type=int, default=None, help="a request count instead")
-    load.add_argument("--ramp-up", type=float, default=defaults["ramp_up"], help="seconds")
+    load.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of --duration: send N requests in all, then stop (a hard cap: those "
+        "sent during --ramp-up count, as warm-up, unmeasured; the open loop has none)",
+    )
+    load.add_argument(
+        "--ramp-up",
+        type=float,
+        default=None,
+        help=f"seconds over which the users start, unmeasured (default {defaults['ramp_up']:g}; "
+        "0 with --requests)",
+    )
     load.add_argument("--max-in-flight", type=int, default=1000, help="open loop's cap")
     load.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     load.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
@@ -191,6 +205,13 @@ def _loads(args: argparse.Namespace, duration: float | None, ramp_up: float) -> 
     return tuple(ClosedLoop(int(users), duration, requests, ramp_up) for users in args.users)
 
 
+def _ramp_up(args: argparse.Namespace) -> float:
+    # With a request count the ramp-up's requests come out of it: none unless asked for.
+    if args.ramp_up is not None:
+        return float(args.ramp_up)
+    return 0.0 if args.requests is not None else float(_DEFAULTS[args.command]["ramp_up"])
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     positive = {
         "--turns": args.turns,
@@ -210,7 +231,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
     if bad:
         raise ValueError(f"{', '.join(bad)} must be positive")
     at_least_zero = {
-        "--ramp-up": args.ramp_up,
+        "--ramp-up": _ramp_up(args),
         "--pause": args.pause,
         "--agent-latency-ms": args.agent_latency_ms,
     }
@@ -231,12 +252,12 @@ def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
     unknown = [name for name in names if not targets.is_known(name)]
     if unknown:
         raise ValueError(f"unknown target(s): {', '.join(unknown)}")
-    loads = _loads(args, args.duration, args.ramp_up)
+    loads = _loads(args, args.duration, _ramp_up(args))
     ceiling_loads: tuple[Load, ...] = ()
     if args.ceiling:
         duration = args.ceiling_duration or min(args.duration, 10.0)
         users = [int(u) for u in args.users] if not args.rate else [min(args.max_in_flight, 256)]
-        ramp = min(args.ramp_up, 2.0)
+        ramp = min(_ramp_up(args), 2.0)
         ceiling_loads = tuple(ClosedLoop(u, duration, None, ramp) for u in users)
     return Plan(
         targets=tuple(dict.fromkeys(names)),

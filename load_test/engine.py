@@ -6,10 +6,10 @@ request sent during the ramp-up and answered in the window counts: its latency i
 When the window closes no new request is sent, and the ones in flight are waited for (each
 ends within the per-request timeout, as a timeout if the server is slower): they are the
 slowest requests, and leaving them out would bias p99 and max low. With a request count
-instead of a duration, exactly that many requests are sent after the ramp-up and all of
-them are measured. A user whose request failed to connect waits a little (doubling up to
-`BACKOFF_MAX_S`) before its next one, so a server that refuses connections does not make
-the client spin.
+instead of a duration, exactly that many requests are sent in all, the ramp-up's included:
+those sent during the ramp-up are warm-up, the others are measured. A user whose request
+failed to connect waits a little (doubling up to `BACKOFF_MAX_S`) before its next one, so a
+server that refuses connections does not make the client spin.
 
 Open loop: request i is due at `i / rate` seconds whatever happened before it, and its
 latency runs from that intended time, so a server (or client) that falls behind shows up as
@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.local.loop import fast_loop_factory
 from load_test.client import Connection, Outcome, exchange, parse_origin
 from load_test.scenarios import Scenario, User
 from load_test.stats import Sample
@@ -48,8 +49,9 @@ BACKOFF_MAX_S = 1.0
 
 @dataclass(frozen=True)
 class ClosedLoop:
-    """`users` concurrent users; `duration_s` of measurement or `requests` measured
-    requests (exactly one of them), after `ramp_up_s`."""
+    """`users` concurrent users, started over `ramp_up_s`; then `duration_s` of
+    measurement, or (exactly one of the two) `requests` requests in all, a hard cap: the
+    ones sent during the ramp-up count towards it, as warm-up."""
 
     users: int
     duration_s: float | None = 10.0
@@ -69,7 +71,8 @@ class ClosedLoop:
 
 @dataclass(frozen=True)
 class OpenLoop:
-    """`rate` requests per second for `duration_s` seconds or `requests` requests."""
+    """`rate` requests per second for `duration_s` seconds or `requests` requests (all
+    measured: the open loop has no warm-up)."""
 
     rate: float
     duration_s: float | None = 10.0
@@ -174,7 +177,7 @@ async def _closed(
     start = clock()
     window_start = start + load.ramp_up_s
     window_end = window_start + load.duration_s if load.duration_s is not None else math.inf
-    budget = [load.requests if load.requests is not None else -1]
+    budget = [load.requests if load.requests is not None else -1]  # -1 (and below): no cap
     samples: list[Sample] = []
     warmup = [0]
     sent = [0]
@@ -186,12 +189,9 @@ async def _closed(
         person = scenario.new_user(number)
         backoff = 0.0
         try:
-            while (sent_at := clock()) < window_end:
+            while (sent_at := clock()) < window_end and budget[0] != 0:
+                budget[0] -= 1
                 in_window = sent_at >= window_start
-                if load.requests is not None and in_window:
-                    if budget[0] == 0:
-                        break
-                    budget[0] -= 1
                 request = person.next_request()
                 sent[0] += 1
                 c.sent += 1
@@ -293,8 +293,5 @@ def run(
     progress: ProgressCallback | None = None,
 ) -> RunResult:
     """`run_load` on a fresh event loop (uvloop when installed, as the servers use it)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        return asyncio.run(run_load(url, scenario, load, timeout_s=timeout_s, progress=progress))
-    return uvloop.run(run_load(url, scenario, load, timeout_s=timeout_s, progress=progress))
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        return runner.run(run_load(url, scenario, load, timeout_s=timeout_s, progress=progress))

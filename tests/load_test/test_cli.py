@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.local.servers import free_port
+from harness.local.processes import free_port
 from load_test.__main__ import build_parser, main, plan_from
+from load_test.ceiling import TrivialServer
 from load_test.engine import ClosedLoop, Counters, OpenLoop
 from load_test.progress import ProgressLine
 from load_test.stats import Sample, summarize
@@ -58,6 +59,34 @@ def test_an_unreachable_url_is_refused_up_front_in_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [f"error: cannot reach mine at {url}: Connection refused"]
+
+
+@pytest.mark.parametrize(
+    ("load", "warmup"),
+    [(["--users", "4"], 0), (["--users", "4", "--ramp-up", "1"], 25), (["--rate", "400"], 0)],
+    ids=["closed", "closed-ramp-up", "open"],
+)
+def test_requests_caps_what_reaches_the_server(
+    load: list[str], warmup: int, tmp_path: Path
+) -> None:
+    results = tmp_path / "results.json"
+    with TrivialServer() as server:
+        argv = ["run", "--url", f"trivial={server.url}", "--scenario", "health", *load]
+        assert main([*argv, "--requests", "25", "--quiet", "--json", str(results)]) == 0
+        received = server.requests
+    (measured,) = json.loads(results.read_text())["measurements"]
+    assert received == measured["sent"] == 25
+    # Without a ramp-up every request is measured; with one (1 s, far longer than 25
+    # requests to a trivial server take) its requests are warm-up, out of the same 25.
+    assert (measured["warmup"], measured["summary"]["measured"]) == (warmup, 25 - warmup)
+
+
+def test_requests_says_it_is_a_cap_warm_up_included(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--requests N instead of --duration: send N requests in all" in help_text
+    assert "a hard cap: those sent during --ramp-up count, as warm-up" in help_text
 
 
 def test_bench_defaults_are_the_standard_comparison(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import time
 
-from harness.local.servers import free_port
+import pytest
+
+from harness.local.processes import free_port
 from load_test.ceiling import Behaviour, TrivialServer
 from load_test.engine import BACKOFF_FIRST_S, BACKOFF_MAX_S, ClosedLoop, OpenLoop, RunResult, run
 from load_test.scenarios import ChatScenario, HealthScenario
@@ -40,6 +42,26 @@ def test_a_request_count_is_exactly_what_is_sent_and_measured() -> None:
     assert (result.sent, summary.ok, result.warmup) == (300, 300, 0)
     assert server.requests == 300
     assert summary.rps > 0
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        # Warm-up included: the ramp-up's requests count towards the cap.
+        ClosedLoop(8, None, requests=60, ramp_up_s=0.1),
+        OpenLoop(rate=400, duration_s=None, requests=60, max_in_flight=8),
+    ],
+    ids=["closed", "open"],
+)
+def test_a_request_count_is_a_hard_cap(load: ClosedLoop | OpenLoop) -> None:
+    with TrivialServer(Behaviour(delay_s=0.02)) as server:
+        result = run(server.url, ChatScenario(), load)
+        received = server.requests  # every request was answered: none is still arriving
+    summary = _consistent(result)
+    assert received == result.sent == summary.measured + result.warmup == 60
+    assert summary.ok == summary.measured > 0
+    # At most 8 users x 5 answers fit in the 0.1 s ramp-up: some are measured, some not.
+    assert (result.warmup > 0) is isinstance(load, ClosedLoop)
 
 
 def test_a_timed_run_accounts_for_every_request_the_server_received() -> None:
