@@ -30,6 +30,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 MAX_BODY = 16 << 20
 SERVER_SOFTWARE = "dualstack-wsgi"
 _ERROR = b"Internal Server Error"
+_STOP_GRACE_S = 1.0
 _log = logging.getLogger(__name__)
 
 
@@ -143,7 +144,7 @@ class WSGIServerThread(LoopThread):
         self._host = host
         self._port = port
         self._address: tuple[str, int] | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -167,12 +168,28 @@ class WSGIServerThread(LoopThread):
             yield
         finally:
             server.close()
-            for writer in list(self._writers):
-                writer.close()
+            await self._close_connections()
             await server.wait_closed()
 
+    async def _close_connections(self) -> None:
+        # The app runs on this loop, so no request is being answered now: a connection is
+        # idle (a keep-alive client's), reading a request, or sending an answer. Closing
+        # ends each with an end of file; one that does not end in time (a client that
+        # does not read its answer) is cancelled, and ends quietly (see _serve).
+        tasks = list(self._connections)
+        for writer in self._connections.values():
+            writer.close()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
         peer = writer.get_extra_info("peername") or ("", 0)
         client = (str(peer[0]), int(peer[1]))
         try:
@@ -212,6 +229,11 @@ class WSGIServerThread(LoopThread):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except asyncio.CancelledError:
+            # Only stopping cancels these tasks. Drop unsent data and end normally: on
+            # Python 3.11 asyncio's done-callback calls task.exception() on a cancelled
+            # connection task and logs the CancelledError with its traceback.
+            writer.transport.abort()
         finally:
-            self._writers.discard(writer)
+            del self._connections[task]
             writer.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -98,6 +100,56 @@ def test_cli_prints_exports_and_stops_on_sigterm() -> None:
     assert process.returncode == 0, stderr
     assert stdout == ""
     assert "stopping emulators" in stderr
+
+
+def test_ctrl_c_with_keep_alive_clients_stops_cleanly() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.local.emulators"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    connections: list[http.client.HTTPConnection] = []
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(6)]
+        exports = dict(line.removeprefix("export ").rstrip("\n").split("=", 1) for line in lines)
+        answers = []
+        for name, path in (
+            ("AWS_ENDPOINT_URL_DYNAMODB", "/"),
+            ("AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME", "/_emulator/health"),
+        ):
+            connection = http.client.HTTPConnection(urlsplit(exports[name]).netloc, timeout=10)
+            connections.append(connection)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            answers.append((response.status, response.getheader("Connection")))
+        # And a request the Bedrock emulator never answers, in flight at the signal.
+        hung = http.client.HTTPConnection(
+            urlsplit(exports["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"]).netloc, timeout=10
+        )
+        connections.append(hung)
+        hung.request(
+            "POST",
+            "/agents/AGENT/agentAliases/ALIAS/sessions/s-1/text",
+            body=b'{"inputText": "[[emulator:hang]]"}',
+        )
+        # Both connections stay open: kept alive by the clients, not closed by the servers.
+        assert answers == [(200, None), (200, "keep-alive")]
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        for connection in connections:
+            connection.close()
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert stderr.endswith("stopping emulators\n"), stderr
 
 
 def test_external_dynamodb_gets_the_table_and_is_left_running() -> None:
