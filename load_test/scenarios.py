@@ -9,6 +9,7 @@ the server gives back for the next turns, and starts a new conversation after a 
 from __future__ import annotations
 
 import json
+import math
 from typing import Protocol
 
 from load_test.client import Request, Response
@@ -135,3 +136,17 @@ def build_scenario(name: str, *, turns: int = 5) -> Scenario:
 
 
 SCENARIOS = ("chat", "health")
+
+
+def parse_wait(text: str) -> tuple[float, float]:
+    """A user's wait between its requests, as locust paces users (`LOAD_TEST_WAIT`):
+    "MIN,MAX" seconds, drawn uniformly between the two, or one number of seconds ("0":
+    none, the closed loop of `python -m load_test`). ValueError for anything else."""
+    parts = text.split(",")
+    try:
+        low, high = (float(parts[0]), float(parts[-1])) if len(parts) <= 2 else (-1.0, -1.0)
+    except ValueError:
+        low = high = -1.0
+    if not 0 <= low <= high < math.inf:
+        raise ValueError(f"expected SECONDS or MIN,MAX seconds (0 <= MIN <= MAX), got {text!r}")
+    return low, high
