@@ -21,7 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from harness.gateway.settings import GatewaySettings
 from harness.local.emulators import LocalEmulators
 from harness.local.processes import run_server
 
@@ -243,3 +245,101 @@ def test_the_production_install_serves_the_gateway(
         assert chat.status_code == 200, chat.text
         assert chat.headers["x-dualstack-backend"] == backend
         assert chat.json()["response"]
+
+
+# --- the container files (no Docker daemon here: what can be checked without one) -----------
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile as (instruction, arguments), continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.rstrip().removesuffix("\\") + " "
+        if not line.rstrip().endswith("\\"):
+            keyword, _, arguments = pending.strip().partition(" ")
+            instructions.append((keyword.upper(), " ".join(arguments.split())))
+            pending = ""
+    return instructions
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """Each named stage's instructions."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, arguments in _dockerfile():
+        if keyword == "FROM":
+            current = stages.setdefault(arguments.split()[-1], [])
+        current.append((keyword, arguments))
+    return stages
+
+
+def test_the_dockerfile_copies_what_the_gateway_imports_and_nothing_missing() -> None:
+    copied = [
+        source
+        for keyword, arguments in _dockerfile()
+        if keyword == "COPY" and not arguments.startswith("--from=")
+        for source in arguments.split()[:-1]
+    ]
+    assert [source for source in copied if not (ROOT / source).exists()] == []
+    defaults = GatewaySettings.model_fields
+    needed = {
+        "gateway.py",
+        "pyproject.toml",
+        "uv.lock",
+        "harness",  # the gateway itself
+        "shared",
+        # the default pair, mounted when GATEWAY_FLASK_APP/GATEWAY_FASTAPI_APP are unset
+        str(defaults["flask_app"].default).split(".")[0].split(":")[0],
+        str(defaults["fastapi_app"].default).split(".")[0].split(":")[0],
+    }
+    assert needed <= {source.rstrip("/") for source in copied}
+
+
+def test_the_images_are_production_and_tools() -> None:
+    stages = _stages()
+    runs = {name: [a for k, a in body if k == "RUN"] for name, body in stages.items()}
+    # The runtime image gets its venv from the stage that syncs without the dev group or
+    # any extra; the tools image from the one that adds the `tools` extra.
+    runtime, tools = stages["runtime"], stages["tools"]
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime
+    assert ("COPY", "--from=build-tools /opt/venv /opt/venv") in tools
+    syncs = [run for run in runs["build"] if run.startswith("uv sync")]
+    assert syncs and all("--no-dev" in run and "--extra" not in run for run in syncs)
+    assert any("--extra tools" in run for run in runs["build-tools"])
+    cmd = json.loads(dict(runtime)["CMD"])
+    assert cmd[:2] == ["uvicorn", "gateway:app"] and "--port=8000" in cmd
+    # The default target (the last stage) is the production one.
+    assert list(stages)[-1] == "runtime"
+
+
+def test_compose_runs_the_gateway_beside_each_stack_and_the_emulators() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    gateway = services["gateway"]
+    assert gateway["command"][:2] == ["uvicorn", "gateway:app"]
+    assert "--port=8000" in gateway["command"]
+    assert gateway["ports"] == ["8000:8000"]
+    assert gateway["build"]["target"] == "runtime"
+    assert gateway["depends_on"] == {"bedrock": {"condition": "service_healthy"}}
+    env = gateway["environment"]
+    assert env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://dynamodb:8000"
+    assert env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"] == "http://bedrock:9100"
+
+    bedrock = services["bedrock"]
+    assert bedrock["build"]["target"] == "tools"
+    assert bedrock["command"][:3] == ["python", "-m", "harness.local.emulators"]
+    assert "--dynamodb-url=http://dynamodb:8000" in bedrock["command"]
+    assert "--bedrock-port=9100" in bedrock["command"]
+    assert services["dynamodb"]["image"].startswith("amazon/dynamodb-local")
+
+    # Each stack alone, for comparison, from the production image.
+    assert services["flask"]["command"][:2] == ["gunicorn", "legacy_flask:create_app()"]
+    assert services["flask"]["ports"] == ["8001:8001"]
+    assert services["fastapi"]["command"][:2] == ["uvicorn", "fastapi_app.main:app"]
+    assert services["fastapi"]["ports"] == ["8002:8002"]
+    assert {services[name]["build"]["target"] for name in ("flask", "fastapi")} == {"runtime"}
+    # Every build target named exists in the Dockerfile.
+    targets = {s["build"]["target"] for s in services.values() if "build" in s}
+    assert targets <= set(_stages())
