@@ -56,8 +56,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from harness.diff import parse_path
-from harness.diff.rules import explain_error, first_error
 from parity_tests.yaml_files import parse_yaml, read_yaml
+from shared.schema_errors import explain_error, first_error
 
 Stack = Literal["flask", "fastapi"]
 STACKS: tuple[Stack, ...] = ("flask", "fastapi")

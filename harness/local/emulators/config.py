@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-# The one tool that turns a pydantic error into a line, shared with the parity suite's files.
-from harness.diff.rules import explain_error, first_error
 from harness.local.emulators.faults import Fault
+
+# The one tool that turns a pydantic error into a line, shared with the parity suite's files.
+from shared.schema_errors import explain_error, first_error
 
 __all__ = ["EmulatorConfig"]
 
