@@ -8,6 +8,7 @@ request's routing is in `Facts`; everything it decided is in `Decision`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import operator
 import random
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from time import perf_counter
+from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +25,7 @@ from harness.gateway.body import BodyTooLarge, ClientGone, read_body, replay
 from harness.gateway.lifespan import run_lifespan
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership
-from harness.gateway.policy import Backend, Facts, Policy, choose
+from harness.gateway.policy import Backend, Decision, Facts, Policy, Rollout, choose
 from harness.gateway.rollout import RolloutState
 from harness.gateway.settings import GatewaySettings
 from harness.gateway.sticky import StickyRules
@@ -73,7 +75,7 @@ class Gateway:
         self._control = control
         self._draw = draw
         self._state: RolloutState | None = None
-        self._policy: Policy | None = None
+        self._routes: _Routes | None = None
         self._apps: dict[str, ASGIApp] = {"flask": stacks.flask, "fastapi": stacks.fastapi}
         self._admin: ASGIApp | None = None
 
@@ -91,78 +93,108 @@ class Gateway:
         if path.startswith(ADMIN_PREFIX) and _is_admin(path):
             await self._serve_admin(scope, receive, send)
             return
-        # Proxied: the hot path, which every request to a stack runs. It stays flat (the
-        # proxying inline, few calls, no comprehensions or context managers, no objects
-        # beyond the decision's own): each of those costs the stacks' throughput.
+        # Proxied, the hot path every request to a stack runs, in four steps: read the
+        # body, decide the stack, admit the request, forward it. Each step is one call and
+        # builds no objects beyond its own result: each call costs the stacks' throughput.
         started = perf_counter()
-        # Built in C: ASGI header names are lower case; a repeated name keeps its last value.
-        headers = dict(scope["headers"])
+        headers = dict(scope["headers"])  # in C; ASGI header names are lower case
         given = headers.get(b"x-request-id")
         rid = request_id(None if given is None else given.decode("latin-1"))
         method = scope["method"]
-        length = headers.get(b"content-length", b"")
-        limit = self.settings.max_body_bytes
-        if length.isdigit() and int(length) > limit:
-            await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
-            return
-        body = b""
-        consumed = False  # whether the request's messages were read here, to be replayed
-        if method not in _BODYLESS or length not in (b"", b"0") or b"transfer-encoding" in headers:
-            try:
-                body = await read_body(receive, limit)
-                consumed = True
-            except BodyTooLarge:
-                await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
+        body: bytes | None = None  # None: nothing read here, the stack reads the request
+        if (
+            method not in _BODYLESS
+            or headers.get(b"content-length", b"") not in (b"", b"0")
+            or b"transfer-encoding" in headers
+        ):
+            body = await self._read(headers, receive, send, rid)
+            if body is None:
                 return
-            except ClientGone:
-                return
-        owners, route = self.ownership.resolve(path)
-        rollout = (self._state or self.state).current
-        policy = self._policy
-        if policy is None or policy.rollout is not rollout:  # one Policy per rollout
-            policy = self._policy = Policy(
-                rollout, self.settings.salt, self.settings.override_header
-            )
-        key: str | None = None
-        length_header: tuple[bytes, bytes] | None = None  # set when the body changed
-        if len(owners) != 1 and rollout.percent_for(path) not in (0.0, 100.0):
-            # Only a split needs the conversation key (and a minted one for a new
-            # conversation); at 0 % or 100 % every key lands on the same stack.
-            sticky = self.sticky.find(
-                path,
-                method,
-                {n.decode("latin-1"): v.decode("latin-1") for n, v in headers.items()},
-                body,
-                contract.is_json_content_type(_text(headers.get(b"content-type"))),
-            )
-            key = sticky.key
-            if sticky.minted:  # the body grew by the minted key
-                body = sticky.body
-                length_header = (b"content-length", str(len(body)).encode())
-        override = headers.get(b"x-dualstack-backend")
-        facts = Facts(path, owners, None if override is None else override.decode("latin-1"), key)
-        backend, reason, _ = choose(policy, facts, self._draw)
-        metrics = self.metrics
-        metrics.decisions[(backend, reason)] += 1
-
+        route, decision, body, grown = self._decide(path, method, headers, body)
+        backend = decision[0]
         flask = backend == "flask"
         if flask and not self.pool.acquire():
-            metrics.shed[backend] += 1
-            retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
-            await self._refuse(send, rid, 503, OVERLOADED, retry)
+            await self._shed(send, rid, backend)
             return
-        raw_rid = rid.encode("latin-1")
         forwarded = dict(scope)
-        if given is None and length_header is None:  # the usual case, copied in C
-            forwarded["headers"] = [*scope["headers"], (b"x-request-id", raw_rid)]
-        else:
-            replaced = _LENGTH_AND_ID if length_header else _ID
-            kept = [h for h in scope["headers"] if h[0] not in replaced]
-            kept.append((b"x-request-id", raw_rid))
-            if length_header:
-                kept.append(length_header)
-            forwarded["headers"] = kept
-        rid_header = (b"x-request-id", raw_rid)
+        forwarded["headers"] = _forwarded_headers(scope["headers"], rid, given, body, grown)
+        try:
+            await self._forward(forwarded, body, receive, send, rid, backend, route, started)
+        finally:
+            if flask:
+                self.pool.release()
+
+    async def _read(
+        self, headers: dict[bytes, bytes], receive: Receive, send: Send, rid: str
+    ) -> bytes | None:
+        """The request's body, refused with 413 when its `Content-Length` or what arrives
+        exceeds the limit; None when refused or the client left."""
+        limit = self.settings.max_body_bytes
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
+            return None
+        try:
+            return await read_body(receive, limit)
+        except BodyTooLarge:
+            await self._refuse(send, rid, 413, contract.BODY_TOO_LARGE)
+        except ClientGone:
+            pass
+        return None
+
+    def _decide(
+        self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
+    ) -> tuple[str, Decision, bytes | None, bool]:
+        """The stack for this request (the pure `choose`, given the facts), the route
+        template that labels its metrics, and the body to forward, which grows by a minted
+        conversation key when a new conversation is split (then `grown` is true)."""
+        routes = self._routes
+        rollout = (self._state or self.state).current
+        if routes is None or routes.rollout is not rollout:  # made once per rollout change
+            routes = self._routes = _Routes(rollout, self.settings, self.ownership)
+        plan = routes.plans.get(path) or routes.plan(path)
+        decision = plan.decided
+        if decision is not None and not (plan.overridable and _OVERRIDE in headers):
+            self.metrics.decisions[plan.label] += 1
+            return plan.route, decision, body, False
+        key: str | None = None
+        grown = False
+        if plan.split:
+            # Only a split needs the conversation key (and a minted one for a new
+            # conversation); at 0 % or 100 % every key lands on the same stack.
+            is_json = _is_json(headers.get(b"content-type", b""))
+            sticky = self.sticky.find(path, method, headers, body or b"", is_json)
+            key = sticky.key
+            if sticky.minted:
+                body, grown = sticky.body, True
+        override = headers.get(_OVERRIDE)
+        facts = Facts(
+            path, plan.owners, None if override is None else override.decode("latin-1"), key
+        )
+        decision = choose(routes.policy, facts, self._draw)
+        self.metrics.decisions[decision[:2]] += 1
+        return plan.route, decision, body, grown
+
+    async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
+        """503 at once: the backend's admission refused the request."""
+        self.metrics.shed[backend] += 1
+        retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
+        await self._refuse(send, rid, 503, OVERLOADED, retry)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        body: bytes | None,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        backend: Backend,
+        route: str,
+        started: float,
+    ) -> None:
+        """The request to `backend`, its answer marked with the request id and the backend
+        that served it, and measured (status 500 when it never started an answer)."""
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
         marks = [rid_header]
         if self.settings.show_backend_header:
             marks.append(_BACKEND_MARKS[backend])
@@ -192,18 +224,16 @@ class Gateway:
                     message["headers"] = kept
             await send(message)
 
+        metrics = self.metrics
         in_flight = metrics.in_flight
         in_flight[backend] += 1
         try:
-            # Nothing read (a bodyless request): the stack reads the request itself.
             await self._apps[backend](
-                forwarded, replay(body, receive) if consumed else receive, send_marked
+                scope, receive if body is None else replay(body, receive), send_marked
             )
         finally:
             in_flight[backend] -= 1
-            if flask:
-                self.pool.release()
-            metrics.observe(backend, route, method, status, perf_counter() - started)
+            metrics.observe(backend, route, scope["method"], status, perf_counter() - started)
 
     async def _refuse(
         self, send: Send, rid: str, status: int, message: str, extra: dict[str, str] | None = None
@@ -252,6 +282,7 @@ class Gateway:
 
 
 _BACKEND_NAME = b"x-dualstack-backend"
+_OVERRIDE = _BACKEND_NAME  # the request header that names a stack
 _MARKED = frozenset({b"x-request-id", _BACKEND_NAME})
 _name = operator.itemgetter(0)
 _ID = frozenset({b"x-request-id"})
@@ -261,8 +292,78 @@ _BACKEND_MARKS = {
 }
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
+def _forwarded_headers(
+    headers: list[tuple[bytes, bytes]],
+    rid: str,
+    given: bytes | None,
+    body: bytes | None,
+    grown: bool,
+) -> list[tuple[bytes, bytes]]:
+    """The request's headers as the stack gets them: the request id (kept or minted) and,
+    when the body grew, its new length."""
+    raw_rid = (b"x-request-id", rid.encode("latin-1"))
+    if given is None and not grown:  # the usual case, copied in C
+        return [*headers, raw_rid]
+    replaced = _LENGTH_AND_ID if grown else _ID
+    kept = [h for h in headers if h[0] not in replaced]
+    kept.append(raw_rid)
+    if grown and body is not None:
+        kept.append((b"content-length", str(len(body)).encode()))
+    return kept
+
+
+class _Plan(NamedTuple):
+    """How requests to one path are routed under one rollout."""
+
+    route: str
+    """The route template that labels the metrics ("unmatched" when neither stack has it)."""
+    owners: frozenset[Backend]
+    split: bool
+    """Whether the percentage splits this path's traffic, so the conversation key counts."""
+    decided: Decision | None
+    """The decision no request can change (one stack owns the path), or only one naming a
+    stack in the override header (a share of 0 or 100 %, which every draw and key obeys)."""
+    label: tuple[str, str]
+    """`decided` as the metrics count it."""
+    overridable: bool
+    """Whether the override header can change `decided`."""
+
+
+class _Routes:
+    """What depends only on the rollout, made once per rollout change: the policy, and a
+    plan per path (bounded: a client sending endless distinct paths cannot grow it)."""
+
+    MAX_PATHS = 8192
+
+    def __init__(self, rollout: Rollout, settings: GatewaySettings, ownership: Ownership) -> None:
+        self.rollout = rollout
+        self.policy = Policy(rollout, settings.salt, settings.override_header)
+        self.ownership = ownership
+        self.plans: dict[str, _Plan] = {}
+
+    def plan(self, path: str) -> _Plan:
+        """The plan of `path`, made and kept."""
+        owners, route = self.ownership.resolve(path)
+        owned = len(owners) == 1
+        split = not owned and self.rollout.percent_for(path) not in (0.0, 100.0)
+        decided = None if split else choose(self.policy, Facts(path, owners), _any_draw)
+        label = ("flask", "") if decided is None else (decided.backend, decided.reason)
+        overridable = not owned and self.policy.override_enabled
+        if len(self.plans) >= self.MAX_PATHS:
+            self.plans.clear()
+        plan = self.plans[path] = _Plan(route, owners, split, decided, label, overridable)
+        return plan
+
+
+def _any_draw() -> float:
+    # Only asked at 0 or 100 %, where every draw in [0, 1) gives the same stack.
+    return 0.5
+
+
+@functools.lru_cache(maxsize=64)
+def _is_json(content_type: bytes) -> bool:
+    # Cached: a service sees few distinct content types, and parsing one is dear.
+    return contract.is_json_content_type(content_type.decode("latin-1"))
 
 
 def _is_admin(path: str) -> bool:

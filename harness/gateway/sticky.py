@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harness.gateway.body import add_json_field, json_object
@@ -34,15 +34,23 @@ class StickyRules:
         self, rules: Sequence[StickyRule], mint: Callable[[], str] = lambda: str(uuid.uuid4())
     ) -> None:
         self._rules = [
-            (rule, _path_regex(rule.pattern) if rule.source == "path" else None) for rule in rules
+            (
+                rule,
+                _path_regex(rule.pattern) if rule.source == "path" else None,
+                rule.field.lower().encode("latin-1"),
+            )
+            for rule in rules
         ]
         self._mint = mint
 
     def find(
-        self, path: str, method: str, headers: dict[str, str], body: bytes, is_json: bool
+        self, path: str, method: str, headers: Mapping[bytes, bytes], body: bytes, is_json: bool
     ) -> Sticky:
-        """The key for this request, minting one into a JSON body where a rule says so."""
-        for rule, regex in self._rules:
+        """The key for this request, minting one into a JSON body where a rule says so.
+
+        `headers` are the request's as ASGI gives them (lower-case names, raw bytes): only
+        the value a header rule reads is decoded."""
+        for rule, regex, name in self._rules:
             if not _under(rule.prefix, path):
                 continue
             if regex is not None:
@@ -50,9 +58,9 @@ class StickyRules:
                 if found:
                     return Sticky(found.group("key"), body)
             elif rule.source == "header":
-                value = headers.get(rule.field.lower())
-                if value:
-                    return Sticky(value, body)
+                raw = headers.get(name)
+                if raw:
+                    return Sticky(raw.decode("latin-1"), body)
             elif rule.source == "json" and is_json and body:
                 payload = json_object(body)
                 if payload is None:

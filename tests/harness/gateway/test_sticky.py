@@ -77,7 +77,8 @@ CHAT = "/api/v1/chat"
 def test_sticky_key(
     path: str, method: str, headers: dict[str, str], body: bytes, is_json: bool, expected: Sticky
 ) -> None:
-    found = RULES.find(path, method, headers, body, is_json)
+    raw = {name.encode(): value.encode() for name, value in headers.items()}
+    found = RULES.find(path, method, raw, body, is_json)
     assert found == expected
     if found.minted:
         assert json.loads(found.body)["session_id"] == found.key
