@@ -8,7 +8,8 @@
     python -m load_test run --url mine=http://127.0.0.1:8000 --rate 50,100 --duration 20
     python -m load_test overhead [--instructions]
         the gateway's own cost on /health: gateway-100 against FastAPI alone and gateway-0
-        against Flask through a2wsgi alone, one uvicorn worker each, side by side.
+        against Flask through a2wsgi alone, one uvicorn worker each, side by side; with
+        --instructions also a split chat POST: gateway-50 against both stacks alone.
 
 Exit status: 0 when every run was measured (errors the servers answered are figures, not
 failures), 2 on a usage or set-up error.
@@ -151,7 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument(
         "--instructions", action="store_true", help="count instructions under callgrind instead"
     )
-    cost.add_argument("--requests", type=int, default=300, help="callgrind: requests counted")
+    cost.add_argument(
+        "--requests", type=int, default=300, help="callgrind: /health requests counted"
+    )
+    cost.add_argument(
+        "--chat-requests",
+        type=int,
+        default=100,
+        help="callgrind: chat requests counted on the split gateway and the stacks alone"
+        " (0 skips the chat measurement)",
+    )
     cost.add_argument("--log-level", default="WARNING", help="the stacks' LOG_LEVEL")
     cost.add_argument(
         "--pin",
@@ -169,7 +179,12 @@ def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
     with targets.emulators_process(0.0, log_dir) as emulators:
         if args.instructions:
             figures = overhead.measure_instructions(
-                emulators, log_dir, requests=args.requests, say=progress, log_level=args.log_level
+                emulators,
+                log_dir,
+                requests=args.requests,
+                say=progress,
+                log_level=args.log_level,
+                chat_requests=args.chat_requests,
             )
         else:
             figures = overhead.measure_wall(
@@ -189,6 +204,7 @@ def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
         data = {
             "targets": {name: f.to_json() for name, f in figures.items()},
             "pairs": [p.to_json() for p in pairs],
+            "split": split.to_json() if (split := overhead.split_cost(figures)) else None,
             "machine": machine(),
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n")
@@ -309,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "overhead":
         if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
             parser.error("--rounds, --requests, --users and --duration must be positive")
+        if args.chat_requests < 0:
+            parser.error("--chat-requests must be 0 or more")
         if args.json:
             try:
                 check_writable(args.json, folder=False)

@@ -261,7 +261,13 @@ def measure_instructions(
             # The gateway reads its rollout once a second. Under callgrind's slowdown
             # (some 50 times) that would be charged to 50 times fewer requests than at
             # full speed, so the count leaves it out.
-            extra_env={"GATEWAY_REFRESH_SECONDS": "3600", "LOG_LEVEL": log_level},
+            # A fixed hash seed: str hashes (and so dict and set layouts) are the same in
+            # every run, which keeps the count repeatable from one run to the next.
+            extra_env={
+                "GATEWAY_REFRESH_SECONDS": "3600",
+                "LOG_LEVEL": log_level,
+                "PYTHONHASHSEED": "0",
+            },
         ) as target:
             assert target.process is not None
             counter = _Callgrind(str(target.process.pid), out)

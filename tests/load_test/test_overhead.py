@@ -92,6 +92,7 @@ def test_the_table_shows_figures_and_each_pair() -> None:
         ["overhead", "--duration", "0"],
         ["overhead", "--requests", "0"],
         ["overhead", "--rounds", "many"],
+        ["overhead", "--chat-requests", "-1"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
