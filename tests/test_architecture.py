@@ -23,7 +23,7 @@ def test_import_contracts_are_kept() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "8 kept, 0 broken" in result.stdout
+    assert "9 kept, 0 broken" in result.stdout
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -87,3 +87,21 @@ def test_no_module_of_the_project_is_on_an_import_circle() -> None:
         if module.split(".")[0] in PACKAGES
     }
     assert circles(edges) == []
+
+
+def test_both_tools_use_the_one_percentile_and_chart_module() -> None:
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    for importer, imported in [
+        ("parity_tests.latency", "harness.report.stats"),
+        ("load_test.stats", "harness.report.stats"),
+        ("parity_tests.report", "harness.report.charts"),
+        ("load_test.report", "harness.report.charts"),
+        ("load_test.a2wsgi_app", "harness.gateway.apps"),
+        ("parity_tests.targets", "harness.gateway.apps"),
+        ("load_test.targets", "harness.local.processes"),
+        ("harness.local.devstack", "harness.local.processes"),
+    ]:
+        assert graph.direct_import_exists(importer=importer, imported=imported), (
+            importer,
+            imported,
+        )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-import grimp
 import pytest
 from jinja2 import TemplateNotFound, UndefinedError
 from markupsafe import Markup
@@ -72,29 +71,3 @@ def test_plural(count: int, expected: str) -> None:
 
 def test_plural_of_an_irregular_word() -> None:
     assert (plural(1, "box", "boxes"), plural(3, "box", "boxes")) == ("1 box", "3 boxes")
-
-
-def test_the_toolkit_knows_nothing_of_its_users_the_gateway_or_the_stacks() -> None:
-    packages = ("harness", "parity_tests", "load_test", "legacy_flask", "fastapi_app")
-    graph = grimp.build_graph(*packages, cache_dir=None)
-    forbidden = (
-        "harness.gateway",
-        "harness.local",
-        "parity_tests",
-        "load_test",
-        "legacy_flask",
-        "fastapi_app",
-    )
-    found = [
-        f"{module} -> {imported}"
-        for module in graph.find_children("harness.report") | {"harness.report"}
-        for imported in graph.find_modules_directly_imported_by(module)
-        if imported.startswith(forbidden)
-    ]
-    assert found == []
-    # ... and the tools use it: the one percentile, the one chart module.
-    assert graph.direct_import_exists(
-        importer="parity_tests.latency", imported="harness.report.stats"
-    )
-    assert graph.direct_import_exists(importer="load_test.stats", imported="harness.report.stats")
-    assert graph.direct_import_exists(importer="load_test.report", imported="harness.report.charts")
