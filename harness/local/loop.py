@@ -8,7 +8,6 @@ import contextlib
 import threading
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Self
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
@@ -95,10 +94,5 @@ class LoopThread:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

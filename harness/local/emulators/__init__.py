@@ -7,7 +7,6 @@ code under test is the code that would run against AWS. ``LocalEmulators`` start
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 
 from harness.local.emulators.bedrock import BedrockAgentEmulator, BedrockEmulatorThread
 from harness.local.emulators.config import EmulatorConfig
@@ -109,10 +108,5 @@ class LocalEmulators:
     def __enter__(self) -> LocalEmulators:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

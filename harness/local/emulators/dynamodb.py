@@ -11,7 +11,6 @@ their tables. moto never expires TTL items: readers must ignore expired records 
 from __future__ import annotations
 
 import contextlib
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import boto3
@@ -110,12 +109,7 @@ class DynamoDBEmulator:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
