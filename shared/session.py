@@ -122,9 +122,25 @@ def from_item(item: Mapping[str, Any], *, history_limit: int | None = None) -> S
     )
 
 
+# One definition of "expired", for reads, writes and conditions alike: a record is expired
+# once the whole second `now` falls in has reached its `ttl` (`ttl <= epoch`). Python's check
+# and DynamoDB's conditions must agree exactly, or a turn on a record expiring this very
+# second would be refused as expired by the condition and retried as live by Python.
+LIVE = "#ttl > :epoch"
+"""The condition a live record meets, with `#ttl` the ttl attribute and `:epoch` `epoch(now)`."""
+EXPIRED = "#ttl <= :epoch"
+"""The condition an expired record meets."""
+
+
+def epoch(now: float) -> int:
+    """The whole second records are judged at: what `:epoch` holds in the conditions."""
+    return int(now)
+
+
 def is_expired(item: Mapping[str, Any], now: float) -> bool:
-    """DynamoDB deletes expired items late (moto never does): readers must skip them."""
-    return int(item["ttl"]["N"]) <= now
+    """Whether `item` has expired at `now` (as `EXPIRED` says). DynamoDB deletes expired
+    items late (moto never does): readers must skip them."""
+    return int(item["ttl"]["N"]) <= epoch(now)
 
 
 def get_plan(table: str, session_id: str, now: float, history_limit: int) -> Plan:
@@ -163,8 +179,8 @@ def record_turn_plan(
         HistoryEntry("user", user_text, stamp),
         HistoryEntry("agent", agent_text, stamp),
     )
-    expires = int(now) + ttl_seconds
-    epoch = {"N": str(int(now))}
+    expires = epoch(now) + ttl_seconds
+    at = {"N": str(epoch(now))}
     for _ in range(5):
         names = {
             "#h": "history",
@@ -182,7 +198,7 @@ def record_turn_plan(
             ":one": {"N": "1"},
             ":now": {"S": stamp},
             ":ttl": {"N": str(expires)},
-            ":epoch": epoch,
+            ":epoch": at,
         }
         assignments = [
             "#h = list_append(if_not_exists(#h, :empty), :new)",
@@ -203,8 +219,7 @@ def record_turn_plan(
                     "Key": _key(session_id),
                     "UpdateExpression": "SET " + ", ".join(assignments) + " ADD #t :one",
                     "ConditionExpression": (
-                        "(attribute_not_exists(session_id) OR #ttl > :epoch) "
-                        "AND NOT contains(#ids, :tid)"
+                        f"(attribute_not_exists(session_id) OR {LIVE}) AND NOT contains(#ids, :tid)"
                     ),
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": values,
@@ -228,9 +243,9 @@ def record_turn_plan(
                     {
                         "TableName": table,
                         "Item": {**to_item(fresh), TURN_IDS: {"L": [{"S": turn_id}]}},
-                        "ConditionExpression": "attribute_not_exists(session_id) OR #ttl <= :epoch",
+                        "ConditionExpression": f"attribute_not_exists(session_id) OR {EXPIRED}",
                         "ExpressionAttributeNames": {"#ttl": "ttl"},
-                        "ExpressionAttributeValues": {":epoch": epoch},
+                        "ExpressionAttributeValues": {":epoch": at},
                     },
                 )
             except ConditionFailed:
@@ -276,10 +291,10 @@ def delete_plan(table: str, session_id: str, user_id: str | None, now: float) ->
     """Delete a live session owned by `user_id` (None: an anonymous session)."""
     if user_id is None:
         owner = "attribute_not_exists(user_id)"
-        values: Item = {":epoch": {"N": str(int(now))}}
+        values: Item = {":epoch": {"N": str(epoch(now))}}
     else:
         owner = "user_id = :uid"
-        values = {":epoch": {"N": str(int(now))}, ":uid": {"S": user_id}}
+        values = {":epoch": {"N": str(epoch(now))}, ":uid": {"S": user_id}}
     try:
         yield Call(
             "delete_item",
@@ -287,7 +302,7 @@ def delete_plan(table: str, session_id: str, user_id: str | None, now: float) ->
                 "TableName": table,
                 "Key": _key(session_id),
                 "ConditionExpression": (
-                    f"attribute_exists(session_id) AND #ttl > :epoch AND {owner}"
+                    f"attribute_exists(session_id) AND {LIVE} AND {owner}"
                 ),
                 "ExpressionAttributeNames": {"#ttl": "ttl"},
                 "ExpressionAttributeValues": values,

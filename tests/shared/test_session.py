@@ -219,3 +219,41 @@ def test_rate_keys_never_collide_with_session_ids() -> None:
     assert not is_identifier(session.rate_key("127.0.0.1", 0))
     assert session.rate_key("a", 60) != session.rate_key("b", 60)
     assert session.rate_key("a", 60) != session.rate_key("a", 120)
+
+
+# A record expires in the very second its `ttl` names: with a whole-second `now`, `ttl == now`
+# exactly. Python's check and the conditions DynamoDB evaluates must both call it expired.
+WHOLE = float(int(NOW))
+
+
+def test_expired_is_one_definition_for_checks_and_conditions() -> None:
+    assert (session.LIVE, session.EXPIRED) == ("#ttl > :epoch", "#ttl <= :epoch")
+    assert session.epoch(NOW) == session.epoch(WHOLE) == int(NOW)
+    at_this_second = session.to_item(SessionRecord("s", None, "a", "b", int(WHOLE), 1))
+    a_second_later = session.to_item(SessionRecord("s", None, "a", "b", int(WHOLE) + 1, 1))
+    assert [session.is_expired(at_this_second, now) for now in (WHOLE - 1, WHOLE, NOW)] == [
+        False,
+        True,
+        True,
+    ]
+    assert session.is_expired(a_second_later, WHOLE) is False
+
+
+def test_a_read_at_the_ttl_second_finds_nothing() -> None:
+    plan = session.get_plan("t", "s", WHOLE, 20)
+    next(plan)
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Item": session.to_item(SessionRecord("s", None, "a", "b", int(WHOLE), 1))})
+    assert done.value.value is None
+
+
+def test_a_turn_at_the_ttl_second_starts_afresh() -> None:
+    plan = session.record_turn_plan(
+        "t", "s", "u", "question", "answer", WHOLE, turn_id="T1", ttl_seconds=100, history_limit=4
+    )
+    first = next(plan)
+    assert first.kwargs["ExpressionAttributeValues"][":epoch"] == {"N": str(int(WHOLE))}
+    plan.throw(ConditionFailed())  # `#ttl > :epoch` is false when ttl == epoch
+    put = plan.send({"Item": _item(4, ttl=int(WHOLE), turn_ids=("old",))})
+    assert put.operation == "put_item"
+    assert put.kwargs["ExpressionAttributeValues"] == {":epoch": {"N": str(int(WHOLE))}}
