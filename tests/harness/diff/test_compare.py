@@ -283,6 +283,57 @@ def test_same_length_lists_with_other_elements_are_compared_by_index() -> None:
     ]
 
 
+# A duplicated or dropped element is not a reordering: the same elements with other counts
+# are compared index by index, so the element too many or too few is "added" or "missing",
+# which noise never excuses, even where Flask's own answers vary in order.
+@pytest.mark.parametrize(
+    ("noise", "legacy", "candidate", "expected"),
+    [
+        (
+            set(),
+            [1, 1, 2],
+            [1, 2],
+            [
+                Difference("$.l[1]", "value", 1, 2, "breaking"),
+                Difference("$.l[2]", "missing", 2, None, "breaking"),
+            ],
+        ),
+        (
+            {"$.l"},
+            [1, 1, 2],
+            [1, 2],
+            [
+                Difference("$.l[1]", "value", 1, 2, "noise", NOISE_REASON),
+                Difference("$.l[2]", "missing", 2, None, "breaking"),
+            ],
+        ),
+        (
+            set(),
+            [1, 2],
+            [1, 1, 2],
+            [
+                Difference("$.l[1]", "value", 2, 1, "breaking"),
+                Difference("$.l[2]", "added", None, 2, "breaking", LONGER_LIST_REASON),
+            ],
+        ),
+        (
+            {"$.l"},
+            [1, 2],
+            [1, 1, 2],
+            [
+                Difference("$.l[1]", "value", 2, 1, "noise", NOISE_REASON),
+                Difference("$.l[2]", "added", None, 2, "breaking", LONGER_LIST_REASON),
+            ],
+        ),
+    ],
+    ids=["dropped", "dropped-noisy", "duplicated", "duplicated-noisy"],
+)
+def test_a_duplicated_or_dropped_element_is_not_a_reordering(
+    noise: set[str], legacy: list[int], candidate: list[int], expected: list[Difference]
+) -> None:
+    assert diff(reply({"l": legacy}), reply({"l": candidate}), noise=noise) == expected
+
+
 def test_a_reordered_inner_list_is_reported_inside_its_element() -> None:
     legacy = reply({"l": [{"tags": ["a", "b"]}, {"tags": []}]})
     candidate = reply({"l": [{"tags": ["b", "a"]}, {"tags": []}]})
