@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from harness.gateway.admin import build_admin
 from harness.gateway.metrics import GatewayMetrics
-from harness.gateway.ownership import Ownership, asgi_templates, flask_matcher, template_matcher
+from harness.gateway.ownership import Ownership, asgi_matcher, wsgi_matcher
 from harness.gateway.policy import Rollout
 from harness.gateway.proxy import Gateway, Stacks
 from harness.gateway.rollout import RolloutState, RolloutStore
@@ -37,13 +37,13 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
     """The gateway in front of a WSGI app and an ASGI app.
 
     Route ownership comes from the apps' own routing: a Flask app's url_map, a FastAPI
-    app's routes. A WSGI app whose routes cannot be read is taken to serve every path,
-    so the percentage alone decides. The rollout lives in DynamoDB table
+    app's routes, found through middleware that wraps them. An app whose routes cannot be
+    read is taken to serve every path, so the percentage alone decides. The rollout lives
+    in DynamoDB table
     `settings.state_table`, reached through boto3's usual configuration
     (`AWS_ENDPOINT_URL_DYNAMODB` for the local emulator).
     """
-    flask_routes = flask_matcher(wsgi) if hasattr(wsgi, "url_map") else (lambda path: "*")
-    ownership = Ownership(flask_routes, template_matcher(asgi_templates(asgi)))
+    ownership = Ownership(wsgi_matcher(wsgi), asgi_matcher(asgi))
     metrics = GatewayMetrics()
 
     @contextlib.asynccontextmanager

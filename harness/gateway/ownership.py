@@ -11,11 +11,14 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
+import structlog
 from starlette.routing import compile_path
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from harness.gateway.policy import Backend
+
+log = structlog.get_logger("dualstack.gateway")
 
 Matcher = Callable[[str], str | None]
 """A path -> the route template that serves it (any method), or None."""
@@ -47,16 +50,66 @@ def _rule_for(app: Any, path: str) -> str | None:
     return None
 
 
-def asgi_templates(app: Any) -> list[str]:
+def asgi_templates(app: Any) -> list[str] | None:
     """Route templates of a FastAPI app (its OpenAPI paths and docs pages) or, for another
-    Starlette app, of its routes."""
-    if hasattr(app, "openapi"):
-        found = list(app.openapi().get("paths", {}))
-        found += [u for u in (app.openapi_url, app.docs_url, app.redoc_url) if u]
-        if app.docs_url and app.swagger_ui_oauth2_redirect_url:
-            found.append(app.swagger_ui_oauth2_redirect_url)
-        return found
-    return [route.path for route in getattr(app, "routes", []) if hasattr(route, "path")]
+    Starlette app, of its routes, found through middleware that wraps it (`.app`); None when
+    no routing can be read (a bare ASGI callable, another framework)."""
+    for found in _unwrapped(app):
+        if hasattr(found, "openapi") and hasattr(found, "openapi_url"):
+            templates = list(found.openapi().get("paths", {}))
+            templates += [u for u in (found.openapi_url, found.docs_url, found.redoc_url) if u]
+            if found.docs_url and found.swagger_ui_oauth2_redirect_url:
+                templates.append(found.swagger_ui_oauth2_redirect_url)
+            return templates
+        routes = getattr(found, "routes", None)
+        if isinstance(routes, list):
+            return [route.path for route in routes if hasattr(route, "path")]
+    return None
+
+
+def wsgi_matcher(app: Any) -> Matcher:
+    """The routes of a WSGI app: a Flask (werkzeug) app's `url_map`, found through
+    middleware that wraps it (`.app`); an app whose routes cannot be read is taken to serve
+    every path, so the percentage alone decides for it."""
+    for found in _unwrapped(app):
+        if hasattr(found, "url_map"):
+            return flask_matcher(found)
+    _unknown_routes("wsgi", app)
+    return every_path
+
+
+def asgi_matcher(app: Any) -> Matcher:
+    """The routes of an ASGI app (`asgi_templates`); an app whose routes cannot be read is
+    taken to serve every path, so the percentage alone decides for it."""
+    templates = asgi_templates(app)
+    if templates is None:
+        _unknown_routes("asgi", app)
+        return every_path
+    return template_matcher(templates)
+
+
+def every_path(path: str) -> str:
+    """The matcher of an app whose routes are unknown: it may serve any path."""
+    return "*"
+
+
+def _unwrapped(app: Any) -> list[Any]:
+    # The app, then what each middleware layer wraps (Starlette's and werkzeug's keep it in
+    # `.app`), outermost first; a cycle ends the walk.
+    layers: list[Any] = []
+    while app is not None and all(app is not seen for seen in layers):
+        layers.append(app)
+        app = getattr(app, "app", None)
+    return layers
+
+
+def _unknown_routes(kind: str, app: Any) -> None:
+    log.warning(
+        "routes_unknown",
+        side=kind,
+        app=type(app).__name__,
+        effect="taken to serve every path: the percentage alone routes it",
+    )
 
 
 def template_matcher(templates: Iterable[str]) -> Matcher:

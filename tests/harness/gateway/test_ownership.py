@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi import FastAPI
 from flask import Flask
+from starlette.middleware.cors import CORSMiddleware
+from structlog.testing import capture_logs
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from harness.gateway.ownership import Ownership, asgi_templates, flask_matcher, template_matcher
+from harness.gateway.ownership import Ownership, asgi_matcher, every_path, wsgi_matcher
 
 
 def _flask() -> Flask:
@@ -25,7 +30,7 @@ def _fastapi() -> FastAPI:
     return app
 
 
-OWNERSHIP = Ownership(flask_matcher(_flask()), template_matcher(asgi_templates(_fastapi())))
+OWNERSHIP = Ownership(wsgi_matcher(_flask()), asgi_matcher(_fastapi()))
 
 
 @pytest.mark.parametrize(
@@ -44,3 +49,77 @@ OWNERSHIP = Ownership(flask_matcher(_flask()), template_matcher(asgi_templates(_
 )
 def test_owners_and_route_template(path: str, owners: set[str], route: str) -> None:
     assert OWNERSHIP.resolve(path) == (frozenset(owners), route)
+
+
+async def _bare_asgi(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI callable with no routing to read."""
+
+
+def _bare_wsgi(environ: Any, start_response: Any) -> list[bytes]:
+    return []
+
+
+@pytest.mark.parametrize(
+    ("wsgi", "asgi", "path", "owners", "route"),
+    [
+        # Middleware around an app hides nothing: its routes are read through it.
+        (
+            ProxyFix(_flask()),
+            CORSMiddleware(_fastapi(), allow_origins=["*"]),
+            "/api/v1/chat",
+            {"flask", "fastapi"},
+            "/api/v1/chat",
+        ),
+        (
+            ProxyFix(_flask()),
+            CORSMiddleware(_fastapi(), allow_origins=["*"]),
+            "/api/v1/chat/sessions/a",
+            {"fastapi"},
+            "/api/v1/chat/sessions/{session_id}",
+        ),
+        (
+            ProxyFix(_flask()),
+            CORSMiddleware(_fastapi(), allow_origins=["*"]),
+            "/legacy/7",
+            {"flask"},
+            "/legacy/<int:item>",
+        ),
+        # An app whose routes cannot be read may serve any path: never starved of traffic.
+        (_flask(), _bare_asgi, "/legacy/7", {"flask", "fastapi"}, "*"),
+        (_flask(), _bare_asgi, "/anything", {"fastapi"}, "*"),
+        (
+            _bare_wsgi,
+            _fastapi(),
+            "/api/v1/chat/sessions/a",
+            {"flask", "fastapi"},
+            "/api/v1/chat/sessions/{session_id}",
+        ),
+        (_bare_wsgi, _bare_asgi, "/x", {"flask", "fastapi"}, "*"),
+    ],
+    ids=[
+        "wrapped-shared",
+        "wrapped-fastapi-only",
+        "wrapped-flask-only",
+        "bare-asgi-flask-path",
+        "bare-asgi-other-path",
+        "bare-wsgi",
+        "both-bare",
+    ],
+)
+def test_ownership_through_middleware_and_without_routes(
+    wsgi: Any, asgi: Any, path: str, owners: set[str], route: str
+) -> None:
+    assert Ownership(wsgi_matcher(wsgi), asgi_matcher(asgi)).resolve(path) == (
+        frozenset(owners),
+        route,
+    )
+
+
+def test_unreadable_routes_are_said_at_start_up() -> None:
+    with capture_logs() as logs:
+        assert asgi_matcher(_bare_asgi) is every_path
+        assert wsgi_matcher(_bare_wsgi) is every_path
+    assert [(entry["event"], entry["side"]) for entry in logs] == [
+        ("routes_unknown", "asgi"),
+        ("routes_unknown", "wsgi"),
+    ]
