@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.gateway import AppLoadError, Gateway, GatewaySettings, build_gateway, load_app
+from shared.schema_errors import one_line
 from shared.settings import Settings
 
 
@@ -42,15 +43,9 @@ def _load(setting: str, spec: str) -> Any:
         raise AppLoadError(f"{setting}: {error}") from None
 
 
-def _settings_problems(error: ValidationError) -> str:
-    # One line naming each variable at fault, instead of pydantic's multi-line report.
-    problems = []
-    for problem in error.errors():
-        field, *rest = [str(part) for part in problem["loc"]] or ["?"]
-        name = f"GATEWAY_{field.upper()}" if field in GatewaySettings.model_fields else field
-        where = ".".join([name, *rest])
-        problems.append(f"{where}: {problem['msg']} (got {problem['input']!r})")
-    return "; ".join(problems)
+def _variable(field: str) -> str:
+    # The environment variable a person set for a settings field.
+    return f"GATEWAY_{field.upper()}" if field in GatewaySettings.model_fields else field.upper()
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +55,7 @@ def __getattr__(name: str) -> Any:
         try:
             gateway_settings = GatewaySettings()
         except ValidationError as error:
-            raise SystemExit(f"gateway: {_settings_problems(error)}") from None
+            raise SystemExit(f"gateway: {one_line(error, _variable)}") from None
         try:
             return create_gateway(gateway_settings=gateway_settings)
         except AppLoadError as error:

@@ -24,25 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.local.emulators.dynamodb import ExternalDynamoDB
-from harness.local.processes import ServerProcess, cpu_seconds, run_server
-
-__all__ = [
-    "CEILING",
-    "CORES",
-    "STANDARD_TARGETS",
-    "Emulators",
-    "Launch",
-    "ServerProcess",
-    "Target",
-    "Workers",
-    "cpu_seconds",
-    "emulators_process",
-    "gateway_percent",
-    "is_known",
-    "launch",
-    "parse_url_target",
-    "started",
-]
+from harness.local.processes import ServerProcess, run_server
 
 CORES = os.cpu_count() or 2
 STANDARD_TARGETS = (

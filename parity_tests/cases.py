@@ -57,7 +57,7 @@ from pydantic_core import ErrorDetails
 
 from harness.diff import parse_path
 from parity_tests.yaml_files import parse_yaml, read_yaml
-from shared.schema_errors import explain_error, first_error
+from shared.schema_errors import explain_error, first_error, show
 
 Stack = Literal["flask", "fastapi"]
 STACKS: tuple[Stack, ...] = ("flask", "fastapi")
@@ -118,11 +118,6 @@ class Case:
         return f"{self.file}/{self.name}"
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 # --- the schema of a case file ------------------------------------------------------------------
 # Validated by pydantic models, then turned into the plain frozen dataclasses above, which the
 # runner reads. The checks pydantic cannot say by types are the validators below.
@@ -131,13 +126,13 @@ def _show(value: object) -> str:
 def _method(method: str) -> str:
     method = method.upper()
     if method not in METHODS:
-        raise ValueError(f"unknown method {_show(method)}")
+        raise ValueError(f"unknown method {show(method)}")
     return method
 
 
 def _path(path: str) -> str:
     if not path.startswith("/"):
-        raise ValueError(f"must start with '/', not {_show(path)}")
+        raise ValueError(f"must start with '/', not {show(path)}")
     return path
 
 
@@ -173,13 +168,13 @@ def _capture_path(path: str) -> str:
     try:
         parse_path(path)
     except ValueError as exc:
-        raise ValueError(f"bad path {_show(path)}: {exc}") from None
+        raise ValueError(f"bad path {show(path)}: {exc}") from None
     return path
 
 
 def _case_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise ValueError(f"{_show(name)} is not [A-Za-z0-9._-]{{1,100}}")
+        raise ValueError(f"{show(name)} is not [A-Za-z0-9._-]{{1,100}}")
     return name
 
 
@@ -294,7 +289,7 @@ def _problem(error: ErrorDetails, data: Any) -> str:
     """A schema error as `where: problem`, `where` naming the case as `cases[2] (name)`."""
     loc = error["loc"]
     if not loc:
-        return f"{_FILE_SHAPE}, not {_show(data)}"
+        return f"{_FILE_SHAPE}, not {show(data)}"
     if len(loc) == 1:  # the file's own field: unknown, missing, or not a list of cases
         where, problem = explain_error(error, _FileSchema)
         return f"{where or _FILE_SHAPE}: {problem}"

@@ -18,6 +18,7 @@ import pydantic
 from harness.gateway.apps import AppLoadError, import_object
 from harness.local.servers import ASGIServer, WSGIServer, environment
 from parity_tests.cases import STACKS, Stack
+from shared.schema_errors import one_line
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,27 +72,15 @@ def parity_settings(**overrides: Any) -> Settings:
     return Settings.model_validate(values)
 
 
-def one_line(error: BaseException) -> str:
-    """`error` as one line: pydantic's errors as `field: message; ...`, others squeezed."""
-    if isinstance(error, pydantic.ValidationError):
-        parts = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"]) or error.title
-            parts.append(f"{where.upper()}: {item['msg']} (got {item.get('input')!r})")
-        return "invalid settings: " + "; ".join(parts)
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def load_factory(spec: str | AppFactory) -> AppFactory:
-    """The app factory named by import string `spec` ("package.module:function"), or `spec`
-    itself when it is already callable; SetupError (one line) when it cannot be loaded."""
+    """The app factory named by import string `spec` (`package.module:function`, in the
+    gateway's form: a trailing `()` is allowed, the factory being called with the stacks'
+    settings here), or `spec` itself when it is already callable; SetupError (one line) when
+    it cannot be loaded."""
     if callable(spec):
         return spec
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise SetupError(f"app factory {spec!r} is not 'module:function'")
     try:
-        found = import_object(spec)
+        found = import_object(spec.removesuffix("()"))
     except AppLoadError as exc:
         raise SetupError(f"cannot load the app factory: {exc}") from None
     if not callable(found):
@@ -130,7 +119,7 @@ def serve_in_process(
         try:
             parity_settings()
         except pydantic.ValidationError as exc:
-            raise SetupError(one_line(exc)) from None
+            raise SetupError(f"invalid settings: {one_line(exc)}") from None
     with ExitStack() as stack:
         # werkzeug logs every request unless told otherwise; the reports say what matters.
         werkzeug = logging.getLogger("werkzeug")
@@ -148,7 +137,7 @@ def serve_in_process(
         try:
             settings = settings or parity_settings(dynamodb_table=emulators.table)
         except pydantic.ValidationError as exc:
-            raise SetupError(one_line(exc)) from None
+            raise SetupError(f"invalid settings: {one_line(exc)}") from None
         # boto3 reads the endpoints when the clients are made: at app creation for Flask,
         # in the lifespan for FastAPI, so the environment stays set while they run.
         stack.enter_context(environment(emulators.env()))

@@ -4,6 +4,7 @@ field, the wrong type or the bound named in words a person reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -14,7 +15,8 @@ _SHOWN = 60
 """Longest rendering of a rejected value in a message (it may be huge)."""
 
 
-def _show(value: object) -> str:
+def show(value: object) -> str:
+    """`value` as a message shows it: its repr, cut short when long (it may be huge)."""
     text = repr(value)
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
@@ -59,17 +61,17 @@ def explain_error(error: ErrorDetails, schema: Any, skip: int = 0) -> tuple[str,
     list of choices, is named in the problem: `unknown field 'heders' (known: ...)`.
     """
     loc, kind = error["loc"], error["type"]
-    ctx, given = error.get("ctx", {}), _show(error.get("input"))
+    ctx, given = error.get("ctx", {}), show(error.get("input"))
     where, name, prefix = loc[skip:], loc[-1] if loc else None, ""
     if len(where) >= 2 and where[-1] == "[key]":  # a mapping's key was wrong, not its value
-        where, name, prefix = where[:-2], None, f"key {_show(where[-2])}: "
+        where, name, prefix = where[:-2], None, f"key {show(where[-2])}: "
     choices = get_args(_type_at(schema, loc)) if kind == "literal_error" else ()
     if kind in UNKNOWN_FIELD and name is not None:
         known = ", ".join(_fields(_type_at(schema, loc[:-1])))
-        where, problem = where[:-1], f"unknown field {_show(name)}"
+        where, problem = where[:-1], f"unknown field {show(name)}"
         problem += f" (known: {known})" if known else ""
     elif kind in _MISSING and name is not None:
-        where, problem = where[:-1], f"missing {_show(name)}"
+        where, problem = where[:-1], f"missing {show(name)}"
     elif len(choices) > 2 and isinstance(name, str):
         # A long list of choices reads best after the value that is not one of them.
         allowed = ", ".join(map(str, choices))
@@ -126,3 +128,19 @@ def _type_at(schema: Any, loc: tuple[int | str, ...]) -> Any:
             kind = (args[0] if isinstance(part, int) else args[-1]) if args else None
         kind = _bare(kind)
     return kind
+
+
+def one_line(error: BaseException, name: Callable[[str], str] = str.upper) -> str:
+    """Any error as one line for a person: a pydantic error as `NAME: message (got value)`
+    for each field at fault, `name` turning a field into what the person set (an environment
+    variable: upper case by default); any other error its text, whitespace squeezed, or its
+    type when it has none."""
+    if isinstance(error, ValidationError):
+        problems = []
+        for problem in error.errors():
+            field, *rest = [str(part) for part in problem["loc"]] or [error.title]
+            where = ".".join([name(field), *rest])
+            problems.append(f"{where}: {problem['msg']} (got {show(problem.get('input'))})")
+        return "; ".join(problems)
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -47,7 +47,7 @@ from pydantic_core import ErrorDetails
 
 from harness.diff.model import Difference, Kind, Segment, Severity, Wildcard, parse_path
 from shared.contract import is_identifier
-from shared.schema_errors import UNKNOWN_FIELD, explain_error, first_error
+from shared.schema_errors import UNKNOWN_FIELD, explain_error, first_error, show
 
 Check = Literal["timestamp", "uuid", "id", "duration_ms", "number", "string", "iso8601"]
 CHECKS: tuple[Check, ...] = get_args(Check)
@@ -56,8 +56,6 @@ DEFAULT_MAX_AGE_SECONDS = 300.0
 VOLATILE_REASON = "volatile"
 FAILED_CHECK = "volatile field failed its check: "
 
-_SHOWN = 60
-"""Longest rendering of a value in a message (it may be huge)."""
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _ENDPOINT = re.compile(r"([A-Za-z]+) +(/\S*)")
@@ -66,11 +64,6 @@ _ENDPOINT = re.compile(r"([A-Za-z]+) +(/\S*)")
 class RulesError(ValueError):
     """A rules file or structure that cannot be used; the message is one line naming the
     source and the bad entry."""
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def _is_number(value: object) -> bool:
@@ -182,27 +175,27 @@ def check_volatile(
     """
     if check == "timestamp":
         if not _is_number(value):
-            return f"timestamp must be a number of epoch seconds, got {_show(value)}"
+            return f"timestamp must be a number of epoch seconds, got {show(value)}"
         if abs(now - value) > max_age_seconds:
             return f"timestamp {value!r} is more than {max_age_seconds:g} s away from now"
         return None
     if check == "duration_ms":
         if not _is_number(value) or value < 0:
-            return f"duration_ms must be a non-negative number, got {_show(value)}"
+            return f"duration_ms must be a non-negative number, got {show(value)}"
         return None
     if check == "number":
-        return None if _is_number(value) else f"expected a number, got {_show(value)}"
+        return None if _is_number(value) else f"expected a number, got {show(value)}"
     if not isinstance(value, str):
-        return f"{check} must be a string, got {_show(value)}"
+        return f"{check} must be a string, got {show(value)}"
     if check == "uuid":
-        return None if _UUID.fullmatch(value) else f"not a canonical UUID: {_show(value)}"
+        return None if _UUID.fullmatch(value) else f"not a canonical UUID: {show(value)}"
     if check == "id":
-        return None if is_identifier(value) else f"not a valid id: {_show(value)}"
+        return None if is_identifier(value) else f"not a valid id: {show(value)}"
     if check == "iso8601":
         try:
             datetime.fromisoformat(value)
         except ValueError:
-            return f"not an ISO 8601 date-time: {_show(value)}"
+            return f"not an ISO 8601 date-time: {show(value)}"
         return None
     if check == "string":
         return None
@@ -222,13 +215,13 @@ def _pattern(pattern: str) -> str:
 
 def _reason(text: str) -> str:
     if not text.strip():
-        raise ValueError(f"must be a non-empty string, not {_show(text)}")
+        raise ValueError(f"must be a non-empty string, not {show(text)}")
     return text
 
 
 def _endpoint_rule(text: str) -> str:
     if _endpoint(text) is None:
-        raise ValueError(f"must look like 'GET /health', not {_show(text)}")
+        raise ValueError(f"must look like 'GET /health', not {show(text)}")
     return text
 
 
@@ -396,9 +389,9 @@ def parse_rules(data: Any, source: str = "<rules>") -> Rules:
 def _rules_problem(error: ErrorDetails, data: Any) -> str:
     loc = error["loc"]
     if not loc:
-        return f"must be a mapping of {', '.join(_SECTIONS)}, not {_show(data)}"
+        return f"must be a mapping of {', '.join(_SECTIONS)}, not {show(data)}"
     if len(loc) == 1 and error["type"] in UNKNOWN_FIELD:
-        return f"unknown section {_show(loc[0])} (known: {', '.join(_SECTIONS)})"
+        return f"unknown section {show(loc[0])} (known: {', '.join(_SECTIONS)})"
     if len(loc) == 1:  # a whole section
         return ": ".join(explain_error(error, Rules))
     section, index = loc[0], loc[1]

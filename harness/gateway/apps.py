@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from shared.schema_errors import one_line
+
 
 class AppLoadError(ValueError):
     """An import string that names nothing usable; the message is one line naming it."""
@@ -28,9 +30,7 @@ def _find(spec: str, target: str) -> Any:
     try:
         found: Any = importlib.import_module(module_name)
     except Exception as exc:  # a module failing at import is as unusable as a missing one
-        raise AppLoadError(
-            f"cannot import {module_name!r} for {spec!r}: {_one_line(exc)}"
-        ) from None
+        raise AppLoadError(f"cannot import {module_name!r} for {spec!r}: {one_line(exc)}") from None
     for name in attribute.split("."):
         try:
             found = getattr(found, name)
@@ -39,7 +39,7 @@ def _find(spec: str, target: str) -> Any:
                 f"{spec!r}: {module_name!r} has no attribute {attribute!r}"
             ) from None
         except Exception as exc:  # a module `__getattr__` that builds the app lazily, and fails
-            raise AppLoadError(f"{spec!r}: getting {name!r} failed: {_one_line(exc)}") from None
+            raise AppLoadError(f"{spec!r}: getting {name!r} failed: {one_line(exc)}") from None
     return found
 
 
@@ -55,15 +55,10 @@ def load_app(spec: str) -> Any:
         try:
             found = found()
         except Exception as exc:
-            raise AppLoadError(f"{spec!r}: the factory failed: {_one_line(exc)}") from None
+            raise AppLoadError(f"{spec!r}: the factory failed: {one_line(exc)}") from None
     # WSGI and ASGI apps are callables: anything else would fail on the first request, far
     # from the setting that named it.
     if not callable(found):
         what = "the factory returned" if call else "it names"
         raise AppLoadError(f"{spec!r}: {what} a {type(found).__name__}, not an app")
     return found
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Literal, NamedTuple
 
+from shared.schema_errors import show
+
 Backend = Literal["flask", "fastapi"]
 BACKENDS: tuple[Backend, ...] = ("flask", "fastapi")
 BUCKETS = 10_000
 """Sticky keys fall into this many buckets: a percentage with two decimals is exact."""
-
-_SHOWN = 60
-"""Longest rendering of a rejected value in an error message (it may be huge)."""
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def validate_percent(value: object) -> float:
@@ -36,10 +30,10 @@ def validate_percent(value: object) -> float:
     mistake, not 1 %. NaN and infinities are refused by the range check.
     """
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"percent must be a number from 0 to 100, not {_show(value)}")
+        raise ValueError(f"percent must be a number from 0 to 100, not {show(value)}")
     number = float(value)
     if not (math.isfinite(number) and 0.0 <= number <= 100.0):
-        raise ValueError(f"percent must be from 0 to 100, not {_show(value)}")
+        raise ValueError(f"percent must be from 0 to 100, not {show(value)}")
     return number
 
 
@@ -50,19 +44,19 @@ def validate_prefix(prefix: object) -> str:
     matching is on path-segment boundaries, so `/api/` would never match anything.
     """
     if not isinstance(prefix, str):
-        raise ValueError(f"route prefix must be a string, not {_show(prefix)}")
+        raise ValueError(f"route prefix must be a string, not {show(prefix)}")
     if not prefix.startswith("/"):
-        raise ValueError(f"route prefix must start with '/', not {_show(prefix)}")
+        raise ValueError(f"route prefix must start with '/', not {show(prefix)}")
     if any(char.isspace() for char in prefix):
-        raise ValueError(f"route prefix must not contain whitespace, not {_show(prefix)}")
+        raise ValueError(f"route prefix must not contain whitespace, not {show(prefix)}")
     if prefix != "/" and prefix.endswith("/"):
-        raise ValueError(f"route prefix must not end with '/', not {_show(prefix)}")
+        raise ValueError(f"route prefix must not end with '/', not {show(prefix)}")
     return prefix
 
 
 def _validate_version(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"version must be a non-negative integer, not {_show(value)}")
+        raise ValueError(f"version must be a non-negative integer, not {show(value)}")
     return value
 
 
@@ -116,7 +110,7 @@ class Rollout:
     def from_json(cls, data: Mapping[str, Any]) -> Rollout:
         """The rollout `to_json` gave; ValueError when `data` is not one."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"a rollout must be a JSON object, not {_show(data)}")
+            raise ValueError(f"a rollout must be a JSON object, not {show(data)}")
         unknown = set(data) - {"fastapi_percent", "routes", "version"}
         if unknown:
             raise ValueError(f"unknown rollout fields: {', '.join(sorted(map(str, unknown)))}")
@@ -124,7 +118,7 @@ class Rollout:
             raise ValueError("a rollout needs fastapi_percent")
         routes = data.get("routes", {})
         if not isinstance(routes, Mapping):
-            raise ValueError(f"routes must be a JSON object, not {_show(routes)}")
+            raise ValueError(f"routes must be a JSON object, not {show(routes)}")
         return cls(
             fastapi_percent=data["fastapi_percent"],
             routes=routes,

@@ -18,10 +18,6 @@ from typing import Any
 import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
-# Defined here before subprocess servers had a module of their own, and still imported from
-# here by tests/parity/test_cli.py.
-from harness.local.processes import free_port as free_port
-
 
 class ASGIServer:
     """uvicorn in a thread, with the lifespan run; `url` is set once it accepts."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.local.servers import free_port
+from harness.local.processes import free_port
 from parity_tests.cases import Case, select
 from parity_tests.cli import main
 
@@ -164,7 +164,7 @@ def test_bad_settings_in_the_environment_are_a_setup_error(
     [
         ("no_such_module_anywhere:create_app", "cannot load the app factory"),
         ("legacy_flask:no_such_factory", "cannot load the app factory"),
-        ("legacy_flask", "is not 'module:function'"),
+        ("legacy_flask", "is not an import string 'module:attribute'"),
     ],
 )
 def test_an_app_factory_that_cannot_load_is_a_setup_error(
