@@ -301,9 +301,7 @@ def delete_plan(table: str, session_id: str, user_id: str | None, now: float) ->
             {
                 "TableName": table,
                 "Key": _key(session_id),
-                "ConditionExpression": (
-                    f"attribute_exists(session_id) AND {LIVE} AND {owner}"
-                ),
+                "ConditionExpression": f"attribute_exists(session_id) AND {LIVE} AND {owner}",
                 "ExpressionAttributeNames": {"#ttl": "ttl"},
                 "ExpressionAttributeValues": values,
             },
