@@ -1,2 +1,3 @@
 """dualstack's harness: `gateway` (the product), `diff` (the diff engine shared by the parity
-suite and shadow comparisons), `local` (emulators and development tools)."""
+suite and shadow comparisons), `report` (the HTML reports' toolkit), `local` (emulators and
+development tools, never in a production install)."""

@@ -62,17 +62,19 @@ class _ScenarioUser(FastHttpUser):
             headers=dict(request.headers),
             name=name,
             catch_response=True,
-        ) as answer:
-            status = answer.status_code or 0
-            headers = {key.lower(): value for key, value in answer.headers.items()}
-            self.user.observe(Response(status, headers, answer.content or b"") if status else None)
+        ) as received:
+            status = received.status_code or 0
+            headers = {key.lower(): value for key, value in received.headers.items()}
+            self.user.observe(
+                Response(status, headers, received.content or b"") if status else None
+            )
             backend = headers.get(BACKEND_HEADER) if status else None
             if backend:
-                answer.request_meta["name"] = f"{name} [{backend}]"
+                received.request_meta["name"] = f"{name} [{backend}]"
             if status == 0:
-                answer.failure(f"connection: {answer.error}")
+                received.failure(f"connection: {received.error}")
             elif status >= 400:
-                answer.failure(f"status {status}")
+                received.failure(f"status {status}")
 
 
 class ChatConversations(_ScenarioUser):

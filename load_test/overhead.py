@@ -37,6 +37,7 @@ import httpx
 
 from load_test import engine, stats
 from load_test.client import Response
+from load_test.engine import BACKEND_HEADER
 from load_test.scenarios import Scenario, build_scenario
 from load_test.targets import Emulators, Target, Workers, started
 
@@ -50,7 +51,6 @@ SPLIT = "gateway-50"
 SPLIT_STACKS: dict[str, str] = {"flask": "flask-a2wsgi", "fastapi": "fastapi-uvicorn"}
 """The target serving each backend alone, by the name `X-Dualstack-Backend` gives it."""
 CHAT_TURNS = 4
-BACKEND_HEADER = "x-dualstack-backend"
 
 Say = Callable[[str], None]
 

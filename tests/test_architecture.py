@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md, enforced: the stacks never import each other, shared/ never
+"""The layering of the design (README, "What is here"), enforced: the stacks never import each other, shared/ never
 imports a web framework, the gateway never imports the local tools or the suites, the diff
 engine imports nothing but shared, and no module of the project sits on an import circle."""
 

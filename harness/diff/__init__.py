@@ -2,7 +2,7 @@
 by severity under a rules file. Pure and free of I/O; the parity suite and the gateway's
 shadow comparisons judge responses with it.
 
-Three layers, each importing only the ones before it: `model` (the vocabulary: responses,
+Four modules, each importing only the ones before it: `model` (the vocabulary: responses,
 differences, kinds, severities, paths), `compare` (the raw differences of two responses) and
 `rules` (what differs by design), then `classify` (`diff`: compare, then class by the rules
 and the noise check).

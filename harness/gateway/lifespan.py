@@ -41,7 +41,7 @@ async def run_lifespan(app: ASGIApp) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run())
 
-    async def reply() -> Message | None:
+    async def next_message() -> Message | None:
         """The app's next message; None when it ended its lifespan without one."""
         getter = asyncio.ensure_future(outbox.get())
         done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -54,7 +54,7 @@ async def run_lifespan(app: ASGIApp) -> AsyncIterator[None]:
         return None
 
     await inbox.put({"type": "lifespan.startup"})
-    answer = await reply()
+    answer = await next_message()
     if answer is None:
         error = task.exception()
         log.warning(
@@ -70,5 +70,5 @@ async def run_lifespan(app: ASGIApp) -> AsyncIterator[None]:
         yield
     finally:
         await inbox.put({"type": "lifespan.shutdown"})
-        await reply()
+        await next_message()
         await task

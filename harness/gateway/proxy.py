@@ -32,7 +32,6 @@ from harness.gateway.sticky import StickyRules
 from shared import contract
 from shared.logs import request_id
 
-BACKEND_HEADER = "X-Dualstack-Backend"
 ADMIN_PREFIX = "/_gateway"
 OVERLOADED = "Service overloaded, retry later"
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
@@ -45,9 +44,6 @@ Control = Callable[[], AbstractAsyncContextManager[tuple[RolloutState, ASGIApp]]
 class Stacks:
     flask: ASGIApp
     fastapi: ASGIApp
-
-    def __getitem__(self, backend: Backend) -> ASGIApp:
-        return self.flask if backend == "flask" else self.fastapi
 
 
 class Gateway:
@@ -206,19 +202,19 @@ class Gateway:
                 status = message["status"]
                 # The message is ours to change once sent (as Starlette's middleware do).
                 # Header names are lower case in ASGI (Starlette and a2wsgi make them so).
-                answer = message["headers"]
-                names = list(map(_name, answer))
+                headers = message["headers"]
+                names = list(map(_name, headers))
                 if (
                     names.count(b"x-request-id") == 1
-                    and rid_header in answer
+                    and rid_header in headers
                     and _BACKEND_NAME not in names
                 ):
                     # The usual answer: the stack echoed the id it was given, and says
                     # nothing of backends. Checked in C; only the backend mark is added.
-                    message["headers"] = [*answer, *marks[1:]]
+                    message["headers"] = [*headers, *marks[1:]]
                 else:
                     kept = marks.copy()
-                    for header in answer:
+                    for header in headers:
                         if header[0] not in _MARKED:
                             kept.append(header)
                     message["headers"] = kept
@@ -287,9 +283,7 @@ _MARKED = frozenset({b"x-request-id", _BACKEND_NAME})
 _name = operator.itemgetter(0)
 _ID = frozenset({b"x-request-id"})
 _LENGTH_AND_ID = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
-_BACKEND_MARKS = {
-    name: (b"x-dualstack-backend", name.encode()) for name in ("flask", "fastapi", "gateway")
-}
+_BACKEND_MARKS = {name: (_BACKEND_NAME, name.encode()) for name in ("flask", "fastapi", "gateway")}
 
 
 def _forwarded_headers(
@@ -321,8 +315,9 @@ class _Plan(NamedTuple):
     split: bool
     """Whether the percentage splits this path's traffic, so the conversation key counts."""
     decided: Decision | None
-    """The decision no request can change (one stack owns the path), or only one naming a
-    stack in the override header (a share of 0 or 100 %, which every draw and key obeys)."""
+    """The decision when the percentage cannot split the path (one stack owns it, or the
+    share is 0 or 100 %, which every draw and key obeys); None when it splits. Used unless
+    `overridable` and the request names a stack in the override header."""
     label: tuple[str, str]
     """`decided` as the metrics count it."""
     overridable: bool

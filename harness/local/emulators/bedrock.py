@@ -73,7 +73,7 @@ SessionKey = tuple[str, str, str]
 _Send = Callable[[bytes], Awaitable[None]]
 
 
-class _Reply(Exception):
+class _Refusal(Exception):
     """Raised inside a handler to answer with a rest-json error."""
 
     def __init__(self, status: int, error_type: str, message: str) -> None:
@@ -281,8 +281,8 @@ class BedrockAgentEmulator:
                 body = self._admin(request, path.removeprefix("/_emulator/"))
                 await self._send_json(writer, request.version, 200, body, keep)
                 return True
-            raise _Reply(404, "ResourceNotFoundException", f"No route for {path}.")
-        except _Reply as reply:
+            raise _Refusal(404, "ResourceNotFoundException", f"No route for {path}.")
+        except _Refusal as reply:
             await self._send_error(
                 writer, request.version, reply.status, reply.error_type, reply.message, keep
             )
@@ -291,7 +291,7 @@ class BedrockAgentEmulator:
     @staticmethod
     def _require_method(request: Request, method: str) -> None:
         if request.method != method:
-            raise _Reply(405, "MethodNotAllowedException", f"Use {method} for this path.")
+            raise _Refusal(405, "MethodNotAllowedException", f"Use {method} for this path.")
 
     def _admin(self, request: Request, action: str) -> dict[str, Any]:
         if action == "health":
@@ -312,8 +312,8 @@ class BedrockAgentEmulator:
             try:
                 return self.configure(**changes).to_json()
             except ValueError as error:
-                raise _Reply(400, "ValidationException", str(error)) from None
-        raise _Reply(404, "ResourceNotFoundException", f"No route for {request.path}.")
+                raise _Refusal(400, "ValidationException", str(error)) from None
+        raise _Refusal(404, "ResourceNotFoundException", f"No route for {request.path}.")
 
     # -- InvokeAgent ------------------------------------------------------------------------
 
@@ -326,17 +326,17 @@ class BedrockAgentEmulator:
     ) -> bool:
         agent_id, alias_id, session_id = ids
         if not (_AGENT_ID.fullmatch(agent_id) and _AGENT_ID.fullmatch(alias_id)):
-            raise _Reply(400, "ValidationException", "Invalid agentId or agentAliasId.")
+            raise _Refusal(400, "ValidationException", "Invalid agentId or agentAliasId.")
         if not _SESSION_ID.fullmatch(session_id):
-            raise _Reply(400, "ValidationException", "Invalid sessionId.")
+            raise _Refusal(400, "ValidationException", "Invalid sessionId.")
         body = _json_object(request.body)
         input_text = body.get("inputText", "")
         if not isinstance(input_text, str):
-            raise _Reply(400, "ValidationException", "inputText must be a string.")
+            raise _Refusal(400, "ValidationException", "inputText must be a string.")
         try:
             directives = parse_directives(input_text)
         except ValueError as error:
-            raise _Reply(400, "ValidationException", str(error)) from None
+            raise _Refusal(400, "ValidationException", str(error)) from None
 
         self._count("invocations")
         config = self._config
@@ -460,9 +460,9 @@ def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body or b"{}")
     except ValueError:
-        raise _Reply(400, "ValidationException", "Request body is not valid JSON.") from None
+        raise _Refusal(400, "ValidationException", "Request body is not valid JSON.") from None
     if not isinstance(value, dict):
-        raise _Reply(400, "ValidationException", "Request body must be a JSON object.")
+        raise _Refusal(400, "ValidationException", "Request body must be a JSON object.")
     return value
 
 

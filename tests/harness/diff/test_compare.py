@@ -32,10 +32,10 @@ NOW = 1_750_000_000.0
 JSON = {"Content-Type": "application/json"}
 
 
-def reply(
+def response(
     body: Any = None, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    """A reply whose body is `body` as JSON (bytes are taken as they are)."""
+    """A response whose body is `body` as JSON (bytes are taken as they are)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return Response(status, JSON if headers is None else headers, raw)
 
@@ -179,12 +179,12 @@ def test_every_flattened_path_parses_back_to_its_keys() -> None:
 
 def test_identical_replies_have_no_difference() -> None:
     body = {"response": "hi", "session_id": "s", "history": [{"role": "user", "at": 1}]}
-    assert diff(reply(body), reply(body)) == []
+    assert diff(response(body), response(body)) == []
 
 
 def test_key_order_and_whitespace_are_invisible() -> None:
-    legacy = reply(b'{"a": 1, "b": [1, 2]}')
-    candidate = reply(b'{"b":[1,2],"a":1}\n')
+    legacy = response(b'{"a": 1, "b": [1, 2]}')
+    candidate = response(b'{"b":[1,2],"a":1}\n')
     assert diff(legacy, candidate) == []
 
 
@@ -217,7 +217,7 @@ def test_key_order_and_whitespace_are_invisible() -> None:
     ],
 )
 def test_values_and_types(legacy: Any, candidate: Any, expected: list[Difference]) -> None:
-    got = diff(reply(legacy), reply(candidate))
+    got = diff(response(legacy), response(candidate))
     assert got == expected
     # Python holds 1 == True: check the sides were not swapped or coerced.
     assert [typed([d.legacy, d.candidate]) for d in got] == [
@@ -226,30 +226,30 @@ def test_values_and_types(legacy: Any, candidate: Any, expected: list[Difference
 
 
 def test_a_dropped_field_is_missing_and_breaking() -> None:
-    legacy = reply({"response": "hi", "session_id": "s"})
-    candidate = reply({"response": "hi"})
+    legacy = response({"response": "hi", "session_id": "s"})
+    candidate = response({"response": "hi"})
     assert diff(legacy, candidate) == [Difference("$.session_id", "missing", "s", None, "breaking")]
 
 
 def test_a_dropped_subtree_is_one_missing_difference_at_its_key() -> None:
-    legacy = reply({"meta": {"a": 1, "b": [1, 2]}, "x": 1})
-    candidate = reply({"x": 1})
+    legacy = response({"meta": {"a": 1, "b": [1, 2]}, "x": 1})
+    candidate = response({"x": 1})
     assert diff(legacy, candidate) == [
         Difference("$.meta", "missing", {"a": 1, "b": [1, 2]}, None, "breaking")
     ]
 
 
 def test_an_extra_field_is_added_and_additive() -> None:
-    legacy = reply({"status": "healthy"})
-    candidate = reply({"status": "healthy", "environment": {"name": "dev"}})
+    legacy = response({"status": "healthy"})
+    candidate = response({"status": "healthy", "environment": {"name": "dev"}})
     assert diff(legacy, candidate) == [
         Difference("$.environment", "added", None, {"name": "dev"}, "additive")
     ]
 
 
 def test_differences_are_reported_deep_with_quoted_keys_in_key_order() -> None:
-    legacy = reply({"z": 1, "history": [{"text": "a", "at": 1}], "a.b": {"c": 1}})
-    candidate = reply({"history": [{"text": "b", "at": 1}], "a.b": {"c": 2}, "z": 1})
+    legacy = response({"z": 1, "history": [{"text": "a", "at": 1}], "a.b": {"c": 1}})
+    candidate = response({"history": [{"text": "b", "at": 1}], "a.b": {"c": 2}, "z": 1})
     assert diff(legacy, candidate) == [
         Difference('$["a.b"].c', "value", 1, 2, "breaking"),
         Difference("$.history[0].text", "value", "a", "b", "breaking"),
@@ -268,14 +268,14 @@ def test_differences_are_reported_deep_with_quoted_keys_in_key_order() -> None:
 def test_a_reordered_list_is_exactly_one_order_difference(
     legacy: list[Any], candidate: list[Any]
 ) -> None:
-    assert diff(reply({"l": legacy}), reply({"l": candidate})) == [
+    assert diff(response({"l": legacy}), response({"l": candidate})) == [
         Difference("$.l", "order", legacy, candidate, "breaking")
     ]
 
 
 def test_same_length_lists_with_other_elements_are_compared_by_index() -> None:
     # Not a reordering: the multisets differ (1 twice against 2 twice), and true is not 1.
-    assert diff(reply({"l": [1, 2, 2, 1]}), reply({"l": [2, 1, 1, True]})) == [
+    assert diff(response({"l": [1, 2, 2, 1]}), response({"l": [2, 1, 1, True]})) == [
         Difference("$.l[0]", "value", 1, 2, "breaking"),
         Difference("$.l[1]", "value", 2, 1, "breaking"),
         Difference("$.l[2]", "value", 2, 1, "breaking"),
@@ -331,12 +331,12 @@ def test_same_length_lists_with_other_elements_are_compared_by_index() -> None:
 def test_a_duplicated_or_dropped_element_is_not_a_reordering(
     noise: set[str], legacy: list[int], candidate: list[int], expected: list[Difference]
 ) -> None:
-    assert diff(reply({"l": legacy}), reply({"l": candidate}), noise=noise) == expected
+    assert diff(response({"l": legacy}), response({"l": candidate}), noise=noise) == expected
 
 
 def test_a_reordered_inner_list_is_reported_inside_its_element() -> None:
-    legacy = reply({"l": [{"tags": ["a", "b"]}, {"tags": []}]})
-    candidate = reply({"l": [{"tags": ["b", "a"]}, {"tags": []}]})
+    legacy = response({"l": [{"tags": ["a", "b"]}, {"tags": []}]})
+    candidate = response({"l": [{"tags": ["b", "a"]}, {"tags": []}]})
     assert diff(legacy, candidate) == [
         Difference("$.l[0].tags", "order", ["a", "b"], ["b", "a"], "breaking")
     ]
@@ -352,27 +352,27 @@ def test_volatile_fields_cannot_hide_a_reordered_list() -> None:
     moved = {
         "h": [{"t": "b", "at": "2026-01-02T00:00:00"}, {"t": "a", "at": "2026-01-02T00:00:01"}]
     }
-    assert diff(reply(legacy), reply(moved), rules=rules) == [
+    assert diff(response(legacy), response(moved), rules=rules) == [
         Difference("$.h", "order", legacy["h"], moved["h"], "breaking")
     ]
     # Same order, only the volatile field differs: index by index, classed by the rule.
     same = {"h": [{"t": "a", "at": "2026-01-02T00:00:00"}, {"t": "b", "at": "2026-01-02T00:00:01"}]}
     assert [
-        (d.path, d.kind, d.severity) for d in diff(reply(legacy), reply(same), rules=rules)
+        (d.path, d.kind, d.severity) for d in diff(response(legacy), response(same), rules=rules)
     ] == [
         ("$.h[0].at", "value", "noise"),
         ("$.h[1].at", "value", "noise"),
     ]
     # Without the rule the timestamps make the elements different: compared by index.
-    assert {d.kind for d in diff(reply(legacy), reply(moved))} == {"value"}
+    assert {d.kind for d in diff(response(legacy), response(moved))} == {"value"}
 
 
 def test_a_shorter_list_misses_elements_and_a_longer_one_is_breaking_too() -> None:
-    assert diff(reply({"l": [1, 2, 3]}), reply({"l": [1]})) == [
+    assert diff(response({"l": [1, 2, 3]}), response({"l": [1]})) == [
         Difference("$.l[1]", "missing", 2, None, "breaking"),
         Difference("$.l[2]", "missing", 3, None, "breaking"),
     ]
-    assert diff(reply({"l": []}), reply({"l": [{"a": 1}]})) == [
+    assert diff(response({"l": []}), response({"l": [{"a": 1}]})) == [
         Difference("$.l[0]", "added", None, {"a": 1}, "breaking", LONGER_LIST_REASON)
     ]
 
@@ -402,15 +402,15 @@ def test_a_shorter_list_misses_elements_and_a_longer_one_is_breaking_too() -> No
 def test_bodies_that_are_not_both_json_are_compared_as_bytes(
     legacy: bytes, candidate: bytes, expected: list[Difference]
 ) -> None:
-    assert diff(reply(legacy), reply(candidate)) == expected
+    assert diff(response(legacy), response(candidate)) == expected
 
 
 def test_json_too_deep_to_walk_is_compared_as_bytes() -> None:
     # Deep enough for the parser, too deep for the recursive walk.
     deep = "[" * 700 + "{}" + "]" * 700
     other = "[" * 700 + "[]" + "]" * 700
-    assert diff(reply(deep.encode()), reply(deep.encode())) == []
-    assert diff(reply(deep.encode()), reply(other.encode())) == [
+    assert diff(response(deep.encode()), response(deep.encode())) == []
+    assert diff(response(deep.encode()), response(other.encode())) == [
         Difference("$", "body", deep, other, "breaking")
     ]
 
@@ -419,8 +419,8 @@ def test_json_too_deep_to_walk_is_compared_as_bytes() -> None:
 
 
 def test_a_status_change_is_breaking_and_comes_first() -> None:
-    legacy = reply({"error": "Not found"}, status=404)
-    candidate = reply({"detail": "Not Found"}, status=405, headers={})
+    legacy = response({"error": "Not found"}, status=404)
+    candidate = response({"detail": "Not Found"}, status=405, headers={})
     assert diff(legacy, candidate) == [
         Difference("status", "status", 404, 405, "breaking"),
         Difference("header:content-type", "header_missing", "application/json", None, "breaking"),
@@ -529,12 +529,12 @@ def test_a_status_change_is_breaking_and_comes_first() -> None:
 def test_headers(
     legacy: dict[str, str], candidate: dict[str, str], expected: list[Difference]
 ) -> None:
-    assert diff(reply({}, headers=legacy), reply({}, headers=candidate)) == expected
+    assert diff(response({}, headers=legacy), response({}, headers=candidate)) == expected
 
 
 def test_the_chosen_headers_can_be_given_and_come_in_that_order() -> None:
-    legacy = reply({}, headers={"X-Request-ID": "a", "Vary": "Origin", "Allow": "GET"})
-    candidate = reply({}, headers={"x-request-id": "b"})
+    legacy = response({}, headers={"X-Request-ID": "a", "Vary": "Origin", "Allow": "GET"})
+    candidate = response({}, headers={"x-request-id": "b"})
     assert diff(legacy, candidate, headers=["X-Request-ID", "allow"]) == [
         Difference("header:x-request-id", "header_value", "a", "b", "breaking"),
         Difference("header:allow", "header_missing", "GET", None, "breaking"),
@@ -581,7 +581,7 @@ def test_the_chat_answers_differ_only_in_noise_and_additions(tmp_path: Path) -> 
     path.write_text(RULES_YAML)
     rules = load_rules(path)
 
-    got = diff(reply(FLASK_CHAT), reply(fastapi_chat(4.7)), rules=rules, now=NOW)
+    got = diff(response(FLASK_CHAT), response(fastapi_chat(4.7)), rules=rules, now=NOW)
 
     assert got == [
         Difference("$.processing_time_ms", "value", 3.1, 4.7, "noise", "volatile"),
@@ -601,7 +601,7 @@ def test_the_chat_answers_differ_only_in_noise_and_additions(tmp_path: Path) -> 
 def test_a_negative_duration_fails_the_volatile_check() -> None:
     rules = Rules(volatile=(Volatile("$.processing_time_ms", "duration_ms"),))
 
-    got = diff(reply(FLASK_CHAT), reply(fastapi_chat(-1)), rules=rules, now=NOW)
+    got = diff(response(FLASK_CHAT), response(fastapi_chat(-1)), rules=rules, now=NOW)
 
     assert got == [
         Difference(
@@ -622,15 +622,15 @@ def test_a_negative_duration_fails_the_volatile_check() -> None:
 
 
 def test_noisy_paths_are_where_two_legacy_answers_differ() -> None:
-    first = reply({"timestamp": 1.0, "version": "1", "history": [1]}, headers={"Vary": "Origin"})
-    second = reply({"timestamp": 2.0, "version": "1", "history": [1, 2]}, headers={})
+    first = response({"timestamp": 1.0, "version": "1", "history": [1]}, headers={"Vary": "Origin"})
+    second = response({"timestamp": 2.0, "version": "1", "history": [1, 2]}, headers={})
     assert noisy_paths(first, second) == {"$.timestamp", "$.history[1]", "header:vary"}
     assert noisy_paths(first, first) == set()
 
 
 def test_noise_is_reported_as_noise_not_dropped() -> None:
-    legacy = reply({"timestamp": 1.0, "meta": {"a": 1}, "version": "1"})
-    candidate = reply({"timestamp": 5.0, "meta": {"a": 2}, "version": "2"})
+    legacy = response({"timestamp": 1.0, "meta": {"a": 1}, "version": "1"})
+    candidate = response({"timestamp": 5.0, "meta": {"a": 2}, "version": "2"})
     # `$.meta` covers `$.meta.a`; `$.time` is not a prefix of `$.timestamp`.
     got = diff(legacy, candidate, noise={"$.timestamp", "$.meta"})
     assert got == [
@@ -674,7 +674,7 @@ def test_noise_downgrades_only_values_and_order(
     legacy: Any, candidate: Any, expected: tuple[str, str, str]
 ) -> None:
     noise = {"$.m", "$"} if isinstance(legacy, bytes) else {"$.m"}
-    got = diff(reply(legacy), reply(candidate), noise=noise)
+    got = diff(response(legacy), response(candidate), noise=noise)
     assert [(d.path, d.kind, d.severity) for d in got] == [expected]
 
 
@@ -691,8 +691,8 @@ def test_noise_downgrades_only_header_values(
     legacy: dict[str, str], candidate: dict[str, str], expected: tuple[str, str, str]
 ) -> None:
     got = diff(
-        reply({}, headers=legacy),
-        reply({}, headers=candidate),
+        response({}, headers=legacy),
+        response({}, headers=candidate),
         headers=["x-trace"],
         noise={"header:x-trace"},
     )
@@ -700,13 +700,13 @@ def test_noise_downgrades_only_header_values(
 
 
 def test_a_status_change_is_never_noise() -> None:
-    got = diff(reply({}, status=200), reply({}, status=500), noise={"status"})
+    got = diff(response({}, status=200), response({}, status=500), noise={"status"})
     assert [(d.path, d.severity) for d in got] == [("status", "breaking")]
 
 
 def test_a_rule_decides_before_noise() -> None:
     rules = Rules(volatile=(Volatile("$.took", "duration_ms"),))
-    got = diff(reply({"took": 1}), reply({"took": "1"}), rules=rules, noise={"$.took"})
+    got = diff(response({"took": 1}), response({"took": "1"}), rules=rules, noise={"$.took"})
     assert got == [
         Difference(
             "$.took",

@@ -29,7 +29,7 @@ NOW = 1_750_000_000.0
 UUID = "123e4567-e89b-42d3-a456-426614174000"
 
 
-def reply(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
         status,
         {"Content-Type": "application/json"} if headers is None else headers,
@@ -395,12 +395,12 @@ def test_volatile_fields(
     legacy: dict[str, Any], candidate: dict[str, Any], expected: list[Difference]
 ) -> None:
     rules = Rules(volatile=(Volatile("$.id", "id"),))
-    assert diff(reply(legacy), reply(candidate), rules=rules, now=NOW) == expected
+    assert diff(response(legacy), response(candidate), rules=rules, now=NOW) == expected
 
 
 def test_volatile_timestamps_are_judged_against_now() -> None:
     rules = Rules(volatile=(Volatile("$.timestamp", "timestamp", max_age_seconds=10),))
-    legacy, candidate = reply({"timestamp": NOW - 2}), reply({"timestamp": NOW - 1})
+    legacy, candidate = response({"timestamp": NOW - 2}), response({"timestamp": NOW - 1})
     assert diff(legacy, candidate, rules=rules, now=NOW) == [
         Difference("$.timestamp", "value", NOW - 2, NOW - 1, "noise", "volatile")
     ]
@@ -418,12 +418,12 @@ def test_volatile_timestamps_are_judged_against_now() -> None:
 
 def test_volatile_header_values() -> None:
     rules = Rules(volatile=(Volatile("header:x-request-id", "uuid"),))
-    legacy = reply({}, headers={"X-Request-ID": UUID})
+    legacy = response({}, headers={"X-Request-ID": UUID})
     fresh = UUID.replace("1", "2")
     assert diff(
-        legacy, reply({}, headers={"X-Request-ID": fresh}), headers=["x-request-id"], rules=rules
+        legacy, response({}, headers={"X-Request-ID": fresh}), headers=["x-request-id"], rules=rules
     ) == [Difference("header:x-request-id", "header_value", UUID, fresh, "noise", "volatile")]
-    assert diff(legacy, reply({}, headers={}), headers=["x-request-id"], rules=rules) == [
+    assert diff(legacy, response({}, headers={}), headers=["x-request-id"], rules=rules) == [
         Difference(
             "header:x-request-id",
             "header_missing",
@@ -437,8 +437,8 @@ def test_volatile_header_values() -> None:
 
 def test_ignored_paths() -> None:
     rules = Rules(ignore=("$.debug.**", "header:vary", "status"))
-    legacy = reply({"debug": {"a": 1}, "x": 1}, status=200, headers={"Vary": "Origin"})
-    candidate = reply({"debug": {"a": 2, "b": 1}, "x": 2}, status=201, headers={})
+    legacy = response({"debug": {"a": 1}, "x": 1}, status=200, headers={"Vary": "Origin"})
+    candidate = response({"debug": {"a": 2, "b": 1}, "x": 2}, status=201, headers={})
     assert diff(legacy, candidate, rules=rules) == [
         Difference("status", "status", 200, 201, "ignored", "ignored: status"),
         Difference(
@@ -513,13 +513,15 @@ HEALTH_RULES = Rules(
 def test_expected_rules_scoped_to_an_endpoint(
     endpoint: str | None, expected: list[Difference]
 ) -> None:
-    got = diff(reply({}), reply({"environment": "dev"}), rules=HEALTH_RULES, endpoint=endpoint)
+    got = diff(
+        response({}), response({"environment": "dev"}), rules=HEALTH_RULES, endpoint=endpoint
+    )
     assert got == expected
 
 
 def test_expected_rules_scoped_to_a_kind() -> None:
     rules = Rules(expected=(Expected("$.*", "FastAPI adds fields", kind="added"),))
-    got = diff(reply({"a": 1}), reply({"a": 2, "b": 3}), rules=rules)
+    got = diff(response({"a": 1}), response({"a": 2, "b": 3}), rules=rules)
     assert got == [
         Difference("$.a", "value", 1, 2, "breaking"),
         Difference("$.b", "added", None, 3, "expected", "FastAPI adds fields"),
@@ -532,7 +534,7 @@ def test_ignore_wins_over_volatile_which_wins_over_expected() -> None:
         volatile=(Volatile("$.a", "number"), Volatile("$.b", "number")),
         expected=(Expected("$.*", "anything goes"),),
     )
-    got = diff(reply({"a": 1, "b": 1, "c": 1}), reply({"a": 2, "b": 2, "c": 2}), rules=rules)
+    got = diff(response({"a": 1, "b": 1, "c": 1}), response({"a": 2, "b": 2, "c": 2}), rules=rules)
     assert got == [
         Difference("$.a", "value", 1, 2, "ignored", "ignored: $.a"),
         Difference("$.b", "value", 1, 2, "noise", "volatile"),
@@ -561,13 +563,13 @@ def test_rules_that_never_matched_are_stale() -> None:
     )
     usage = RuleUsage()
     diff(
-        reply({"took": 1, "debug": 1}),
-        reply({"took": 2, "debug": 2, "tokens_used": 3, "environment": "dev"}),
+        response({"took": 1, "debug": 1}),
+        response({"took": 2, "debug": 2, "tokens_used": 3, "environment": "dev"}),
         rules=rules,
         usage=usage,
         endpoint="POST /api/v1/chat",
     )
-    diff(reply({"took": 1}), reply({"took": 5}), rules=rules, usage=usage)
+    diff(response({"took": 1}), response({"took": 5}), rules=rules, usage=usage)
 
     assert usage.stale(rules) == [
         "ignore header:vary",
@@ -580,7 +582,7 @@ def test_rules_that_never_matched_are_stale() -> None:
 def test_a_volatile_rule_that_failed_its_check_still_matched() -> None:
     rules = Rules(volatile=(Volatile("$.took", "duration_ms"),))
     usage = RuleUsage()
-    diff(reply({"took": 1}), reply({"took": -1}), rules=rules, usage=usage)
+    diff(response({"took": 1}), response({"took": -1}), rules=rules, usage=usage)
     assert usage.stale(rules) == []
     assert usage.stale(Rules(ignore=("$.x",))) == ["ignore $.x"]
 
