@@ -89,15 +89,20 @@ class ServerProcess:
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_start = self._log.tell()  # what was there before is not this process's
         self._pump: threading.Thread | None = None
-        self.process = subprocess.Popen(  # noqa: S603 - the caller's own argv
-            [arg.format(port=self.port) for arg in argv],
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else self._log,
-            stderr=self._log,
-            start_new_session=True,
-        )
+        self._reaped_elsewhere = False
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - the caller's own argv
+                [arg.format(port=self.port) for arg in argv],
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else self._log,
+                stderr=self._log,
+                start_new_session=True,
+            )
+        except BaseException:  # nothing started: nothing else will close the log
+            self._log.close()
+            raise
 
     @property
     def pid(self) -> int:
@@ -136,6 +141,7 @@ class ServerProcess:
         try:
             found = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # reaped behind our back: nothing left to signal safely
+            self._reaped_elsewhere = True
             return True
         return found is not None
 
@@ -150,9 +156,11 @@ class ServerProcess:
             deadline = time.monotonic() + grace_s
             while not self.exited() and time.monotonic() < deadline:
                 time.sleep(0.02)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-            self.process.wait()
+            if not self._reaped_elsewhere:  # else the id may be another process's by now
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                self.process.wait()
         if self._pump is not None:
             self._pump.join(timeout=5)  # the pipe ends when the group is gone
         if self.process.stdout:

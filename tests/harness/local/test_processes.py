@@ -158,3 +158,34 @@ def test_stop_signals_ask_to_stop_and_the_former_handlers_come_back() -> None:
             assert stop.requested
             assert stop.wait() is True  # kept: returns at once
     assert {signum: signal.getsignal(signum) for signum in StopSignals.SIGNALS} == before
+
+
+def test_a_leader_reaped_elsewhere_is_never_signalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Someone else reaped the leader: its id is free for any new process, so neither
+    # SIGTERM nor SIGKILL may go to that group any more.
+    server = ServerProcess(
+        "quick", (sys.executable, "-c", "pass"), env={}, log_path=tmp_path / "q.log"
+    )
+    os.waitpid(server.pid, 0)  # reaped behind the runner's back
+    signalled: list[int] = []
+    monkeypatch.setattr(os, "killpg", lambda group, signum: signalled.append(signum))
+    server.stop(grace_s=1)
+    assert signalled == []
+
+
+def test_a_command_that_cannot_start_leaves_no_open_log(tmp_path: Path) -> None:
+    opened: list[object] = []
+    real_open = open
+
+    def tracking_open(*args: object, **kwargs: object) -> object:
+        handle = real_open(*args, **kwargs)  # type: ignore[call-overload]
+        opened.append(handle)
+        return handle
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("builtins.open", tracking_open)
+        with pytest.raises(FileNotFoundError):
+            ServerProcess("missing", ("/nonexistent/server",), env={}, log_path=tmp_path / "m.log")
+    assert opened and all(handle.closed for handle in opened)  # type: ignore[attr-defined]
