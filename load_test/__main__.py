@@ -89,8 +89,9 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="instead of --duration: send N requests in all, then stop (a hard cap: those "
-        "sent during --ramp-up count, as warm-up, unmeasured; the open loop has none)",
+        help="instead of --duration: send N requests to each target at each load, then stop "
+        "(a hard cap: those sent during --ramp-up count, as warm-up, unmeasured; the open loop "
+        "has none; the client-ceiling yardstick stays timed)",
     )
     load.add_argument(
         "--ramp-up",
