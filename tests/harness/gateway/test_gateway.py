@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import create_gateway
 from harness.gateway.policy import bucket
@@ -24,6 +24,7 @@ from .conftest import TOKEN, RunningGateway, StartGateway, gateway_settings
 
 CHAT = "/api/v1/chat"
 BACKEND = "x-dualstack-backend"
+POOL_GAUGE = "dualstack_wsgi_pool_in_use"
 
 
 def _served_by(response: httpx.Response) -> str:
@@ -211,42 +212,88 @@ def test_metrics_count_what_the_gateway_routes(start_gateway: StartGateway) -> N
     assert "dualstack_wsgi_pool_capacity 30.0" in text
 
 
+# Long enough that, on a loaded machine, eight quick requests are answered while the slow
+# ones are still at the agent (about a second here under load): the test waits on state,
+# never on the clock, so only this latency has to outlast the quick requests.
+SLOW_MS = 8000
+
+
+def _pool_in_use(client: httpx.Client) -> float:
+    """The WSGI pool gauge, as a scrape of `/_gateway/metrics` shows it (an admin path: it
+    takes no pool slot itself)."""
+    text = client.get("/_gateway/metrics").text
+    (family,) = (f for f in text_string_to_metric_families(text) if f.name == POOL_GAUGE)
+    (sample,) = family.samples
+    return sample.value
+
+
+def _wait_until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    """Polls `condition` until it holds; fails after `within` seconds (generous: it only
+    runs out when the test fails)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 def test_saturated_flask_is_shed_fast_and_fastapi_is_unaffected(
-    start_gateway: StartGateway,
+    start_gateway: StartGateway, emulators: LocalEmulators, make_settings: Callable[..., Settings]
 ) -> None:
-    slow = {"message": "slow [[emulator:latency=1500]]"}
-    done: list[tuple[str, int, float]] = []
-    lock = threading.Lock()
+    def flask_bound(message: str) -> dict[str, object]:
+        return {"headers": {BACKEND: "flask"}, "json": {"message": message}}
 
-    def call(kind: str, method: str, path: str, **options: object) -> None:
-        with httpx.Client(base_url=gw.url, timeout=30) as client:
-            response = client.request(method, path, **options)  # type: ignore[arg-type]
-        with lock:
-            done.append((kind, response.status_code, time.monotonic()))
-            if response.status_code == 503:
-                assert response.json() == {"error": "Service overloaded, retry later"}
-                assert response.headers["retry-after"] == "1"
-                assert response.headers[BACKEND] == "gateway"
+    slow = flask_bound(f"slow [[emulator:latency={SLOW_MS}]]")
+    # The agent may take its time: a slow answer is what holds the pool.
+    stack_settings = make_settings(agent_timeout_seconds=4 * SLOW_MS / 1000)
 
-    with start_gateway(wsgi_threads=2, wsgi_queue=1) as gw:
-        flask_bound = {"headers": {BACKEND: "flask"}, "json": slow}
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            first = [pool.submit(call, "slow", "POST", CHAT, **flask_bound) for _ in range(3)]
-            time.sleep(0.3)  # the three occupy both threads and the queue slot
-            shed = [pool.submit(call, "shed", "POST", CHAT, **flask_bound) for _ in range(4)]
-            quick = [
-                pool.submit(call, "fastapi", "GET", "/health", headers={BACKEND: "fastapi"})
-                for _ in range(4)
-            ]
-            for future in first + shed + quick:
-                future.result()
-    statuses = {
-        kind: sorted(s for k, s, _ in done if k == kind) for kind in ("slow", "shed", "fastapi")
-    }
-    assert statuses == {"slow": [200, 200, 200], "shed": [503] * 4, "fastapi": [200] * 4}
-    first_slow_done = min(t for k, _, t in done if k == "slow")
-    # Shed answers and FastAPI answers all came back while Flask was still busy.
-    assert max(t for k, _, t in done if k in ("shed", "fastapi")) < first_slow_done
+    def call(method: str, path: str, **options: object) -> httpx.Response:
+        with httpx.Client(base_url=gw.url, timeout=60) as client:
+            return client.request(method, path, **options)  # type: ignore[arg-type]
+
+    def invocations() -> int:
+        count: int = emulators.bedrock.stats()["invocations"]
+        return count
+
+    with (
+        start_gateway(stack_settings, wsgi_threads=2, wsgi_queue=1) as gw,
+        gw.client() as scraper,
+        ThreadPoolExecutor(max_workers=12) as pool,
+    ):
+        # Capacity 2 + 1: two slow requests hold both threads (both are at the agent), a
+        # third is admitted and waits in the queue slot for a thread.
+        at_agent = invocations() + 2
+        running = [pool.submit(call, "POST", CHAT, **slow) for _ in range(2)]
+        _wait_until(lambda: invocations() == at_agent, "the slow requests never reached the agent")
+        queued = pool.submit(call, "POST", CHAT, **flask_bound("queued"))
+        _wait_until(lambda: _pool_in_use(scraper) == 3, "the third request was not admitted")
+        busy = [*running, queued]
+        shed = [pool.submit(call, "POST", CHAT, **slow) for _ in range(4)]
+        quick = [
+            pool.submit(call, "GET", "/health", headers={BACKEND: "fastapi"}) for _ in range(4)
+        ]
+        shed_answers = [future.result() for future in shed]
+        quick_answers = [future.result() for future in quick]
+        # Shed and FastAPI answers all came back while Flask was still busy: no Flask
+        # answer has arrived, the gateway still counts three in the pool, and the queued
+        # request (like the shed ones) has not reached the agent.
+        assert [future.done() for future in busy] == [False] * 3
+        assert _pool_in_use(scraper) == 3
+        assert invocations() == at_agent
+        busy_answers = [future.result() for future in busy]
+        # A slot is given back just after its answer is sent: wait for the last one.
+        _wait_until(lambda: _pool_in_use(scraper) == 0, "the pool slots were not given back")
+        metrics = scraper.get("/_gateway/metrics").text
+    for response in shed_answers:
+        assert (response.status_code, response.json()) == (
+            503,
+            {"error": "Service overloaded, retry later"},
+        )
+        assert response.headers["retry-after"] == "1"
+        assert _served_by(response) == "gateway"
+    assert [(r.status_code, _served_by(r)) for r in quick_answers] == [(200, "fastapi")] * 4
+    assert [(r.status_code, _served_by(r)) for r in busy_answers] == [(200, "flask")] * 3
+    assert busy_answers[2].json()["response"] == compose_reply("queued", 1)
+    assert 'dualstack_shed_requests_total{backend="flask"} 4.0' in metrics
 
 
 def test_an_empty_post_body_reaches_the_stack(gateway: RunningGateway) -> None:

@@ -24,6 +24,7 @@ from harness.gateway.rollout import (
     RolloutStore,
     RolloutUnavailable,
 )
+from harness.gateway.settings import GatewaySettings
 from harness.local.emulators import LocalEmulators
 from shared.session import iso
 
@@ -32,6 +33,7 @@ OpenClient = Callable[[], AbstractAsyncContextManager[Any]]
 NOW = 1_800_000_000.25
 AT = iso(NOW)  # "2027-01-15T08:00:00.250Z"
 INITIAL = Rollout(fastapi_percent=10)
+REFRESH: float = GatewaySettings.model_fields["refresh_seconds"].default  # 1 s
 
 
 def run(scenario: Awaitable[None]) -> None:
@@ -42,14 +44,27 @@ def store(client: Any, table: str, initial: Rollout = INITIAL) -> RolloutStore:
     return RolloutStore(client, table, initial=initial, clock=lambda: NOW)
 
 
-async def wait_for(condition: Callable[[], bool], within: float) -> float:
-    """Seconds until `condition()` holds; fails the test after `within` seconds."""
+async def wait_for(condition: Callable[[], bool], within: float = 30.0) -> float:
+    """Seconds until `condition()` holds, checked on this loop between its other tasks;
+    fails the test after `within` seconds (generous: it only runs out when the test fails)."""
     start = time.monotonic()
     while not condition():
         elapsed = time.monotonic() - start
         assert elapsed < within, f"not within {within} s"
         await asyncio.sleep(0.01)
     return time.monotonic() - start
+
+
+class Counting:
+    """The real client, counting the calls begun through it: a poll is one `get_item`."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def __getattr__(self, operation: str) -> Any:
+        self.calls += 1
+        return getattr(self.client, operation)
 
 
 class Unreachable:
@@ -357,14 +372,15 @@ def test_other_store_errors_are_not_disguised_as_unavailability() -> None:
 # --- the in-memory state --------------------------------------------------------------------
 
 
-def test_two_states_converge_within_two_seconds(
+def test_two_states_converge_at_the_first_poll_after_a_change(
     rollout_table: str, open_client: OpenClient
 ) -> None:
     async def scenario() -> None:
         async with open_client() as one, open_client() as two:
-            # The default interval (1 s), as the gateway runs it.
-            here = RolloutState(store(one, rollout_table))
-            there = RolloutState(store(two, rollout_table, Rollout(99)))
+            # The gateway's default refresh interval, as it runs it.
+            here = RolloutState(store(one, rollout_table), interval=REFRESH)
+            reads = Counting(two)
+            there = RolloutState(store(reads, rollout_table, Rollout(99)), interval=REFRESH)
             seen: list[Rollout] = []
             there.add_listener(seen.append)
             await here.start()
@@ -374,8 +390,13 @@ def test_two_states_converge_within_two_seconds(
                 change = await here.store.update(fastapi_percent=60, actor="t")
                 await here.apply(change)
                 assert here.current == change.new  # at once, where the change was made
-                elapsed = await wait_for(lambda: there.current == change.new, within=2.0)
-                assert elapsed < 2.0
+                polls_before = reads.calls
+                elapsed = await wait_for(lambda: there.current == change.new)
+                # Converged by the first poll begun after the change (or one in flight).
+                assert reads.calls - polls_before <= 1
+                # Within one interval plus a read; the factor leaves room for a loaded
+                # machine, yet a poll loop sleeping several intervals would exceed it.
+                assert elapsed < 5 * REFRESH
                 assert seen == [INITIAL, change.new]
             finally:
                 await here.stop()
@@ -395,14 +416,22 @@ def test_a_failed_poll_keeps_the_last_rollout_and_polling_goes_on(
             try:
                 before = state.current
                 with capture_logs() as logs:
+
+                    def failed() -> int:
+                        return sum(e["event"] == "rollout.poll_failed" for e in logs)
+
                     flaky.broken = True
+                    # Once one poll has failed, every later one begins with the store down:
+                    # none can read the change below.
+                    await wait_for(lambda: failed() >= 1)
                     await store(admin, rollout_table).update(fastapi_percent=70, actor="t")
-                    await asyncio.sleep(0.3)
+                    after_change = failed()
+                    await wait_for(lambda: failed() >= after_change + 3)
                     assert state.current == before  # the store is down: nothing moves
                     flaky.broken = False
-                    await wait_for(lambda: state.current.fastapi_percent == 70, within=2.0)
+                    await wait_for(lambda: state.current.fastapi_percent == 70)
                 failures = [e for e in logs if e["event"] == "rollout.poll_failed"]
-                assert len(failures) >= 3
+                assert len(failures) >= 4
                 assert {e["log_level"] for e in failures} == {"warning"}
                 assert failures[0]["error"] == (
                     "RolloutUnavailable: rollout store unavailable: "
@@ -463,22 +492,24 @@ def test_a_failing_listener_does_not_stop_the_others(
 def test_stop_ends_polling_and_is_idempotent(rollout_table: str, open_client: OpenClient) -> None:
     async def scenario() -> None:
         async with open_client() as client:
-            calls = 0
-
-            class Counting:
-                def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
-                    nonlocal calls
-                    calls += 1
-                    return getattr(client, operation)
-
-            state = RolloutState(store(Counting(), rollout_table), interval=0.02)
+            polled = Counting(client)
+            state = RolloutState(store(polled, rollout_table), interval=0.02)
             await state.start()
-            await asyncio.sleep(0.1)
+            started = polled.calls
+            await wait_for(lambda: polled.calls >= started + 3)  # it does poll
             await state.stop()
-            after_stop = calls
-            assert after_stop >= 3  # it did poll
-            await asyncio.sleep(0.1)
-            assert calls == after_stop  # and no longer does
+            after_stop = polled.calls
+            # A witness polling at the same interval on the same loop: while it polls three
+            # times, a state still polling would have polled too.
+            watched = Counting(client)
+            witness = RolloutState(store(watched, rollout_table), interval=0.02)
+            await witness.start()
+            witnessed = watched.calls
+            try:
+                await wait_for(lambda: watched.calls >= witnessed + 3)
+            finally:
+                await witness.stop()
+            assert polled.calls == after_stop  # and no longer does
             await state.stop()
             with pytest.raises(ValueError, match="interval"):
                 RolloutState(state.store, interval=0)
