@@ -47,9 +47,12 @@ def test_a_tool_finds_its_own_templates_and_the_shared_ones() -> None:
     assert build_environment("load_test") is build_environment("load_test")  # built once
 
 
-def test_render_fills_a_tool_page() -> None:
+def test_render_gives_the_named_page_of_the_named_tool() -> None:
+    assert render("load_test", "base.html.j2", {}).startswith("<!doctype html>\n")
+    with pytest.raises(TemplateNotFound):
+        render("harness.report", "index.html.j2", {})  # the load test's page, not shared
     with pytest.raises(UndefinedError):
-        render("load_test", "index.html.j2", {})
+        render("load_test", "index.html.j2", {})  # a page missing its figures is an error
 
 
 def test_the_templates_are_package_files() -> None:
