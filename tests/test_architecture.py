@@ -1,6 +1,7 @@
-"""The layering of the design (README, "What is here"), enforced: the stacks never import each other, shared/ never
-imports a web framework, the gateway never imports the local tools or the suites, the diff
-engine imports nothing but shared, and no module of the project sits on an import circle."""
+"""The layering the README describes, enforced: the stacks never import each other, shared/
+never imports a web framework, the gateway never imports the local tools or the suites, the
+diff engine imports nothing but shared, and no module of the project sits on an import
+circle."""
 
 from __future__ import annotations
 

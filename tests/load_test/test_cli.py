@@ -85,7 +85,9 @@ def test_requests_says_it_is_a_cap_warm_up_included(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--requests N instead of --duration: send N requests in all" in help_text
+    assert "--requests N instead of --duration: send N requests to each target at each load" in (
+        help_text
+    )
     assert "a hard cap: those sent during --ramp-up count, as warm-up" in help_text
 
 
