@@ -38,10 +38,10 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NoReturn, Self
 
 from pydantic import (
     AfterValidator,
@@ -338,11 +338,100 @@ def load_corpus(directory: str | Path = DEFAULT_CORPUS) -> list[Case]:
     return cases
 
 
-def select(cases: list[Case], patterns: list[str]) -> list[Case]:
-    """The cases whose id contains any of `patterns` (all when none is given)."""
-    if not patterns:
+class KeywordError(ValueError):
+    """A `-k` expression that cannot be parsed; one line saying where and what was expected."""
+
+
+Keywords = Callable[[str], bool]
+"""A parsed `-k` expression: true of the case ids it selects."""
+
+# pytest's word characters, so an expression that works with `pytest -k` works here; `/`
+# and `-` are among them, so `chat/chat-hello` and `not-found` are single words.
+_WORD = re.compile(r"[\w:+.\[\]\\/-]+")
+_KEYWORD_TOKEN = re.compile(rf"[()]|{_WORD.pattern}|\S")
+_OPERATORS = frozenset({"and", "or", "not"})
+
+
+class _KeywordParser:
+    """Recursive descent over pytest's `-k` grammar:
+
+    expression: conjunction ('or' conjunction)*
+    conjunction: negation ('and' negation)*
+    negation: 'not' negation | '(' expression ')' | word
+    """
+
+    def __init__(self, expression: str) -> None:
+        found = [(m.start(), m.group()) for m in _KEYWORD_TOKEN.finditer(expression)]
+        self.tokens = [*found, (len(expression), "")]  # "" is the end
+        self.at = 0
+
+    def parse(self) -> Keywords:
+        if len(self.tokens) == 1:
+            raise KeywordError("empty expression")
+        keywords = self._expression()
+        if self._peek():
+            self._fail("'and', 'or' or the end")
+        return keywords
+
+    def _peek(self) -> str:
+        return self.tokens[self.at][1]
+
+    def _fail(self, expected: str) -> NoReturn:
+        column, token = self.tokens[self.at]
+        got = repr(token) if token else "the end"
+        raise KeywordError(f"expected {expected} at column {column + 1}, got {got}")
+
+    def _expression(self) -> Keywords:
+        terms = [self._conjunction()]
+        while self._peek() == "or":
+            self.at += 1
+            terms.append(self._conjunction())
+        return terms[0] if len(terms) == 1 else lambda text: any(t(text) for t in terms)
+
+    def _conjunction(self) -> Keywords:
+        terms = [self._negation()]
+        while self._peek() == "and":
+            self.at += 1
+            terms.append(self._negation())
+        return terms[0] if len(terms) == 1 else lambda text: all(t(text) for t in terms)
+
+    def _negation(self) -> Keywords:
+        ahead = self._peek()
+        if ahead == "not":
+            self.at += 1
+            inner = self._negation()
+            return lambda text: not inner(text)
+        if ahead == "(":
+            self.at += 1
+            inner = self._expression()
+            if self._peek() != ")":
+                self._fail("')'")
+            self.at += 1
+            return inner
+        if ahead not in _OPERATORS and _WORD.fullmatch(ahead):
+            self.at += 1
+            word = ahead.lower()
+            return lambda text: word in text.lower()
+        self._fail("a word, 'not' or '('")
+
+
+def parse_keywords(expression: str) -> Keywords:
+    """A `-k` expression as `pytest -k` reads it: words joined by `and`, `or`, `not` and
+    parentheses (`not` binds tightest, then `and`, then `or`); a word is true of an id that
+    contains it, ignoring case. KeywordError (one line) when it cannot be parsed."""
+    try:
+        return _KeywordParser(expression).parse()
+    except RecursionError:  # a traceback is not a one-line usage error
+        raise KeywordError("nested too deeply") from None
+
+
+def select(cases: list[Case], expressions: Sequence[str]) -> list[Case]:
+    """The cases whose id (`file/name`) matches any of the `-k` `expressions` (all when none
+    is given); KeywordError for one that cannot be parsed."""
+    if not expressions:
         return cases
-    return [case for case in cases if any(p in case.id for p in patterns)]
+    matches = [parse_keywords(expression) for expression in expressions]
+    return [case for case in cases if any(match(case.id) for match in matches)]
 
 
 def placeholders(text: str) -> set[str]:

@@ -17,7 +17,14 @@ from typing import NoReturn, TextIO
 
 from harness.diff import RulesError
 from parity_tests import report as reports
-from parity_tests.cases import DEFAULT_CORPUS, CorpusError, load_corpus, select
+from parity_tests.cases import (
+    DEFAULT_CORPUS,
+    CorpusError,
+    KeywordError,
+    load_corpus,
+    parse_keywords,
+    select,
+)
 from parity_tests.runner import (
     DEFAULT_TIMEOUT_SECONDS,
     CaseResult,
@@ -134,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--case",
         action="append",
         default=[],
-        metavar="PATTERN",
-        help="run only cases whose id (file/name) contains PATTERN; repeatable",
+        metavar="EXPRESSION",
+        help="run only the cases whose id (file/name) matches EXPRESSION, as pytest -k: words "
+        "matched as substrings ignoring case, joined by and, or, not and parentheses, e.g. "
+        "-k chat, -k 'not hang', -k '(cors or unicode) and not preflight'; repeated: a case "
+        "matching any",
     )
     what.add_argument("--list", action="store_true", help="list the selected cases and exit")
     how = parser.add_argument_group("how")
@@ -236,11 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--flask-url and --fastapi-url go together")
     if args.gateway_url and args.flask_url:
         parser.error("--gateway-url or --flask-url/--fastapi-url, not both")
+    for expression in args.case:
+        try:
+            parse_keywords(expression)
+        except KeywordError as error:
+            parser.error(f"bad -k expression {expression!r}: {error}")
     try:
         rules = load_rules(args.rules)
         cases = select(load_corpus(args.corpus), args.case)
         if not cases:
-            raise CorpusError(f"no case matches {', '.join(args.case)}")
+            # A typo must not quietly run nothing.
+            wanted = " or ".join(f"-k {expression!r}" for expression in args.case)
+            raise CorpusError(f"no case matches {wanted}")
         if args.list:
             _emit("\n".join(case.id for case in cases))
             return 0

@@ -1,5 +1,5 @@
-"""The parity corpus: case files parsed into steps, their errors, the shipped corpus, and the
-placeholders filled with fresh ids per run."""
+"""The parity corpus: case files parsed into steps, their errors, the shipped corpus, the
+placeholders filled with fresh ids per run, and `-k` expressions selecting cases."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from parity_tests.cases import (
     Case,
     CorpusError,
+    KeywordError,
     Request,
     Step,
     fill,
@@ -17,6 +18,8 @@ from parity_tests.cases import (
     id_names,
     load_corpus,
     parse_corpus_file,
+    parse_keywords,
+    select,
 )
 from parity_tests.runner import (
     fresh_ids,
@@ -255,3 +258,92 @@ def test_each_placeholder_gets_a_fresh_valid_id_per_run() -> None:
     assert set(first) == {"session", "session2", "user"}
     assert not set(first.values()) & set(second.values())
     assert all(is_identifier(value) for value in first.values())
+
+
+KEYWORD_IDS = [
+    "chat/chat-hello",
+    "chat/chat-fault",
+    "cors/cors-preflight",
+    "cors/cors-simple",
+    "unicode/Unicode-Emoji",
+    "errors/not-found",
+    "faults/fault-hang",
+]
+
+
+@pytest.mark.parametrize(
+    ("expression", "selected"),
+    [
+        # A single word is a substring of the id (file/name), as before.
+        ("chat", ["chat/chat-hello", "chat/chat-fault"]),
+        ("chat/chat-hello", ["chat/chat-hello"]),
+        ("t/chat-f", ["chat/chat-fault"]),
+        ("nothing-like-it", []),
+        # Ignoring case, on both sides.
+        ("CHAT-Hello", ["chat/chat-hello"]),
+        ("unicode-emoji", ["unicode/Unicode-Emoji"]),
+        # Operators, alone and together.
+        ("not hang", [i for i in KEYWORD_IDS if i != "faults/fault-hang"]),
+        ("chat and not fault", ["chat/chat-hello"]),
+        ("hello or simple", ["chat/chat-hello", "cors/cors-simple"]),
+        ("not not hang", ["faults/fault-hang"]),
+        # `not` binds tighter than `and`: (not chat) and fault, not "not (chat and fault)".
+        ("not chat and fault", ["faults/fault-hang"]),
+        # `and` binds tighter than `or`: chat or (cors and simple).
+        ("chat or cors and simple", ["chat/chat-hello", "chat/chat-fault", "cors/cors-simple"]),
+        ("cors and simple or chat", ["chat/chat-hello", "chat/chat-fault", "cors/cors-simple"]),
+        # Parentheses override both.
+        ("(chat or cors) and simple", ["cors/cors-simple"]),
+        ("not (chat or cors)", ["unicode/Unicode-Emoji", "errors/not-found", "faults/fault-hang"]),
+        ("(cors or unicode) and not preflight", ["cors/cors-simple", "unicode/Unicode-Emoji"]),
+        ("((hang))", ["faults/fault-hang"]),
+        # Operators are whole words: `not-found` is a word; spaces are free around parentheses.
+        ("not-found", ["errors/not-found"]),
+        ("  ( not-found or hang )  ", ["errors/not-found", "faults/fault-hang"]),
+    ],
+)
+def test_a_keyword_expression_selects_as_pytest_k_does(
+    expression: str, selected: list[str]
+) -> None:
+    keywords = parse_keywords(expression)
+    assert [case_id for case_id in KEYWORD_IDS if keywords(case_id)] == selected
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("", "empty expression"),
+        ("   ", "empty expression"),
+        ("and", "expected a word, 'not' or '(' at column 1, got 'and'"),
+        ("not", "expected a word, 'not' or '(' at column 4, got the end"),
+        ("chat and", "expected a word, 'not' or '(' at column 9, got the end"),
+        ("chat or or cors", "expected a word, 'not' or '(' at column 9, got 'or'"),
+        ("(a", "expected ')' at column 3, got the end"),
+        ("(a or (b)", "expected ')' at column 10, got the end"),
+        ("()", "expected a word, 'not' or '(' at column 2, got ')'"),
+        ("a)", "expected 'and', 'or' or the end at column 2, got ')'"),
+        ("a b", "expected 'and', 'or' or the end at column 3, got 'b'"),
+        ("chat*", "expected 'and', 'or' or the end at column 5, got '*'"),
+        ("'chat'", "expected a word, 'not' or '(' at column 1, got \"'\""),
+        # As in pytest, operators are lower-case: NOT is a word, and a second word is an error.
+        ("NOT hang", "expected 'and', 'or' or the end at column 5, got 'hang'"),
+        ("(" * 5000 + "a" + ")" * 5000, "nested too deeply"),
+    ],
+)
+def test_a_malformed_keyword_expression_is_one_line_saying_where(
+    expression: str, message: str
+) -> None:
+    with pytest.raises(KeywordError) as caught:
+        parse_keywords(expression)
+    assert str(caught.value) == message
+
+
+def test_select_keeps_corpus_order_and_joins_several_expressions_by_or() -> None:
+    cases = [Case(name, file, ()) for file, name in (i.split("/") for i in KEYWORD_IDS)]
+    assert select(cases, []) == cases
+    assert [c.id for c in select(cases, ["hang", "chat and not fault"])] == [
+        "chat/chat-hello",
+        "faults/fault-hang",
+    ]
+    with pytest.raises(KeywordError):
+        select(cases, ["chat", "chat chat"])

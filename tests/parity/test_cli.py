@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,13 @@ def test_bad_rules_are_a_setup_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"{rules}: volatile[0] ($.a): unknown check 'uuid4'" in line
 
 
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        return int(str(exit_.code))
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -109,12 +117,77 @@ def test_bad_rules_are_a_setup_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_usage_errors_exit_2_with_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = int(str(exit_.code))
-    assert code == 2
+    assert _exit_code(argv) == 2
     _one_line_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # Checked before anything is loaded: the missing corpus is never reached.
+        (
+            ["-k", "chat and", "--corpus", "/no/such/corpus"],
+            "bad -k expression 'chat and': expected a word, 'not' or '(' at column 9, got the end",
+        ),
+        (["-k", "chat", "-k", ""], "bad -k expression '': empty expression"),
+        # A typo must not quietly run nothing.
+        (["-k", "chat and not chat"], "no case matches -k 'chat and not chat'"),
+        (["-k", "zzz", "-k", "not /"], "no case matches -k 'zzz' or -k 'not /'"),
+    ],
+)
+def test_a_bad_or_empty_k_expression_is_a_usage_error_naming_it(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code([*argv, "--list"]) == 2
+    assert _one_line_error(capsys.readouterr().err) == f"python -m parity_tests: error: {message}"
+
+
+@pytest.mark.parametrize(
+    ("expression", "wanted"),
+    [
+        ("chat", lambda case_id: "chat" in case_id),  # the README's --noise-check -k chat
+        ("not hang", lambda case_id: case_id != "faults/fault-hang"),
+        (
+            "CHAT/ and not hello",
+            lambda case_id: case_id.startswith("chat/") and "hello" not in case_id,
+        ),
+    ],
+)
+def test_k_lists_the_cases_its_expression_selects(
+    expression: str,
+    wanted: Callable[[str], bool],
+    corpus: list[Case],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ids = [case.id for case in corpus]
+    assert {"faults/fault-hang", "chat/chat-hello", "cors/cors-origin-chat"} <= set(ids)
+    assert main(["--list", "-k", expression]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [case_id for case_id in ids if wanted(case_id)]
+    assert 0 < len(listed) < len(ids)
+
+
+def test_k_not_leaves_exactly_those_cases_out_of_a_run(
+    stacks: Stacks, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "health.yaml").write_text(
+        "cases:\n"
+        "  - {name: health, request: {path: /health}}\n"
+        "  - {name: health-head, request: {method: HEAD, path: /health}}\n"
+        "  - {name: health-head-again, request: {method: HEAD, path: /health}}\n"
+        "  - {name: health-query, request: {path: '/health?probe=1'}}\n"
+    )
+    report = tmp_path / "report"
+    argv = [*_args(stacks), "--corpus", str(corpus), "--report", str(report)]
+    with stacks.alter():
+        code = main([*argv, "-k", "not HEAD"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_ids = ["health/health", "health/health-query"]
+    assert [c["id"] for c in json.loads((report / "report.json").read_text())["cases"]] == run_ids
+    assert [line.split()[-2] for line in captured.err.splitlines()] == run_ids  # progress
 
 
 def test_stale_rules_are_reported_for_a_whole_corpus_only(
