@@ -1,4 +1,5 @@
-"""The gateway's admin API: read and change the rollout, its audit history, and the metrics.
+"""The gateway's admin API: read and change the rollout, its audit history, the metrics, and
+the gateway's health.
 
 A Starlette app the gateway mounts at `/_gateway`. Reading is open; changing the rollout
 needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, and with no token configured changes are
@@ -165,6 +166,11 @@ def build_admin(
             return _unavailable()
         return JSONResponse({"changes": [c.to_json() for c in changes]})
 
+    async def get_health(request: Request) -> Response:
+        # 200 even when degraded: the gateway still routes (by the last rollout it read), so
+        # a load balancer must not take it out; the body says what is wrong.
+        return JSONResponse(state.health())
+
     async def get_metrics(request: Request) -> Response:
         body, content_type = metrics()
         return Response(body, media_type=content_type)
@@ -188,6 +194,7 @@ def build_admin(
             Route("/rollout", rollout, methods=["GET", "PUT"]),
             Route("/rollout/history", get_history, methods=["GET"]),
             Route("/metrics", get_metrics, methods=["GET"]),
+            Route("/health", get_health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -54,7 +54,13 @@ async def run_lifespan(app: ASGIApp) -> AsyncIterator[None]:
         return None
 
     await inbox.put({"type": "lifespan.startup"})
-    answer = await next_message()
+    try:
+        answer = await next_message()
+    except BaseException:  # a failed or abandoned startup (a deadline): end the app's task
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
     if answer is None:
         error = task.exception()
         log.warning(

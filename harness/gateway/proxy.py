@@ -7,6 +7,7 @@ request's routing is in `Facts`; everything it decided is in `Decision`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -31,6 +32,7 @@ from harness.gateway.settings import GatewaySettings
 from harness.gateway.sticky import StickyRules
 from shared import contract
 from shared.logs import request_id
+from shared.schema_errors import one_line
 
 ADMIN_PREFIX = "/_gateway"
 OVERLOADED = "Service overloaded, retry later"
@@ -262,12 +264,24 @@ class Gateway:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        limit = self.settings.startup_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + limit
         async with contextlib.AsyncExitStack() as stack:
+            step = "the rollout store"
             try:
-                state, admin = await stack.enter_async_context(self._control())
-                await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
+                # One deadline for the whole start-up: a store or a stack that hangs makes
+                # the server exit, saying which, instead of hanging with it.
+                async with asyncio.timeout_at(deadline):
+                    state, admin = await stack.enter_async_context(self._control())
+                    step = f"the ASGI app ({self.settings.fastapi_app})"
+                    await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
+            except TimeoutError:
+                message = f"{step} did not start within {limit:g} s"
+                await send({"type": "lifespan.startup.failed", "message": message})
+                return
             except Exception as exc:  # startup failed: say so, the server exits
-                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                message = f"{step} failed to start: {one_line(exc)}"
+                await send({"type": "lifespan.startup.failed", "message": message})
                 return
             self._state, self._admin = state, admin
             self.metrics.set_rollout(state.current)

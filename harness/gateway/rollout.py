@@ -424,6 +424,9 @@ class RolloutState:
         # Bumped by apply(): a poll that was in flight across an apply() may carry the state
         # from before that change, so its result is dropped (the next poll is fresh).
         self._generation = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._last_read: float | None = None
 
     @property
     def store(self) -> RolloutStore:
@@ -437,6 +440,18 @@ class RolloutState:
             raise RuntimeError("RolloutState.current read before start()")
         return self._current
 
+    def health(self) -> dict[str, Any]:
+        """How this worker's view of the rollout stands: `ok`, or `degraded` while the store
+        cannot be read (the last rollout read keeps routing), with why and since when."""
+        degraded = self._failures > 0
+        return {
+            "status": "degraded" if degraded else "ok",
+            "reason": f"rollout store unreachable: {self._last_error}" if degraded else None,
+            "consecutive_failures": self._failures,
+            "last_read_at": None if self._last_read is None else iso(self._last_read),
+            "rollout_version": None if self._current is None else self._current.version,
+        }
+
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(rollout)` on every change of `current` (and once at start)."""
         self._listeners.append(callback)
@@ -447,6 +462,7 @@ class RolloutState:
         if self._task is not None:
             raise RuntimeError("RolloutState already started")
         self._set(await self._store.load())
+        self._last_read = time.time()
         self._task = asyncio.create_task(self._poll(), name="rollout-poll")
 
     async def stop(self) -> None:
@@ -478,7 +494,6 @@ class RolloutState:
                 log.exception("rollout.listener_failed", listener=repr(callback))
 
     async def _poll(self) -> None:
-        failures = 0
         while True:
             await asyncio.sleep(self._interval)
             generation = self._generation
@@ -487,16 +502,18 @@ class RolloutState:
             except Exception as exc:
                 # Keep routing by the last known rollout: the store being down must not
                 # change where traffic goes.
-                failures += 1
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "rollout.poll_failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    consecutive_failures=failures,
+                    error=self._last_error,
+                    consecutive_failures=self._failures,
                     version=self.current.version,
                 )
                 continue
-            if failures:
-                log.info("rollout.poll_recovered", after_failures=failures)
-                failures = 0
+            self._last_read = time.time()
+            if self._failures:
+                log.info("rollout.poll_recovered", after_failures=self._failures)
+                self._failures, self._last_error = 0, None
             if generation == self._generation:
                 self._set(rollout)

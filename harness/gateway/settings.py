@@ -65,4 +65,7 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     state_table: str = "dualstack_gateway"
     refresh_seconds: float = Field(default=1.0, gt=0)
+    startup_timeout_seconds: float = Field(default=30.0, gt=0)
+    """The whole start-up (the rollout store's first read, the ASGI app's lifespan): past
+    it the gateway does not start, naming the part that hung."""
     sticky_rules: list[StickyRule] = Field(default_factory=default_sticky_rules)

@@ -56,12 +56,13 @@ async def running_admin(
     token: str | None = TOKEN,
     metrics: Callable[[], tuple[bytes, str]] = lambda: METRICS,
     mounted: bool = True,
+    interval: float = 60,
 ) -> AsyncIterator[Admin]:
     """The admin app over a started state, mounted at /_gateway as the gateway mounts it."""
     async with open_client() as client:
         dynamodb = client
         store = RolloutStore(dynamodb, table, initial=INITIAL, clock=lambda: NOW)
-        state = RolloutState(store, interval=60)
+        state = RolloutState(store, interval=interval)
         await state.start()
         try:
             admin = build_admin(state, token=token, metrics=metrics)
@@ -297,6 +298,40 @@ def test_an_unreachable_store_answers_503(rollout_table: str, open_client: OpenC
             current = await a.http.get("/rollout")
             assert current.json() == {"fastapi_percent": 10.0, "routes": {}, "version": 0}
             assert a.state.current == INITIAL
+
+    run(scenario)
+
+
+async def _health_until(admin: Admin, status: str) -> dict[str, Any]:
+    """The health body once it says `status` (the poll runs every 20 ms); fails after 30 s."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        response = await admin.http.get("/health")
+        assert response.status_code == 200  # degraded still routes: never taken out
+        body: dict[str, Any] = response.json()
+        if body["status"] == status:
+            return body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.02)
+
+
+def test_health_says_degraded_and_why_while_the_store_is_down_and_recovers(
+    rollout_table: str, open_client: OpenClient
+) -> None:
+    async def scenario() -> None:
+        async with running_admin(open_client, rollout_table, interval=0.02) as a:
+            ok = (await a.http.get("/health")).json()
+            assert (ok["status"], ok["reason"], ok["consecutive_failures"]) == ("ok", None, 0)
+            assert ok["rollout_version"] == 0 and ok["last_read_at"].endswith("Z")
+            a.dynamodb.broken = True
+            degraded = await _health_until(a, "degraded")
+            assert degraded["reason"].startswith("rollout store unreachable: ")
+            assert degraded["consecutive_failures"] >= 1
+            assert degraded["rollout_version"] == 0  # still routing by what it read
+            assert (await a.http.get("/rollout")).json()["fastapi_percent"] == 10.0
+            a.dynamodb.broken = False
+            recovered = await _health_until(a, "ok")
+            assert (recovered["reason"], recovered["consecutive_failures"]) == (None, 0)
 
     run(scenario)
 

@@ -4,6 +4,8 @@ the gateway's start-up."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +16,7 @@ from starlette.testclient import TestClient
 from harness.gateway.ownership import Ownership, template_matcher
 from harness.gateway.policy import Rollout
 from harness.gateway.proxy import Gateway, Stacks
+from harness.gateway.rollout import RolloutUnavailable
 from harness.gateway.settings import GatewaySettings
 from harness.local.servers import ASGIServer
 
@@ -49,13 +52,31 @@ async def failing_startup(scope: dict[str, Any], receive: Any, send: Any) -> Non
     await answer(send)
 
 
-def gateway_over(app: Any) -> Gateway:
+async def hanging_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await asyncio.Event().wait()  # a startup that never ends (a database that never answers)
+    await answer(send)
+
+
+async def misbehaving_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})  # not an answer to a startup
+        return
+    await answer(send)
+
+
+def gateway_over(app: Any, store_down: bool = False, **settings: Any) -> Gateway:
     @asynccontextmanager
     async def control() -> AsyncIterator[tuple[Any, Any]]:
+        if store_down:
+            raise RolloutUnavailable("rollout store unavailable: connection refused")
         yield FixedRollout(), app
 
     both = template_matcher(["/x"])
-    return Gateway(Stacks(app, app), Ownership(both, both), GatewaySettings(), control)
+    options = GatewaySettings(fastapi_app="thirdparty.app:app", **settings)
+    return Gateway(Stacks(app, app), Ownership(both, both), options, control)
 
 
 @pytest.mark.parametrize("app", [no_lifespan, returns_at_once], ids=["raises", "returns"])
@@ -75,3 +96,39 @@ def test_a_failed_startup_stops_the_gateway_naming_why(capfd: pytest.CaptureFixt
     server.stop()
     assert server.exit_code == 3
     assert "startup failed: no database" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("app", "store_down", "message"),
+    [
+        (
+            hanging_startup,
+            False,
+            "the ASGI app (thirdparty.app:app) did not start within 0.5 s",
+        ),
+        (
+            misbehaving_startup,
+            False,
+            "the ASGI app (thirdparty.app:app) failed to start: RuntimeError: startup failed",
+        ),
+        (
+            failing_startup,
+            True,
+            "the rollout store failed to start: RolloutUnavailable: rollout store unavailable",
+        ),
+    ],
+    ids=["hangs", "misbehaves", "store-down"],
+)
+def test_a_start_up_that_hangs_or_fails_stops_the_gateway_naming_what(
+    app: Any, store_down: bool, message: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    server = ASGIServer(gateway_over(app, store_down, startup_timeout_seconds=0.5))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not start"):
+        server.start(timeout=30)
+    elapsed = time.monotonic() - started
+    server.stop()
+    assert server.exit_code == 3
+    assert message in capfd.readouterr().err
+    if app is hanging_startup:
+        assert 0.5 <= elapsed < 30  # it waited for the deadline, not forever
