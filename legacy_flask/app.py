@@ -12,7 +12,7 @@ from flask_cors import CORS
 from legacy_flask import chat, errors, health
 from legacy_flask.services import Services
 from shared.agent import AgentClient
-from shared.aws import agent_config, store_config
+from shared.aws import agent_config, follow_deadlines, store_config
 from shared.contract import allow_header
 from shared.logs import REQUEST_ID_HEADER, configure_logging, request_id
 from shared.settings import Settings
@@ -31,13 +31,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes + 1, DEBUG=settings.debug)
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")])
 
+    # A blocking read cannot be cancelled: the clients' timeouts follow each call's deadline.
     session = boto3.session.Session()
+    dynamodb = follow_deadlines(session.client("dynamodb", config=store_config(settings)))
+    runtime = follow_deadlines(
+        session.client("bedrock-agent-runtime", config=agent_config(settings))
+    )
     app.extensions[Services.KEY] = Services(
         settings=settings,
-        store=SessionStore(session.client("dynamodb", config=store_config(settings)), settings),
-        agent=AgentClient(
-            session.client("bedrock-agent-runtime", config=agent_config(settings)), settings
-        ),
+        store=SessionStore(dynamodb, settings),
+        agent=AgentClient(runtime, settings),
         version=VERSION,
     )
 

@@ -1,18 +1,21 @@
 """The Bedrock Agent Runtime call: a pure request/reply codec and thin sync/async clients.
 
 The answer of `invoke_agent` is the concatenation of the `completion` event stream's
-chunk bytes; token usage comes from trace events when tracing is enabled.
+chunk bytes; token usage comes from trace events when tracing is enabled. One deadline,
+`AGENT_TIMEOUT_SECONDS`, bounds the whole call: every attempt and reading the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.aws import agent_error
+from shared.aws import AsyncRetrier, Retrier, agent_error, agent_policy, bound_reads
+from shared.deadline import Deadline, DeadlineExceeded
 from shared.settings import Settings
 
 _AGENT_SESSION_ID = re.compile(r"[0-9a-zA-Z._:-]{2,100}")
@@ -86,45 +89,73 @@ def _usage(trace_part: Mapping[str, Any]) -> int | None:
 
 
 class AgentClient:
-    """Invokes the agent over a boto3 `bedrock-agent-runtime` client."""
+    """Invokes the agent over a boto3 `bedrock-agent-runtime` client (one passed through
+    `shared.aws.follow_deadlines`, for its attempts to end by the deadline)."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(self, client: Any, settings: Settings, *, retrier: Retrier | None = None) -> None:
         self._client = client
         self._settings = settings
+        self._retrier = retrier or Retrier(agent_policy(settings))
 
     def invoke(self, session_id: str, text: str) -> AgentReply:
         """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, session_id, text)
+        deadline = self._retrier.deadline()
         try:
-            response = self._client.invoke_agent(**build_request(self._settings, session_id, text))
+            response = self._retrier.call(deadline, lambda: self._client.invoke_agent(**request))
             stream = response["completion"]
             try:
-                return parse_reply(stream)
+                return parse_reply(_until(deadline, stream))
             finally:
                 stream.close()  # an error mid-stream would otherwise leak the connection
         except Exception as exc:
             raise agent_error(exc, self._settings) from exc
+
+
+def _until(deadline: Deadline, stream: Any) -> Iterator[Mapping[str, Any]]:
+    """The stream's events, each socket read cut to the time the deadline leaves: a
+    blocking read cannot be cancelled, so it must not be allowed to wait longer."""
+    events = iter(stream)
+    while True:
+        left = deadline.left()
+        if left <= 0:
+            raise DeadlineExceeded("the agent's answer was still streaming at the deadline")
+        bound_reads(stream, left)
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        yield event
 
 
 class AsyncAgentClient:
     """Invokes the agent over an aioboto3 `bedrock-agent-runtime` client."""
 
-    def __init__(self, client: Any, settings: Settings) -> None:
+    def __init__(
+        self, client: Any, settings: Settings, *, retrier: AsyncRetrier | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._retrier = retrier or AsyncRetrier(agent_policy(settings))
 
     async def invoke(self, session_id: str, text: str) -> AgentReply:
         """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, session_id, text)
+        deadline = self._retrier.deadline()
+        builder = ReplyBuilder()
         try:
-            response = await self._client.invoke_agent(
-                **build_request(self._settings, session_id, text)
-            )
-            stream = response["completion"]
-            builder = ReplyBuilder()
-            try:
-                async for event in stream:
-                    builder.add(event)
-            finally:
-                stream.close()  # an error mid-stream would otherwise leak the connection
-            return builder.reply()
+            # The whole call, stream included: at the deadline whatever is in flight is
+            # cancelled and `asyncio.timeout` raises TimeoutError, an AgentTimeout.
+            async with asyncio.timeout(deadline.left()):
+                response = await self._retrier.call(
+                    deadline, lambda: self._client.invoke_agent(**request)
+                )
+                stream = response["completion"]
+                try:
+                    async for event in stream:
+                        builder.add(event)
+                finally:
+                    stream.close()  # an error mid-stream would otherwise leak the connection
         except Exception as exc:
             raise agent_error(exc, self._settings) from exc
+        return builder.reply()

@@ -60,7 +60,7 @@ class SessionRecord:
 class Call:
     """One DynamoDB operation for a store to perform."""
 
-    operation: Literal["get_item", "put_item", "update_item", "delete_item"]
+    operation: Literal["get_item", "put_item", "update_item", "delete_item", "describe_table"]
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,8 +169,8 @@ def record_turn_plan(
     The append is a single `list_append` + `ADD turns` update, so concurrent turns on one
     session are all kept without read-modify-write races. It is idempotent: the turn's
     `turn_id` is recorded with it and the update is conditional on its absence, so a
-    retried request (botocore retries a timed-out call that may have been applied) is not
-    counted twice. An expired record is replaced by a fresh one. Trimming to
+    retried request (the stores retry a timed-out call, which may have been applied) is
+    not counted twice. An expired record is replaced by a fresh one. Trimming to
     `history_limit` is a second, conditional update: only the writer that saw the current
     length trims, and the last writer always does.
     """
@@ -309,6 +309,11 @@ def delete_plan(table: str, session_id: str, user_id: str | None, now: float) ->
     except ConditionFailed:
         return False
     return True
+
+
+def check_plan(table: str) -> Plan:
+    """Succeed when the table answers DescribeTable (the store's health check)."""
+    yield Call("describe_table", {"TableName": table})
 
 
 def rate_key(client: str, window_start: int) -> str:

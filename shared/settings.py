@@ -27,8 +27,10 @@ class Settings(BaseSettings):
     # unset, "development" when `debug` is on and "production" otherwise.
     environment: str | None = None
 
-    # Agent calls: one read timeout per socket read, explicit retry policy (botocore
-    # versions differ in their default mode, so both stacks set it).
+    # Agent calls: `agent_timeout_seconds` bounds the whole call (connecting, every attempt,
+    # the backoffs, reading the answer's stream to its end); within it, up to
+    # `agent_max_attempts` attempts as botocore's standard retry mode would make them
+    # (`shared.deadline.RetryPolicy`), each connecting within `agent_connect_timeout_seconds`.
     agent_timeout_seconds: float = Field(default=30.0, gt=0)
     agent_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     agent_max_attempts: int = Field(default=3, ge=1)
@@ -39,7 +41,8 @@ class Settings(BaseSettings):
     # concurrent conversations.
     aws_max_pool_connections: int = Field(default=100, ge=1)
 
-    # Session store.
+    # Session store: `store_timeout_seconds` bounds one store operation (all of its
+    # DynamoDB calls, up to `store_max_attempts` attempts each).
     store_timeout_seconds: float = Field(default=5.0, gt=0)
     store_max_attempts: int = Field(default=3, ge=1)
     store_retry_after_seconds: int = Field(default=5, ge=1)

@@ -1,15 +1,22 @@
 """`SessionStore` (boto3) and `AsyncSessionStore` (aioboto3): the same methods, driving
-the same pure plans from `shared.session` over a DynamoDB client given to them."""
+the same pure plans from `shared.session` over a DynamoDB client given to them.
+
+One deadline, `STORE_TIMEOUT_SECONDS`, bounds each method: all of its plan's calls, their
+retries included. A deadline that passes is `StoreUnavailable`, as any outage is.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from shared import session
-from shared.aws import is_condition_failed, store_error
+from shared.aws import AsyncRetrier, Retrier, is_condition_failed, store_error, store_policy
+from shared.deadline import Deadline
 from shared.session import Plan, RateDecision, SessionRecord
 from shared.settings import Settings
 
@@ -46,6 +53,9 @@ class _Plans:
     def delete(self, session_id: str, user_id: str | None) -> Plan:
         return session.delete_plan(self.settings.dynamodb_table, session_id, user_id, self.clock())
 
+    def check(self) -> Plan:
+        return session.check_plan(self.settings.dynamodb_table)
+
     def hit(self, client: str) -> Plan:
         s = self.settings
         return session.rate_plan(
@@ -62,11 +72,23 @@ class _Plans:
 
 
 class SessionStore:
-    """Sessions and rate-limit counters in DynamoDB, over a boto3 client."""
+    """Sessions and rate-limit counters in DynamoDB, over a boto3 client (one passed
+    through `shared.aws.follow_deadlines`, for its calls to end by the deadline).
 
-    def __init__(self, client: Any, settings: Settings, clock: Clock = time.time) -> None:
+    `clock` is the wall clock records are stamped with; `retrier` runs the calls.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        clock: Clock = time.time,
+        *,
+        retrier: Retrier | None = None,
+    ) -> None:
         self._client = client
         self._plans = _Plans(settings, clock)
+        self._retrier = retrier or Retrier(store_policy(settings))
 
     def get(self, session_id: str) -> SessionRecord | None:
         """The live session, or None when absent or expired."""
@@ -94,26 +116,28 @@ class SessionStore:
 
     def check(self) -> None:
         """Raise `StoreUnavailable` unless the table answers."""
+        self._drive(self._plans.check())
+
+    def _drive(self, plan: Plan) -> Any:
+        deadline = self._retrier.deadline()
         try:
-            self._client.describe_table(TableName=self._plans.settings.dynamodb_table)
+            return self._run(plan, deadline)
         except Exception as exc:
             mapped = self._plans.failure(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
 
-    def _drive(self, plan: Plan) -> Any:
+    def _run(self, plan: Plan, deadline: Deadline) -> Any:
         try:
             call = next(plan)
             while True:
+                operation = partial(getattr(self._client, call.operation), **call.kwargs)
                 try:
-                    reply = getattr(self._client, call.operation)(**call.kwargs)
+                    reply = self._retrier.call(deadline, operation)
                 except Exception as exc:
                     if not is_condition_failed(exc):
-                        mapped = self._plans.failure(exc)
-                        if mapped is exc:
-                            raise
-                        raise mapped from exc
+                        raise
                     call = plan.throw(session.ConditionFailed())
                 else:
                     call = plan.send(reply)
@@ -122,11 +146,22 @@ class SessionStore:
 
 
 class AsyncSessionStore:
-    """Sessions and rate-limit counters in DynamoDB, over an aioboto3 client."""
+    """Sessions and rate-limit counters in DynamoDB, over an aioboto3 client.
 
-    def __init__(self, client: Any, settings: Settings, clock: Clock = time.time) -> None:
+    `clock` is the wall clock records are stamped with; `retrier` runs the calls.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        settings: Settings,
+        clock: Clock = time.time,
+        *,
+        retrier: AsyncRetrier | None = None,
+    ) -> None:
         self._client = client
         self._plans = _Plans(settings, clock)
+        self._retrier = retrier or AsyncRetrier(store_policy(settings))
 
     async def get(self, session_id: str) -> SessionRecord | None:
         """The live session, or None when absent or expired."""
@@ -154,26 +189,31 @@ class AsyncSessionStore:
 
     async def check(self) -> None:
         """Raise `StoreUnavailable` unless the table answers."""
+        await self._drive(self._plans.check())
+
+    async def _drive(self, plan: Plan) -> Any:
+        deadline = self._retrier.deadline()
         try:
-            await self._client.describe_table(TableName=self._plans.settings.dynamodb_table)
+            # At the deadline the call in flight is cancelled and `asyncio.timeout` raises
+            # TimeoutError, a StoreUnavailable.
+            async with asyncio.timeout(deadline.left()):
+                return await self._run(plan, deadline)
         except Exception as exc:
             mapped = self._plans.failure(exc)
             if mapped is exc:
                 raise
             raise mapped from exc
 
-    async def _drive(self, plan: Plan) -> Any:
+    async def _run(self, plan: Plan, deadline: Deadline) -> Any:
         try:
             call = next(plan)
             while True:
+                operation = partial(getattr(self._client, call.operation), **call.kwargs)
                 try:
-                    reply = await getattr(self._client, call.operation)(**call.kwargs)
+                    reply = await self._retrier.call(deadline, operation)
                 except Exception as exc:
                     if not is_condition_failed(exc):
-                        mapped = self._plans.failure(exc)
-                        if mapped is exc:
-                            raise
-                        raise mapped from exc
+                        raise
                     call = plan.throw(session.ConditionFailed())
                 else:
                     call = plan.send(reply)

@@ -1,16 +1,15 @@
-"""The Bedrock request/reply codec and error classification, as pure functions."""
+"""The Bedrock request/reply codec, as pure functions; the clients over fake runtimes."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
 import pytest
-from botocore.exceptions import (
-    ClientError,
-    EndpointConnectionError,
-    EventStreamError,
-    ReadTimeoutError,
-)
 
 from shared import agent, aws, errors
+from shared.aws import Retrier
 from shared.settings import Settings
 
 
@@ -58,66 +57,87 @@ def test_parse_reply_without_trace_has_no_token_count() -> None:
     assert agent.parse_reply([{"chunk": {"bytes": b"ok"}}]) == agent.AgentReply("ok", None)
 
 
-def _client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": "secret detail"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        "InvokeAgent",
-    )
+# -- the clients, over fakes: one deadline for the whole call, its stream included -------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+
+class DrippingStream:
+    """A completion stream whose events arrive `gap` seconds of fake time apart."""
+
+    def __init__(self, time: FakeTime, gap: float, chunks: list[bytes]) -> None:
+        self._time = time
+        self._gap = gap
+        self._chunks = chunks
+        self.closed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self._chunks:
+            self._time.now += self._gap
+            yield {"chunk": {"bytes": chunk}}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRuntime:
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def invoke_agent(self, **kwargs: Any) -> dict[str, Any]:
+        return {"completion": self.stream}
 
 
 @pytest.mark.parametrize(
-    ("exc", "expected"),
-    [
-        (_client_error("ThrottlingException", 429), errors.AgentThrottled),
-        (
-            EventStreamError(
-                {"Error": {"Code": "throttlingException", "Message": "x"}}, "InvokeAgent"
-            ),
-            errors.AgentThrottled,
-        ),
-        (ReadTimeoutError(endpoint_url="http://x"), errors.AgentTimeout),
-        (TimeoutError(), errors.AgentTimeout),
-        (_client_error("AccessDeniedException", 403), errors.AgentFailed),
-        (
-            EventStreamError(
-                {"Error": {"Code": "internalServerException", "Message": "x"}}, "InvokeAgent"
-            ),
-            errors.AgentFailed,
-        ),
-        (EndpointConnectionError(endpoint_url="http://x"), errors.AgentFailed),
-        (ValueError("boom"), errors.AgentFailed),
-    ],
+    ("gap", "answer"),
+    [(0.5, agent.AgentReply("abc", None)), (1.25, errors.AgentTimeout)],
+    ids=["streamed-within-the-deadline", "still-streaming-at-the-deadline"],
 )
-def test_agent_error_classification(exc: Exception, expected: type[errors.ServiceError]) -> None:
-    mapped = aws.agent_error(exc, Settings(agent_retry_after_seconds=7))
-    assert type(mapped) is expected
-    assert "secret" not in mapped.message
-    assert mapped.headers() == ({"Retry-After": "7"} if expected is errors.AgentThrottled else {})
+def test_the_agent_deadline_covers_reading_the_stream(
+    gap: float, answer: agent.AgentReply | type[errors.AgentTimeout]
+) -> None:
+    time = FakeTime()
+    stream = DrippingStream(time, gap, [b"a", b"b", b"c"])
+    settings = Settings(agent_timeout_seconds=3.0)
+    retrier = Retrier(aws.agent_policy(settings), clock=time.clock)
+    client = agent.AgentClient(FakeRuntime(stream), settings, retrier=retrier)
+    try:
+        result: object = client.invoke("sess-1", "hello")
+    except errors.AgentTimeout as exc:
+        result = type(exc)
+    assert (result, stream.closed) == (answer, True)
 
 
-@pytest.mark.parametrize(
-    ("exc", "unavailable"),
-    [
-        (EndpointConnectionError(endpoint_url="http://x"), True),
-        (ReadTimeoutError(endpoint_url="http://x"), True),
-        (_client_error("ProvisionedThroughputExceededException"), True),
-        (_client_error("ResourceNotFoundException"), True),
-        (_client_error("ValidationException"), False),
-        (KeyError("bug"), False),
-    ],
-)
-def test_store_error_classification(exc: Exception, unavailable: bool) -> None:
-    mapped = aws.store_error(exc, Settings(store_retry_after_seconds=3))
-    assert (mapped is not None) is unavailable
-    if mapped is not None:
-        assert (mapped.status, mapped.headers()) == (503, {"Retry-After": "3"})
+class HungRuntime:
+    """An aioboto3 client whose answer never comes, or whose stream stops after one event."""
+
+    def __init__(self, *, stream_stops: bool) -> None:
+        self._stream_stops = stream_stops
+        self.closed = False
+
+    async def invoke_agent(self, **kwargs: Any) -> dict[str, Any]:
+        if not self._stream_stops:
+            await asyncio.Event().wait()
+        return {"completion": self}
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        yield {"chunk": {"bytes": b"a"}}
+        await asyncio.Event().wait()
+
+    def close(self) -> None:
+        self.closed = True
 
 
-def test_both_aws_clients_keep_the_configured_number_of_connections() -> None:
-    settings = Settings(aws_max_pool_connections=37)
-    assert aws.agent_config(settings).max_pool_connections == 37
-    assert aws.store_config(settings).max_pool_connections == 37
-    assert Settings().aws_max_pool_connections > 10  # above botocore's default
+@pytest.mark.parametrize("stream_stops", [False, True], ids=["no-answer", "stream-stops"])
+def test_the_async_agent_deadline_cancels_what_is_in_flight(stream_stops: bool) -> None:
+    runtime = HungRuntime(stream_stops=stream_stops)
+    client = agent.AsyncAgentClient(runtime, Settings(agent_timeout_seconds=0.05))
+    with pytest.raises(errors.AgentTimeout):
+        asyncio.run(client.invoke("sess-1", "hello"))
+    assert runtime.closed is stream_stops  # a stream that was opened is closed

@@ -1,8 +1,10 @@
 """The session store against the DynamoDB emulator, at the edges of expiry: the conditions
-DynamoDB evaluates and the store's own checks must agree to the second."""
+DynamoDB evaluates and the store's own checks must agree to the second. Then both stores
+over fake clients: one deadline per operation."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -10,9 +12,12 @@ from typing import Any
 import pytest
 
 from harness.local.emulators import LocalEmulators
-from shared.session import SessionRecord, to_item
+from shared.aws import AsyncRetrier, Retrier, current_timeouts, store_policy
+from shared.deadline import Timeouts
+from shared.errors import StoreUnavailable
+from shared.session import HistoryEntry, SessionRecord, to_item
 from shared.settings import Settings
-from shared.store import SessionStore
+from shared.store import AsyncSessionStore, SessionStore
 
 EXPIRES = 1_800_000_000
 _sessions = itertools.count()
@@ -59,3 +64,63 @@ def test_a_record_is_expired_from_its_ttl_second_on(
     record = store.record_turn(session_id, "u1", "question", "answer")
     assert record.turns == (1 if expired else 4)
     assert [entry.text for entry in record.history][-2:] == ["question", "answer"]
+
+
+# -- one deadline per operation, over fake clients ----------------------------------------------
+
+
+class TimedDynamoDB:
+    """A DynamoDB client whose every call takes `seconds` of fake time; it records the
+    timeouts each call was given. Its first reply holds a history one entry too long, so
+    a turn is an append and then a trim: two calls of one plan."""
+
+    def __init__(self, seconds: float) -> None:
+        self.now = 0.0
+        self.seconds = seconds
+        self.seen: list[Timeouts | None] = []
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.seen.append(current_timeouts())
+        self.now += self.seconds
+        entries = tuple(HistoryEntry("user", f"m{i}", "a") for i in range(21))
+        return {"Attributes": to_item(SessionRecord("s1", None, "a", "b", EXPIRES, 11, entries))}
+
+
+class AsyncTimedDynamoDB(TimedDynamoDB):
+    async def update_item(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return super().update_item(**kwargs)
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_a_plans_calls_share_one_deadline(
+    twin: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(store_timeout_seconds=2.0, session_history_limit=20)
+    policy = store_policy(settings)
+    if twin == "sync":
+        client = TimedDynamoDB(seconds=1.5)
+        store = SessionStore(client, settings, retrier=Retrier(policy, clock=lambda: client.now))
+        store.record_turn("s1", None, "question", "answer")
+    else:
+        client = AsyncTimedDynamoDB(seconds=1.5)
+        twin_store = AsyncSessionStore(
+            client, settings, retrier=AsyncRetrier(policy, clock=lambda: client.now)
+        )
+        asyncio.run(twin_store.record_turn("s1", None, "question", "answer"))
+    # The trim gets what the append left of the 2 s, not 2 s of its own.
+    assert client.seen == [Timeouts(connect=2.0, read=2.0), Timeouts(connect=0.5, read=0.5)]
+
+
+class HungDynamoDB:
+    async def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_an_async_store_call_in_flight_at_the_deadline_is_store_unavailable(
+    make_settings: Callable[..., Settings],
+) -> None:
+    store = AsyncSessionStore(HungDynamoDB(), make_settings(store_timeout_seconds=0.05))
+    with pytest.raises(StoreUnavailable) as raised:
+        asyncio.run(store.get("s1"))
+    assert raised.value.headers() == {"Retry-After": "5"}
