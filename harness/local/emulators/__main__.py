@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
 from harness.local.emulators.faults import FAULTS
@@ -42,8 +44,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ignore_cpython_3130_wakeup_bug() -> None:
+    """Python 3.13.0 only: asyncio's `Server._wakeup` iterates None when a transport left
+    over from a stopped server is collected (fixed in 3.13.1), printing an "Exception
+    ignored" traceback as the process exits after Ctrl-C. Drop exactly that one; every other
+    unraisable error still reaches the usual hook."""
+    if sys.version_info[:3] != (3, 13, 0):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback)
+        if (
+            isinstance(unraisable.exc_value, TypeError)
+            and frames
+            and frames[-1].name == "_wakeup"
+            and frames[-1].filename.endswith(os.path.join("asyncio", "base_events.py"))
+        ):
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, start both emulators, print the exports, wait for a signal, stop."""
+    _ignore_cpython_3130_wakeup_bug()
     args = _parser().parse_args(argv)
     options = {
         "latency_ms": args.latency_ms,
