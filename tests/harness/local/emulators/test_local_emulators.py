@@ -8,12 +8,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from harness.local.emulators import LocalEmulators
+from harness.local.emulators import __main__ as emulators_main
 from harness.local.emulators.bedrock import compose_reply
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -164,3 +168,42 @@ def test_external_dynamodb_gets_the_table_and_is_left_running() -> None:
             assert "external_table" in client.list_tables()["TableNames"]
         finally:
             client.close()
+
+
+def _unraisable_from(filename: str, function: str) -> Any:
+    """An unraisable-hook argument for a TypeError raised in `function` of `filename`."""
+    namespace: dict[str, Any] = {}
+    code = f"def {function}():\n    for waiter in None:\n        pass\n"
+    exec(compile(code, filename, "exec"), namespace)
+    try:
+        namespace[function]()
+    except TypeError as error:
+        return SimpleNamespace(exc_value=error, exc_traceback=error.__traceback__, object=None)
+    raise AssertionError("the function did not raise")
+
+
+@pytest.mark.parametrize(
+    ("version", "filename", "function", "dropped"),
+    [
+        ((3, 13, 0, "final", 0), "/py/lib/asyncio/base_events.py", "_wakeup", True),
+        ((3, 13, 0, "final", 0), "/py/lib/asyncio/base_events.py", "_detach", False),
+        ((3, 13, 0, "final", 0), "/app/mine/base_events.py", "_wakeup", False),
+        ((3, 13, 1, "final", 0), "/py/lib/asyncio/base_events.py", "_wakeup", False),
+        ((3, 11, 7, "final", 0), "/py/lib/asyncio/base_events.py", "_wakeup", False),
+    ],
+    ids=["the-bug", "other-function", "other-file", "fixed-python", "older-python"],
+)
+def test_only_cpython_3130s_wakeup_error_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+    version: tuple[object, ...],
+    filename: str,
+    function: str,
+    dropped: bool,
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(sys, "version_info", version)
+    emulators_main._ignore_cpython_3130_wakeup_bug()
+    unraisable = _unraisable_from(filename, function)
+    sys.unraisablehook(unraisable)
+    assert seen == ([] if dropped else [unraisable])
