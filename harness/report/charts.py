@@ -274,6 +274,30 @@ def _axis(svg: _Svg, scale: _LogScale, top: float, bottom: float, unit: str) -> 
         svg.add("text", f"{tick:g} {unit}", x=x, y=bottom + 14, text_anchor="middle")
 
 
+def _frame(
+    title: str,
+    width: float,
+    items: list[tuple[str, str, str]],
+    margins: tuple[float, float],
+    height: float,
+    values: Sequence[float],
+    unit: str,
+) -> tuple[_Svg, _LogScale, float]:
+    """A row chart's frame: the title, the legend of `items` at the top, a log scale over
+    `values` between the `(left, right)` margins and its axis, around `height` pixels of
+    rows; the picture, the scale and where the first row starts."""
+    left, right = margins
+    legend = _Legend(items, left, width - left - right)
+    top = legend.bottom + 12
+    bottom = top + height
+    scale = _LogScale.around(values, left, width - left - right)
+    svg = _Svg(width, bottom + 24, title)
+    svg.add("text", title, x=10, y=18, font_weight="bold", font_size=13)
+    legend.draw(svg)
+    _axis(svg, scale, top, bottom, unit)
+    return svg, scale, top
+
+
 def box_chart(
     title: str,
     groups: Mapping[str, Sequence[float]],
@@ -294,18 +318,8 @@ def box_chart(
     label_w = max(len(name) for name in groups) * _CHAR_PX + 16
     left, right, row = label_w, 150.0, 30.0
     note = "whiskers p5\u2013p95, box p25\u2013p75, line p50, dots min and max"
-    legend = _Legend(
-        [("box", palette[name], name) for name in groups] + [("note", "", note)],
-        left,
-        width - left - right,
-    )
-    top = legend.bottom + 12
-    bottom = top + row * len(groups)
-    scale = _LogScale.around(values, left, width - left - right)
-    svg = _Svg(width, bottom + 24, title)
-    svg.add("text", title, x=10, y=18, font_weight="bold", font_size=13)
-    legend.draw(svg)
-    _axis(svg, scale, top, bottom, unit)
+    items = [("box", palette[name], name) for name in groups] + [("note", "", note)]
+    svg, scale, top = _frame(title, width, items, (left, right), row * len(groups), values, unit)
     for index, (name, numbers) in enumerate(stats.items()):
         middle = top + row * index + row / 2
         svg.add("text", name, x=left - 8, y=middle + 4, text_anchor="end")
@@ -417,18 +431,8 @@ def bar_chart(
     thickness, gap = 7.0, 8.0
     row = thickness * len(series) + gap
     words = legend or {}
-    key = _Legend(
-        [("box", palette[name], words.get(name, name)) for name in series],
-        left,
-        width - left - right,
-    )
-    top = key.bottom + 12
-    bottom = top + row * len(bars)
-    scale = _LogScale.around(values, left, width - left - right)
-    svg = _Svg(width, bottom + 24, title)
-    svg.add("text", title, x=10, y=18, font_weight="bold", font_size=13)
-    key.draw(svg)
-    _axis(svg, scale, top, bottom, unit)
+    items = [("box", palette[name], words.get(name, name)) for name in series]
+    svg, scale, top = _frame(title, width, items, (left, right), row * len(bars), values, unit)
     for index, bar in enumerate(bars):
         y = top + row * index + gap / 2
         holder = svg.root if bar.href is None else svg.add("a", href=bar.href)
