@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-import aioboto3
-
 from harness.local.emulators import LocalEmulators
 from shared import contract
 from shared.session import RateDecision
@@ -48,13 +46,7 @@ def test_a_window_is_shared_by_both_stores_and_the_next_starts_at_its_edge(
     sync_client = emulators.dynamodb.client()
 
     async def scenario() -> list[RateDecision]:
-        async with aioboto3.Session().client(
-            "dynamodb",
-            endpoint_url=emulators.dynamodb_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ) as async_client:
+        async with emulators.dynamodb.async_client() as async_client:
             # Flask's store and FastAPI's, on one clock the test moves.
             flask = SessionStore(sync_client, settings, clock=clock)
             fastapi = AsyncSessionStore(async_client, settings, clock=clock)

@@ -11,8 +11,10 @@ their tables. moto never expires TTL items: readers must ignore expired records 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
+import aioboto3
 import boto3
 from botocore.config import Config
 
@@ -75,6 +77,20 @@ class DynamoDBEmulator:
             aws_access_key_id=DUMMY_ACCESS_KEY_ID,
             aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
             config=Config(retries={"total_max_attempts": 2, "mode": "standard"}),
+        )
+
+    def async_client(
+        self, region: str = "us-east-1", session: aioboto3.Session | None = None
+    ) -> AbstractAsyncContextManager[Any]:
+        """A real aioboto3 DynamoDB client aimed at this emulator: `async with` it, in the
+        event loop that uses it. Pass one `session` to open many clients cheaply (it keeps
+        the loaded service models)."""
+        return (session or aioboto3.Session()).client(
+            "dynamodb",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
         )
 
     def create_table(self, table_name: str, region: str = "us-east-1") -> None:

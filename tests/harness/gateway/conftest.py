@@ -153,13 +153,7 @@ def open_client(emulators: LocalEmulators) -> OpenClient:
 
     @asynccontextmanager
     async def open_one() -> AsyncIterator[Flaky]:
-        async with session.client(
-            "dynamodb",
-            endpoint_url=emulators.dynamodb_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        ) as client:
+        async with emulators.dynamodb.async_client(session=session) as client:
             yield Flaky(client)
 
     return open_one
