@@ -4,7 +4,7 @@
 Which app is an import string in `LOAD_TEST_WSGI_APP` (gunicorn's form, `module:name` or
 `module:factory()`, loaded by `harness.gateway.apps.load_app` as the gateway loads its
 stacks; default the legacy chatbot), so the load test names the stack without importing
-it. `LOAD_TEST_WSGI_THREADS` sizes a2wsgi's thread pool (10, as the gateway's).
+it. `LOAD_TEST_WSGI_THREADS` sizes a2wsgi's thread pool (by default as the gateway's).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 from a2wsgi import WSGIMiddleware
 
 from harness.gateway.apps import load_app
+from harness.gateway.settings import GatewaySettings
 
 DEFAULT_APP = "legacy_flask:create_app()"
-DEFAULT_THREADS = 10
+DEFAULT_THREADS: int = GatewaySettings.model_fields["wsgi_threads"].default
 
 
 def create_app() -> Any:

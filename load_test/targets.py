@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from harness.gateway.settings import GatewaySettings
 from harness.local.emulators.dynamodb import ExternalDynamoDB
 from harness.local.processes import ServerProcess, run_server
 
@@ -44,12 +45,12 @@ class Workers:
     """Process and thread counts. Defaults for this machine's cores: gunicorn's own advice
     (2 x cores + 1) for sync workers, which block on every call; one process per core for
     the others, with `threads` threads per gthread worker and `wsgi_threads` in a2wsgi's
-    pool (the gateway's default, 10) per process."""
+    pool (the gateway's default) per process."""
 
     sync_workers: int = 2 * CORES + 1
     workers: int = CORES
     threads: int = 16
-    wsgi_threads: int = 10
+    wsgi_threads: int = GatewaySettings.model_fields["wsgi_threads"].default
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@ and the few JSON edits the gateway makes before routing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections import deque
 from typing import Any
 
 from starlette.types import Message, Receive
@@ -46,6 +49,45 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+class Watched:
+    """The client's side of a request that waits before it is served: `gone()` reads
+    what the client sends until it disconnects, and `receive` hands what was read, then
+    the rest, to whichever app serves the request after all. Nothing is lost: a read
+    still under way when the wait ends is finished by the app's first `receive`."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read: deque[Message] = deque()
+        self._pending: asyncio.Future[Message] | None = None
+
+    async def gone(self) -> None:
+        """Returns when the client has disconnected; cancel it to stop watching."""
+        while True:
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(self._receive())
+            # Shielded: cancelling the watch leaves the read under way for `receive`.
+            message = await asyncio.shield(self._pending)
+            self._pending = None
+            if message["type"] == "http.disconnect":
+                return
+            self._read.append(message)
+
+    async def receive(self) -> Message:
+        if self._read:
+            return self._read.popleft()
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return await pending
+        return await self._receive()
+
+    def close(self) -> None:
+        """Stops a read the app never took over (its request is over)."""
+        if self._pending is not None:
+            self._pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._pending.exception()
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:

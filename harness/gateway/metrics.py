@@ -21,14 +21,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from harness.gateway.admission import Admission
 from harness.gateway.policy import Rollout
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
 
 class GatewayMetrics:
-    """Requests, status classes and latency per backend and route; in-flight requests; WSGI
-    pool use and shed requests; routing decisions; the current percentages."""
+    """Requests, status classes and latency per backend and route; in-flight requests; the
+    WSGI pool's threads, queue, queue waits and shed requests; routing decisions; the
+    current percentages."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -38,8 +41,11 @@ class GatewayMetrics:
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self.decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.shed: defaultdict[str, int] = defaultdict(int)
-        self.pool_in_use = 0
-        self.pool_capacity = 0
+        self.abandoned = 0
+        # Per-bucket counts of queued requests' waits for a thread, then the sum of seconds.
+        self.queue_wait = [0.0] * (len(WAIT_BUCKETS) + 2)
+        self.admission: Admission | None = None
+        """The WSGI pool's admission, read when scraped."""
         self.rollout: Rollout | None = None
         self.registry.register(_Collector(self))
 
@@ -47,8 +53,10 @@ class GatewayMetrics:
         """The percentages to expose (the default and every per-prefix override)."""
         self.rollout = rollout
 
-    def set_pool_in_use(self, count: int) -> None:
-        self.pool_in_use = count
+    def observe_queue_wait(self, seconds: float) -> None:
+        """A queued Flask-bound request got its thread after `seconds`."""
+        self.queue_wait[bisect_left(WAIT_BUCKETS, seconds)] += 1
+        self.queue_wait[-1] += seconds
 
     def observe(self, backend: str, route: str, method: str, status: int, seconds: float) -> None:
         """One finished request."""
@@ -88,12 +96,9 @@ class _Collector(Collector):
             labels=["backend", "route"],
         )
         for (backend, route), counts in sorted(m.latency.items()):
-            buckets: list[tuple[str, float]] = []
-            running = 0.0
-            for bound, in_bucket in zip((*LATENCY_BUCKETS, float("inf")), counts[:-1], strict=True):
-                running += in_bucket
-                buckets.append((_bound(bound), running))
-            latency.add_metric([backend, route], buckets, sum_value=counts[-1])
+            latency.add_metric(
+                [backend, route], _cumulative(LATENCY_BUCKETS, counts), sum_value=counts[-1]
+            )
         yield latency
 
         yield _labelled_gauge(
@@ -113,23 +118,14 @@ class _Collector(Collector):
 
         shed = CounterMetricFamily(
             "dualstack_shed_requests",
-            "Requests answered 503 at once because the backend was saturated.",
+            "Requests answered 503 because the backend could not take them in time.",
             labels=["backend"],
         )
         for backend, count in sorted(m.shed.items()):
             shed.add_metric([backend], count)
         yield shed
 
-        yield GaugeMetricFamily(
-            "dualstack_wsgi_pool_in_use",
-            "Flask-bound requests running or queued for a WSGI thread.",
-            value=m.pool_in_use,
-        )
-        yield GaugeMetricFamily(
-            "dualstack_wsgi_pool_capacity",
-            "WSGI threads plus the bounded queue in front of them.",
-            value=m.pool_capacity,
-        )
+        yield from _admission_metrics(m)
         percent = GaugeMetricFamily(
             "dualstack_fastapi_percent",
             'Share of traffic routed to FastAPI; prefix "" is the default.',
@@ -140,6 +136,48 @@ class _Collector(Collector):
             for prefix, value in sorted(m.rollout.routes.items()):
                 percent.add_metric([prefix], value)
         yield percent
+
+
+def _admission_metrics(m: GatewayMetrics) -> Iterator[Metric]:
+    admission = m.admission
+    busy, threads, waiting, service = (
+        (0, 0, 0, 0.0)
+        if admission is None
+        else (admission.busy, admission.threads, admission.waiting, admission.service)
+    )
+    yield GaugeMetricFamily("dualstack_wsgi_threads", "Threads in the WSGI pool.", value=threads)
+    yield GaugeMetricFamily(
+        "dualstack_wsgi_threads_busy", "WSGI threads held by Flask-bound requests.", value=busy
+    )
+    yield GaugeMetricFamily(
+        "dualstack_wsgi_queue_length", "Flask-bound requests waiting for a thread.", value=waiting
+    )
+    yield GaugeMetricFamily(
+        "dualstack_wsgi_service_seconds",
+        "The running mean of how long a Flask-bound request holds its thread.",
+        value=service,
+    )
+    wait = HistogramMetricFamily(
+        "dualstack_wsgi_queue_wait_seconds",
+        "How long queued Flask-bound requests waited for a thread (those that got one).",
+    )
+    wait.add_metric([], _cumulative(WAIT_BUCKETS, m.queue_wait), sum_value=m.queue_wait[-1])
+    yield wait
+    yield CounterMetricFamily(
+        "dualstack_wsgi_queue_abandoned",
+        "Flask-bound requests whose client left while they waited for a thread (never run).",
+        value=m.abandoned,
+    )
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[float]) -> list[tuple[str, float]]:
+    """Per-bucket counts (then the sum) as Prometheus's cumulative buckets."""
+    buckets: list[tuple[str, float]] = []
+    running = 0.0
+    for bound, in_bucket in zip((*bounds, float("inf")), counts[:-1], strict=True):
+        running += in_bucket
+        buckets.append((_bound(bound), running))
+    return buckets
 
 
 def _labelled_gauge(name: str, doc: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:

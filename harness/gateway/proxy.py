@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from harness.gateway.admission import PoolGuard
-from harness.gateway.body import BodyTooLarge, ClientGone, read_body, replay
+from harness.gateway.admission import Admission
+from harness.gateway.body import BodyTooLarge, ClientGone, Watched, read_body, replay
 from harness.gateway.lifespan import run_lifespan
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership
@@ -65,10 +65,13 @@ class Gateway:
         self.ownership = ownership
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
-        self.pool = PoolGuard(
-            settings.wsgi_threads, settings.wsgi_queue, self.metrics.set_pool_in_use
+        self.admission = Admission(
+            settings.wsgi_threads,
+            settings.wsgi_max_wait_seconds,
+            clock=perf_counter,
+            observe_wait=self.metrics.observe_queue_wait,
         )
-        self.metrics.pool_capacity = self.pool.capacity
+        self.metrics.admission = self.admission
         self.sticky = StickyRules(settings.sticky_rules)
         self._control = control
         self._draw = draw
@@ -110,17 +113,45 @@ class Gateway:
                 return
         route, decision, body, grown = self._decide(path, method, headers, body)
         backend = decision[0]
-        flask = backend == "flask"
-        if flask and not self.pool.acquire():
-            await self._shed(send, rid, backend)
-            return
         forwarded = dict(scope)
         forwarded["headers"] = _forwarded_headers(scope["headers"], rid, given, body, grown)
+        if backend != "flask":
+            await self._forward(forwarded, body, receive, send, rid, backend, route, started)
+            return
+        # Flask-bound: a WSGI thread first, at once when one is free, else after a wait.
+        admission = self.admission
+        watched = None
+        if not admission.try_start():
+            watched = await self._queue(receive, send, rid)
+            if watched is None:
+                return
+            receive = watched.receive
+        began = perf_counter()
         try:
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
         finally:
-            if flask:
-                self.pool.release()
+            admission.finish(perf_counter() - began)
+            if watched is not None:
+                watched.close()
+
+    async def _queue(self, receive: Receive, send: Send, rid: str) -> Watched | None:
+        """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
+        request once it holds one; None when it was shed (503 at once when it could not
+        start within the maximum wait, or when that wait ran out) or the client left."""
+        admission = self.admission
+        if not admission.can_wait():
+            await self._shed(send, rid, "flask")
+            return None
+        watched = Watched(receive)
+        waited = await admission.wait(watched.gone())
+        if waited == "started":
+            return watched
+        watched.close()
+        if waited == "late":
+            await self._shed(send, rid, "flask")
+        else:  # the client left while queued: its request is never started
+            self.metrics.abandoned += 1
+        return None
 
     async def _read(
         self, headers: dict[bytes, bytes], receive: Receive, send: Send, rid: str

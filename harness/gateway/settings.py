@@ -59,8 +59,13 @@ class GatewaySettings(BaseSettings):
     salt: str = "dualstack"
     override_header: bool = True
     show_backend_header: bool = True
-    wsgi_threads: int = Field(default=10, ge=1)
-    wsgi_queue: int = Field(default=20, ge=0)
+    wsgi_threads: int = Field(default=64, ge=1)
+    """a2wsgi's thread pool. Flask handlers here are I/O-bound (a turn waits on Bedrock and
+    DynamoDB), so a thread mostly waits: size it by Little's law, peak Flask-bound
+    requests per second times their p95 time, with headroom (README, "Sizing")."""
+    wsgi_max_wait_seconds: float = Field(default=2.0, gt=0)
+    """The longest a Flask-bound request waits for a WSGI thread: one predicted to wait
+    longer is shed at once (503, `Retry-After`), one still waiting after it is shed then."""
     shed_retry_after_seconds: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     state_table: str = "dualstack_gateway"

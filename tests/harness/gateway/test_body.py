@@ -11,6 +11,7 @@ import pytest
 from harness.gateway.body import (
     BodyTooLarge,
     ClientGone,
+    Watched,
     add_json_field,
     json_object,
     read_body,
@@ -88,3 +89,39 @@ def test_add_json_field_keeps_other_bytes_exactly() -> None:
 )
 def test_json_object(body: bytes, expected: dict[str, Any] | None) -> None:
     assert json_object(body) == expected
+
+
+def test_a_watched_request_sees_the_disconnect_and_keeps_what_it_read() -> None:
+    first = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def scenario() -> tuple[bool, list[dict[str, Any]]]:
+        watched = Watched(_receiver([first]))
+        await asyncio.wait_for(watched.gone(), timeout=5)  # returns: the client left
+        return True, [await watched.receive(), await watched.receive()]
+
+    assert asyncio.run(scenario()) == (True, [first, {"type": "http.disconnect"}])
+
+
+def test_a_read_under_way_when_the_watch_stops_reaches_the_app() -> None:
+    async def scenario() -> tuple[Any, Any]:
+        arrived: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        calls = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal calls
+            calls += 1
+            return await arrived
+
+        watched = Watched(receive)
+        watch = asyncio.create_task(watched.gone())
+        await asyncio.sleep(0)  # the watch is reading
+        watch.cancel()  # the request got its thread: stop watching
+        await asyncio.gather(watch, return_exceptions=True)
+        message = {"type": "http.request", "body": b"late", "more_body": False}
+        arrived.set_result(message)
+        # The app's first receive finishes the read the watch began, not a second one.
+        return await watched.receive(), calls
+
+    received, calls = asyncio.run(scenario())
+    assert received == {"type": "http.request", "body": b"late", "more_body": False}
+    assert calls == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,7 +25,8 @@ from .conftest import TOKEN, RunningGateway, StartGateway, gateway_settings
 
 CHAT = "/api/v1/chat"
 BACKEND = "x-dualstack-backend"
-POOL_GAUGE = "dualstack_wsgi_pool_in_use"
+QUEUE = "dualstack_wsgi_queue_length"
+ABANDONED = "dualstack_wsgi_queue_abandoned_total"
 
 
 def _served_by(response: httpx.Response) -> str:
@@ -209,21 +211,25 @@ def test_metrics_count_what_the_gateway_routes(start_gateway: StartGateway) -> N
     assert f'dualstack_requests_total{{backend="fastapi",{labels}}} 1.0' in text
     assert 'dualstack_fastapi_percent{prefix=""} 40.0' in text
     assert 'dualstack_routing_decisions_total{backend="fastapi",reason="override"} 1.0' in text
-    assert "dualstack_wsgi_pool_capacity 30.0" in text
+    assert "dualstack_wsgi_threads 64.0" in text  # the default pool
 
 
-# Long enough that, on a loaded machine, eight quick requests are answered while the slow
-# ones are still at the agent (about a second here under load): the test waits on state,
-# never on the clock, so only this latency has to outlast the quick requests.
-SLOW_MS = 8000
+# Long enough that the stall outlasts the maximum wait several times over on a loaded
+# machine: the test waits on state, never on the clock, but only while these hold.
+SLOW_MS = 5000
+MAX_WAIT = 1.0
+# Sheds are timed from outside, through a real socket, on a busy 2-core machine: the bound
+# is generous, and still far below what a pool that lets requests wait for threads that
+# never free would show (the slow requests' 5 s).
+MARGIN = 1.0
 
 
-def _pool_in_use(client: httpx.Client) -> float:
-    """The WSGI pool gauge, as a scrape of `/_gateway/metrics` shows it (an admin path: it
-    takes no pool slot itself)."""
+def _metric(client: httpx.Client, name: str) -> float:
+    """One unlabelled sample of `/_gateway/metrics` (an admin path: it takes no thread)."""
     text = client.get("/_gateway/metrics").text
-    (family,) = (f for f in text_string_to_metric_families(text) if f.name == POOL_GAUGE)
-    (sample,) = family.samples
+    (sample,) = (
+        s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    )
     return sample.value
 
 
@@ -236,64 +242,123 @@ def _wait_until(condition: Callable[[], bool], what: str, within: float = 30.0) 
         time.sleep(0.02)
 
 
-def test_saturated_flask_is_shed_fast_and_fastapi_is_unaffected(
+def _send_and_leave(url: str, body: dict[str, object]) -> socket.socket:
+    """A Flask-bound chat turn sent whole on a raw socket, its answer not read: the
+    caller closes the socket to leave."""
+    origin = httpx.URL(url)
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: {origin.host}\r\nContent-Type: application/json\r\n"
+        f"{BACKEND}: flask\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((origin.host, origin.port))
+    sock.sendall(head + payload)
+    return sock
+
+
+def test_a_stalled_flask_is_shed_within_the_maximum_wait_and_fastapi_is_unaffected(
     start_gateway: StartGateway, emulators: LocalEmulators, make_settings: Callable[..., Settings]
 ) -> None:
     def flask_bound(message: str) -> dict[str, object]:
         return {"headers": {BACKEND: "flask"}, "json": {"message": message}}
 
     slow = flask_bound(f"slow [[emulator:latency={SLOW_MS}]]")
-    # The agent may take its time: a slow answer is what holds the pool.
+    # The agent may take its time: slow answers are what stall the pool.
     stack_settings = make_settings(agent_timeout_seconds=4 * SLOW_MS / 1000)
 
-    def call(method: str, path: str, **options: object) -> httpx.Response:
+    def call(method: str, path: str, **options: object) -> tuple[httpx.Response, float]:
         with httpx.Client(base_url=gw.url, timeout=60) as client:
-            return client.request(method, path, **options)  # type: ignore[arg-type]
+            began = time.monotonic()
+            response = client.request(method, path, **options)  # type: ignore[arg-type]
+            return response, time.monotonic() - began
 
     def invocations() -> int:
         count: int = emulators.bedrock.stats()["invocations"]
         return count
 
+    abandoned_session = f"abandoned-{uuid.uuid4().hex}"
     with (
-        start_gateway(stack_settings, wsgi_threads=2, wsgi_queue=1) as gw,
+        start_gateway(stack_settings, wsgi_threads=2, wsgi_max_wait_seconds=MAX_WAIT) as gw,
         gw.client() as scraper,
         ThreadPoolExecutor(max_workers=12) as pool,
     ):
-        # Capacity 2 + 1: two slow requests hold both threads (both are at the agent), a
-        # third is admitted and waits in the queue slot for a thread.
+        # Two slow requests hold both threads, both at the agent: the pool is stalled.
         at_agent = invocations() + 2
         running = [pool.submit(call, "POST", CHAT, **slow) for _ in range(2)]
         _wait_until(lambda: invocations() == at_agent, "the slow requests never reached the agent")
-        queued = pool.submit(call, "POST", CHAT, **flask_bound("queued"))
-        _wait_until(lambda: _pool_in_use(scraper) == 3, "the third request was not admitted")
-        busy = [*running, queued]
-        shed = [pool.submit(call, "POST", CHAT, **slow) for _ in range(4)]
+        assert _metric(scraper, "dualstack_wsgi_threads_busy") == 2
+        # A request queues for a thread; its client leaves while it waits.
+        leaving = _send_and_leave(gw.url, {"message": "bye", "session_id": abandoned_session})
+        _wait_until(lambda: _metric(scraper, QUEUE) == 1, "the request was not queued")
+        leaving.close()
+        _wait_until(lambda: _metric(scraper, ABANDONED) == 1, "the departure was not seen")
+        assert _metric(scraper, QUEUE) == 0
+        # Further Flask-bound requests: shed within the maximum wait (queued, then shed
+        # when it runs out, or at once once no thread has freed for that long).
+        first = call("POST", CHAT, **slow)
+        later = [pool.submit(call, "POST", CHAT, **slow) for _ in range(4)]
         quick = [
             pool.submit(call, "GET", "/health", headers={BACKEND: "fastapi"}) for _ in range(4)
         ]
-        shed_answers = [future.result() for future in shed]
-        quick_answers = [future.result() for future in quick]
-        # Shed and FastAPI answers all came back while Flask was still busy: no Flask
-        # answer has arrived, the gateway still counts three in the pool, and the queued
-        # request (like the shed ones) has not reached the agent.
-        assert [future.done() for future in busy] == [False] * 3
-        assert _pool_in_use(scraper) == 3
+        later_answers = [future.result() for future in later]
+        quick_answers = [future.result()[0] for future in quick]
+        # All of that came back while Flask was still stalled, and nothing new reached
+        # the agent: not the shed requests, not the abandoned one.
+        assert [future.done() for future in running] == [False, False]
         assert invocations() == at_agent
-        busy_answers = [future.result() for future in busy]
-        # A slot is given back just after its answer is sent: wait for the last one.
-        _wait_until(lambda: _pool_in_use(scraper) == 0, "the pool slots were not given back")
+        busy_answers = [future.result()[0] for future in running]
+        _wait_until(
+            lambda: _metric(scraper, "dualstack_wsgi_threads_busy") == 0,
+            "the threads were not given back",
+        )
+        assert invocations() == at_agent  # the abandoned request never started
+        session = scraper.get(f"{CHAT}/sessions/{abandoned_session}")
         metrics = scraper.get("/_gateway/metrics").text
-    for response in shed_answers:
+    for response, seconds in [first, *later_answers]:
         assert (response.status_code, response.json()) == (
             503,
             {"error": "Service overloaded, retry later"},
         )
         assert response.headers["retry-after"] == "1"
         assert _served_by(response) == "gateway"
+        assert seconds < MAX_WAIT + MARGIN
+    # By the time `first` was answered no thread had freed for the maximum wait: the
+    # later ones were shed at once, not after waiting it out.
+    assert max(seconds for _, seconds in later_answers) < MAX_WAIT / 2
     assert [(r.status_code, _served_by(r)) for r in quick_answers] == [(200, "fastapi")] * 4
-    assert [(r.status_code, _served_by(r)) for r in busy_answers] == [(200, "flask")] * 3
-    assert busy_answers[2].json()["response"] == compose_reply("queued", 1)
-    assert 'dualstack_shed_requests_total{backend="flask"} 4.0' in metrics
+    assert [(r.status_code, _served_by(r)) for r in busy_answers] == [(200, "flask")] * 2
+    assert (session.status_code, session.json()["error"]) == (404, contract.SESSION_NOT_FOUND)
+    assert 'dualstack_shed_requests_total{backend="flask"} 5.0' in metrics
+
+
+def test_requests_that_can_start_in_time_wait_for_a_thread(
+    start_gateway: StartGateway, make_settings: Callable[..., Settings]
+) -> None:
+    # One thread, each turn holding it ~0.2 s, eight at once: the last starts after about
+    # 1.4 s, within the maximum wait; a fixed-size queue would have shed most of them.
+    def turn(i: int) -> httpx.Response:
+        with httpx.Client(base_url=gw.url, timeout=60) as client:
+            return client.post(
+                CHAT,
+                headers={BACKEND: "flask"},
+                json={"message": f"turn {i} [[emulator:latency=200]]"},
+            )
+
+    with (
+        start_gateway(wsgi_threads=1, wsgi_max_wait_seconds=10) as gw,
+        gw.client() as scraper,
+        ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        answers = list(pool.map(turn, range(8)))
+        metrics = scraper.get("/_gateway/metrics").text
+    assert [(r.status_code, _served_by(r)) for r in answers] == [(200, "flask")] * 8
+    assert [r.json()["response"] for r in answers] == [
+        compose_reply(f"turn {i} [[emulator:latency=200]]", 1) for i in range(8)
+    ]
+    samples = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+    assert "dualstack_shed_requests_total" not in samples  # none was shed
+    waited = samples["dualstack_wsgi_queue_wait_seconds_count"]
+    assert waited >= 1  # some of them did queue
 
 
 def test_an_empty_post_body_reaches_the_stack(gateway: RunningGateway) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.gateway.admission import Admission
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.policy import Rollout
 
@@ -26,7 +27,14 @@ def test_requests_latency_and_state_are_exposed() -> None:
     metrics.decisions[("fastapi", "sticky")] += 2
     metrics.shed["flask"] += 1
     metrics.in_flight["flask"] += 1
-    metrics.pool_capacity, metrics.pool_in_use = 30, 4
+    admission = Admission(8, 2.0)
+    for _ in range(3):
+        assert admission.try_start()
+    admission.finish(0.5)  # the running mean moves a tenth of the way
+    metrics.admission = admission
+    for seconds in (0.003, 0.3, 0.3):
+        metrics.observe_queue_wait(seconds)
+    metrics.abandoned += 2
     metrics.set_rollout(Rollout(25, {"/api/v1/chat": 60}))
     samples = _samples(metrics)
 
@@ -55,7 +63,16 @@ def test_requests_latency_and_state_are_exposed() -> None:
     assert get("dualstack_routing_decisions_total", backend="fastapi", reason="sticky") == 2
     assert get("dualstack_shed_requests_total", backend="flask") == 1
     assert get("dualstack_in_flight_requests", backend="flask") == 1
-    assert (get("dualstack_wsgi_pool_capacity"), get("dualstack_wsgi_pool_in_use")) == (30, 4)
+    assert (get("dualstack_wsgi_threads"), get("dualstack_wsgi_threads_busy")) == (8, 2)
+    assert get("dualstack_wsgi_queue_length") == 0
+    assert abs(get("dualstack_wsgi_service_seconds") - 0.05) < 1e-12
+    waits = {
+        le: get("dualstack_wsgi_queue_wait_seconds_bucket", le=le)
+        for le in ("0.001", "0.005", "0.25", "0.5", "+Inf")
+    }
+    assert waits == {"0.001": 0, "0.005": 1, "0.25": 1, "0.5": 3, "+Inf": 3}
+    assert abs(get("dualstack_wsgi_queue_wait_seconds_sum") - 0.603) < 1e-12
+    assert get("dualstack_wsgi_queue_abandoned_total") == 2
     assert (
         get("dualstack_fastapi_percent", prefix=""),
         get("dualstack_fastapi_percent", prefix="/api/v1/chat"),
