@@ -105,7 +105,11 @@ class Connection:
         """Send `request`, read the whole answer. A GET or HEAD on a keep-alive connection
         the server closed while idle is retried once on a fresh one, as browsers and httpx
         do. Nothing else is: the server may have acted on a POST before the connection
-        dropped (a chat turn recorded twice), so that is a connection error."""
+        dropped (a chat turn recorded twice), so that is a connection error. A connection
+        the client already knows was closed (the server's FIN has arrived) is not reused,
+        as urllib3 checks before reusing one; only a close still on its way is a race."""
+        if self._reader is not None and self._reader.at_eof():
+            self.close()  # the server closed it while idle (its keep-alive timeout): not reused
         reused = self._writer is not None and self._used
         try:
             return await self._exchange(request)

@@ -173,5 +173,30 @@ def test_a_post_on_a_dropped_connection_is_a_connection_error_not_sent_twice() -
             return [outcome.kind for outcome in outcomes]
 
         kinds = _run(several)
-    assert kinds == ["ok", "connection", "ok", "connection", "ok"]
-    assert server.requests == 3  # what the server received: nothing was sent twice
+    # Whether the client saw the close before its next POST is a race (back to back, it
+    # usually does not): either way that POST is sent at most once.
+    assert kinds[0] == "ok"
+    assert set(kinds) <= {"ok", "connection"}
+    assert server.requests == kinds.count("ok")  # what the server received: nothing twice
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused_for_a_post() -> None:
+    # uvicorn closes keep-alive connections idle for 5 s: a POST must not be lost on one
+    # whose close the client has already received.
+    with TrivialServer(Behaviour(drop=True)) as server:
+        connection = Connection(*parse_origin(server.url))
+        request = Request("POST", "/api/v1/chat", b'{"message": "hi"}')
+
+        async def after_the_close() -> list[str]:
+            first = await exchange(connection, request, 5.0)
+            reader = connection._reader
+            assert reader is not None  # kept: the server did not say it would close
+            async with asyncio.timeout(10):
+                assert await reader.read(1) == b""  # until the server's FIN has arrived
+            second = await exchange(connection, request, 5.0)
+            connection.close()
+            return [first.kind, second.kind]
+
+        kinds = _run(after_the_close)
+    assert kinds == ["ok", "ok"]
+    assert server.requests == 2
