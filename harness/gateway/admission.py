@@ -128,10 +128,11 @@ class Admission:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        self._progress = self._clock()
         while self._queue:
             turn = self._queue.popleft()
             if not turn.done():
-                turn.set_result(None)  # the thread passes on: `busy` stays
+                turn.set_result(None)  # the thread passes on: `busy` stays, still full
+                self._progress = self._clock()
                 return
+        # Not full any more: `try_start` restarts the stall clock when it fills again.
         self.busy -= 1
