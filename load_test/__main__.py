@@ -10,9 +10,14 @@
         the gateway's own cost on /health: gateway-100 against FastAPI alone and gateway-0
         against Flask through a2wsgi alone, one uvicorn worker each, side by side; with
         --instructions also a split chat POST: gateway-50 against both stacks alone.
+    python -m load_test soak [--minutes 10] [--report reports/soak]
+        the gateway at 50 % under an open loop at 70 % of its measured capacity, a rollout
+        change every minute, 1 % injected agent faults; its memory, descriptors, sheds and
+        latency read every few seconds; fails on an unexpected answer, a leak, or memory
+        growth over 10 % after the warm-up.
 
 Exit status: 0 when every run was measured (errors the servers answered are figures, not
-failures), 2 on a usage or set-up error.
+failures) or the soak passed, 1 when the soak failed, 2 on a usage or set-up error.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from load_test import overhead, report, targets
+from harness.local.emulators.faults import FAULTS, is_fault
+from load_test import overhead, report, soak, soak_report, targets
 from load_test.bench import Plan, compare, machine
 from load_test.client import parse_origin
 from load_test.engine import ClosedLoop, Load, OpenLoop
@@ -170,7 +176,194 @@ def build_parser() -> argparse.ArgumentParser:
         help="wall clock: server on one CPU, client on another (Linux, taskset)",
     )
     cost.add_argument("--json", type=Path, default=None, metavar="PATH", help="raw figures")
+    _add_soak_options(
+        commands.add_parser(
+            "soak",
+            help="the gateway under a long load, watched for errors and leaks",
+            description=soak.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
+
+
+def _faults(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if not is_fault(name)]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}"
+        )
+    return names
+
+
+def _add_soak_options(parser: argparse.ArgumentParser) -> None:
+    plan, limits = soak.SoakPlan(), soak.Limits()
+    load = parser.add_argument_group("load")
+    load.add_argument("--minutes", type=float, default=plan.duration_s / 60, help="(default 10)")
+    load.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="arrivals per second, instead of measuring the capacity first",
+    )
+    load.add_argument(
+        "--load-fraction",
+        type=float,
+        default=plan.load_fraction,
+        help="the share of the measured capacity to drive (default 0.7)",
+    )
+    load.add_argument(
+        "--capacity-users",
+        type=_numbers,
+        default=[float(users) for users in plan.capacity_users],
+        help="closed-loop users of each capacity step, comma-separated (default 32,64,128)",
+    )
+    load.add_argument(
+        "--capacity-seconds", type=float, default=plan.capacity_s, help="each step (default 10)"
+    )
+    load.add_argument("--turns", type=int, default=plan.turns, help="turns per conversation")
+    load.add_argument("--max-in-flight", type=int, default=plan.max_in_flight)
+    load.add_argument(
+        "--timeout", type=float, default=plan.timeout_s, help="per request, seconds (default 60)"
+    )
+    load.add_argument("--seed", type=int, default=plan.seed, help="of the fault draws")
+    changes = parser.add_argument_group("rollout changes and faults")
+    changes.add_argument(
+        "--start-percent", type=float, default=plan.start_percent, help="(default 50)"
+    )
+    changes.add_argument(
+        "--rollout-every", type=float, default=plan.rollout_every_s, help="seconds (default 60)"
+    )
+    changes.add_argument(
+        "--percents",
+        type=_numbers_or_zero,
+        default=list(plan.percents),
+        help="the percentages set in turn (default 30,50,70,50)",
+    )
+    changes.add_argument(
+        "--fault-rate",
+        type=float,
+        default=plan.fault_rate,
+        help="share of chat turns carrying an agent fault (default 0.01)",
+    )
+    changes.add_argument(
+        "--faults",
+        type=_faults,
+        default=FAULTS,
+        help=f"the faults injected in turn (default {','.join(FAULTS)})",
+    )
+    watch = parser.add_argument_group("readings and limits")
+    watch.add_argument(
+        "--interval", type=float, default=plan.interval_s, help="seconds between readings"
+    )
+    watch.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds left out of the memory and descriptor judgement (default: 10 %% of the "
+        "duration or 60, whichever is shorter)",
+    )
+    watch.add_argument(
+        "--window",
+        type=float,
+        default=limits.window_s,
+        help="seconds of readings whose median is the baseline (after the warm-up) and the "
+        "end (default 30)",
+    )
+    watch.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=limits.rss_growth * 100,
+        metavar="PERCENT",
+        help="(default 10)",
+    )
+    watch.add_argument(
+        "--fd-slack",
+        type=int,
+        default=limits.fd_slack,
+        help="open descriptors the gateway may gain (default 10)",
+    )
+    servers = parser.add_argument_group("servers")
+    servers.add_argument("--agent-latency-ms", type=float, default=plan.agent_latency_ms)
+    servers.add_argument(
+        "--agent-timeout",
+        type=float,
+        default=plan.agent_timeout_s,
+        help="the stacks' AGENT_TIMEOUT_SECONDS: when a hung agent's 504 comes (default 30)",
+    )
+    servers.add_argument("--log-level", default=plan.log_level, help="the stacks' LOG_LEVEL")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--report",
+        type=Path,
+        default=Path("reports/soak"),
+        metavar="DIR",
+        help="soak.json, index.html and the servers' logs (default reports/soak)",
+    )
+    out.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def _numbers_or_zero(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas: {text!r}"
+        ) from None
+
+
+def soak_plan_from(args: argparse.Namespace) -> soak.SoakPlan:
+    """The soak the arguments describe; ValueError when they do not add up."""
+    if any(users != int(users) for users in args.capacity_users):
+        raise ValueError("--capacity-users must be whole numbers")
+    return soak.SoakPlan(
+        duration_s=args.minutes * 60,
+        interval_s=args.interval,
+        warmup_s=args.warmup,
+        rollout_every_s=args.rollout_every,
+        start_percent=args.start_percent,
+        percents=tuple(args.percents),
+        fault_rate=args.fault_rate,
+        faults=tuple(args.faults),
+        rate=args.rate,
+        load_fraction=args.load_fraction,
+        capacity_users=tuple(int(users) for users in args.capacity_users),
+        capacity_s=args.capacity_seconds,
+        turns=args.turns,
+        agent_latency_ms=args.agent_latency_ms,
+        agent_timeout_s=args.agent_timeout,
+        timeout_s=args.timeout,
+        max_in_flight=args.max_in_flight,
+        seed=args.seed,
+        limits=soak.Limits(args.max_rss_growth / 100, args.fd_slack, args.window),
+        log_dir=args.report / "logs",
+        log_level=args.log_level,
+    )
+
+
+def _soak(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not Path("/proc/self/fd").is_dir():
+        parser.error("the soak reads memory and descriptors from /proc: Linux only")
+    try:
+        plan = soak_plan_from(args)
+        check_writable(args.report, folder=True)
+    except ValueError as error:
+        parser.error(str(error))
+    stream = None if args.quiet else sys.stderr
+    try:
+        result = soak.run_soak(plan, stream)
+    except (RuntimeError, OSError) as error:
+        say(sys.stderr, f"error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        say(sys.stderr, "interrupted; the servers were stopped")
+        return 130
+    data = soak_report.write_json(result, args.report)
+    page = soak_report.write_html(result, args.report)
+    print("\n".join(soak.summary_lines(result)))
+    print(f"report: {page} (figures: {data})")
+    return 0 if result.judgement.passed else 1
 
 
 def _overhead(args: argparse.Namespace, log_dir: Path) -> int:
@@ -323,6 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse, measure, print the table, write what was asked for."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "soak":
+        return _soak(args, parser)
     if args.command == "overhead":
         if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
             parser.error("--rounds, --requests, --users and --duration must be positive")
