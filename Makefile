@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-$(UV_VERSION)
 
-.PHONY: help install run emulators test lint format clean parity bench
+.PHONY: help install run emulators test lint format clean parity bench soak
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
@@ -16,6 +16,8 @@ help:
 	@echo "make lint   ruff, mypy and the import contracts"
 	@echo "make parity replay the parity corpus against both stacks; reports in reports/parity/"
 	@echo "make bench  the standard load-test comparison; reports in reports/bench/"
+	@echo "make soak   the gateway under load for SOAK_MINUTES (10), faults and rollout"
+	@echo "            changes included; fails on errors and leaks; reports in reports/soak/"
 
 # The production dependencies, the `tools` extra (emulators, parity suite, load test) and the
 # dev group (tests, lint), into $(VENV) whatever its name (uv would otherwise sync .venv).
@@ -41,6 +43,11 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m load_test bench --report reports/bench --json reports/bench/results.json
+
+# `make soak SOAK_MINUTES=60` for a longer one.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(PY) -m load_test soak --minutes $(SOAK_MINUTES) --report reports/soak
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
