@@ -14,9 +14,10 @@ soak's duration, each turn on a connection of its own (`FaultyScenario` says why
   (`FAULT_ANSWERS`: status, `error` message, `Retry-After` or not);
 - every `interval_s` a `Reading` is taken: the gateway's resident memory and open file
   descriptors (from /proc, summed over its process group, workers included), its shed
-  counter and FastAPI percentage (`/_gateway/metrics`), and what the users saw since the
-  last reading; the latency of the successful answers in each interval is added once the
-  load has ended (from the engine's samples, timed from each request's intended send time).
+  counter and FastAPI percentage (`/_gateway/metrics`), what the users saw since the last
+  reading, and the CPU the gateway, each emulator and the client used; the latency of the
+  successful answers in each interval is added once the load has ended (from the engine's
+  samples, timed from each request's intended send time).
 
 The soak fails (`Judgement`) on
 
@@ -27,9 +28,14 @@ The soak fails (`Judgement`) on
 - resident memory growing by more than `Limits.rss_growth` (10 %) from the median of the
   readings in the first `window_s` after the warm-up to the median of those in the last
   `window_s` of the load (medians, so one reading taken during a burst decides nothing);
-- open descriptors growing by more than `Limits.fd_slack` (10) between the same two
-  windows: a descriptor leaked per request, or per faulted request, shows as hundreds by
-  the end, while the connections the load holds open come and go with it;
+- the descriptors other than open TCP connections (files, pipes, event and epoll
+  descriptors, listening sockets, and connections the peer has closed but the gateway has
+  not: CLOSE_WAIT) growing by more than `Limits.fd_slack` (10) between the same two
+  windows: one leaked per request, or per faulted request, shows as hundreds by the end.
+  Connections both ends hold open are not counted there: the load's come and go with it,
+  and the AWS clients' keep-alive pools grow to the most calls the gateway has had in
+  flight (up to `AWS_MAX_POOL_CONNECTIONS` each) and stay, so one latency spike of the
+  emulators would read as a leak. They are read and drawn apart;
 - a rollout change the admin API refused, or the gateway exiting.
 
 The warm-up (default: 10 % of the duration or a minute, whichever is shorter) is left out
@@ -53,7 +59,7 @@ import time
 import uuid
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,14 +283,21 @@ class _FaultyUser:
 # --- Readings -----------------------------------------------------------------------------
 
 
+ESTABLISHED = 0x01
+CLOSE_WAIT = 0x08
+
+
 @dataclass(frozen=True)
 class GroupFigures:
     """A process group's resident memory (bytes) and open descriptors, summed over its
-    live processes, and how many there are."""
+    live processes, how many there are, and among the descriptors the TCP connections
+    both ends hold open (`connections`) and those the peer has closed (`close_wait`)."""
 
     rss_bytes: int
     fds: int
     processes: int
+    connections: int = 0
+    close_wait: int = 0
 
 
 def vm_rss_bytes(status: str) -> int | None:
@@ -297,10 +310,30 @@ def vm_rss_bytes(status: str) -> int | None:
     return None
 
 
+def tcp_states(table: str) -> dict[int, int]:
+    """Socket inode -> TCP state (`ESTABLISHED`, `CLOSE_WAIT`, ...) from a /proc/net/tcp
+    or tcp6 text; sockets without an inode (TIME_WAIT's: no descriptor) are left out."""
+    states = {}
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 9 and fields[9] != "0":
+            states[int(fields[9])] = int(fields[3], 16)
+    return states
+
+
+def _link(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
+
+
 def group_figures(group: int, proc: Path = Path("/proc")) -> GroupFigures | None:
     """The live processes of process group `group`, read from /proc (Linux); None when
     none is left or /proc cannot be read."""
-    rss = fds = count = 0
+    rss = count = 0
+    links: list[str] = []
+    first = ""
     try:
         entries = os.listdir(proc)
     except OSError:
@@ -315,13 +348,24 @@ def group_figures(group: int, proc: Path = Path("/proc")) -> GroupFigures | None
             resident = vm_rss_bytes((proc / entry / "status").read_text())
             if resident is None:
                 continue  # a zombie: no memory, no descriptors
-            open_fds = len(os.listdir(proc / entry / "fd"))
+            fds = proc / entry / "fd"
+            found = [_link(fds / fd) for fd in os.listdir(fds)]
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
         rss += resident
-        fds += open_fds
+        links += found
         count += 1
-    return GroupFigures(rss, fds, count) if count else None
+        first = first or entry
+    if not count:
+        return None
+    states: dict[int, int] = {}
+    for table in ("tcp", "tcp6"):  # the group's network namespace, seen from one member
+        with contextlib.suppress(OSError):
+            states.update(tcp_states((proc / first / "net" / table).read_text()))
+    sockets = [states.get(int(link[8:-1])) for link in links if link.startswith("socket:[")]
+    return GroupFigures(
+        rss, len(links), count, sockets.count(ESTABLISHED), sockets.count(CLOSE_WAIT)
+    )
 
 
 def gateway_metrics(text: str) -> tuple[int, float | None]:
@@ -341,16 +385,22 @@ def gateway_metrics(text: str) -> tuple[int, float | None]:
 @dataclass(frozen=True)
 class Reading:
     """The gateway at `t_s` seconds after the soak's load started: its memory, descriptors
-    and processes (None if /proc could not tell), the FastAPI percentage it reported and
+    (all; the TCP connections among them both ends hold open; those the peer closed; all
+    but the open connections, `held`, the figure a leak shows in) and processes (None if
+    /proc could not tell), the FastAPI percentage it reported and
     its shed counter so far (None if the metrics could not be read), the turns sent so
     far; and for the `span_s` seconds before: the turns answered successfully (`ok`),
     with their fault's answer (`faults`) or otherwise (`errors`), the requests the gateway
-    shed (`sheds`), and the successful answers' latency (None without any)."""
+    shed (`sheds`), the successful answers' latency (None without any), and the CPU each
+    party used (`cpu`: the gateway, each emulator, the client; a share of one core)."""
 
     t_s: float
     span_s: float
     rss_bytes: int | None
     fds: int | None
+    connections: int | None
+    close_wait: int | None
+    held: int | None
     processes: int
     percent: float | None
     sheds_total: int | None
@@ -361,6 +411,7 @@ class Reading:
     sheds: int | None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    cpu: Mapping[str, float | None] = field(default_factory=dict)
 
 
 def _finished(samples: Sequence[Sample]) -> tuple[list[float], list[float]]:
@@ -386,11 +437,29 @@ def with_latency(readings: Sequence[Reading], samples: Sequence[Sample]) -> list
     return filled
 
 
+def mean_cpu(readings: Sequence[Reading]) -> dict[str, float]:
+    """Each party's CPU over the readings' spans (a share of one core, weighted by span),
+    for the parties some reading knows."""
+    used: dict[str, float] = {}
+    spans: dict[str, float] = {}
+    for reading in readings:
+        for name, share in reading.cpu.items():
+            if share is not None and reading.span_s > 0:
+                used[name] = used.get(name, 0.0) + share * reading.span_s
+                spans[name] = spans.get(name, 0.0) + reading.span_s
+    return {name: round(used[name] / spans[name], 3) for name in used}
+
+
+def _highest(values: Iterable[int | None]) -> int | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
+
+
 def coarsen(readings: Sequence[Reading], samples: Sequence[Sample], points: int) -> list[Reading]:
     """At most `points` readings for a chart: consecutive readings merged into one that
-    spans them all, with the highest memory and descriptor count among them, the counts
-    added up, the last percentage, and the latency of all the answers in its span. As
-    they are when there are no more than `points`."""
+    spans them all, with the highest of each memory and descriptor figure among them, the
+    counts added up, the last percentage, the mean CPU, and the latency of all the answers
+    in its span. As they are when there are no more than `points`."""
     if len(readings) <= points:
         return list(readings)
     size = math.ceil(len(readings) / points)
@@ -402,21 +471,23 @@ def coarsen(readings: Sequence[Reading], samples: Sequence[Sample], points: int)
         start = group[0].t_s - group[0].span_s
         low, high = bisect_right(ends, start), bisect_right(ends, last.t_s)
         figures = latency(latencies[low:high]) if low < high else None
-        rss = [r.rss_bytes for r in group if r.rss_bytes is not None]
-        fds = [r.fds for r in group if r.fds is not None]
         sheds = [r.sheds for r in group if r.sheds is not None]
         merged.append(
             replace(
                 last,
                 span_s=round(last.t_s - start, 3),
-                rss_bytes=max(rss) if rss else None,
-                fds=max(fds) if fds else None,
+                rss_bytes=_highest(r.rss_bytes for r in group),
+                fds=_highest(r.fds for r in group),
+                connections=_highest(r.connections for r in group),
+                close_wait=_highest(r.close_wait for r in group),
+                held=_highest(r.held for r in group),
                 ok=sum(r.ok for r in group),
                 faults=sum(r.faults for r in group),
                 errors=sum(r.errors for r in group),
                 sheds=sum(sheds) if sheds else None,
                 p50_ms=figures.p50_ms if figures else None,
                 p99_ms=figures.p99_ms if figures else None,
+                cpu=mean_cpu(group),
             )
         )
     return merged
@@ -427,9 +498,9 @@ def coarsen(readings: Sequence[Reading], samples: Sequence[Sample], points: int)
 
 @dataclass(frozen=True)
 class Limits:
-    """What the soak tolerates: resident memory growth as a fraction, descriptors gained,
-    both between the medians of the readings in the first and in the last `window_s`
-    seconds of the judged readings."""
+    """What the soak tolerates: resident memory growth as a fraction, descriptors other
+    than open connections gained, both between the medians of the readings in the first
+    and in the last `window_s` seconds of the judged readings."""
 
     rss_growth: float = 0.10
     fd_slack: int = 10
@@ -495,7 +566,7 @@ def judged(readings: Sequence[Reading], warmup_s: float, load_s: float) -> list[
     return [
         r
         for r in readings
-        if warmup_s <= r.t_s <= load_s and r.rss_bytes is not None and r.fds is not None
+        if warmup_s <= r.t_s <= load_s and r.rss_bytes is not None and r.held is not None
     ]
 
 
@@ -528,7 +599,7 @@ def judge_soak(
     steady = judged(readings, warmup_s, load_s)
     window = max(1, round(limits.window_s / interval_s))
     rss = drift([float(r.rss_bytes or 0) for r in steady], window)
-    fds = drift([float(r.fds or 0) for r in steady], window)
+    fds = drift([float(r.held or 0) for r in steady], window)
     if rss is None or fds is None:
         failures.append(
             f"{len(steady)} reading(s) after the warm-up: too few to judge memory and "
@@ -543,8 +614,8 @@ def judge_soak(
             )
         if fds.change > limits.fd_slack:
             failures.append(
-                f"open file descriptors grew by {fds.change:g} after the warm-up "
-                f"({fds.baseline:g} -> {fds.end:g}), over the slack of {limits.fd_slack}"
+                f"descriptors other than open connections grew by {fds.change:g} after the "
+                f"warm-up ({fds.baseline:g} -> {fds.end:g}), over the slack of {limits.fd_slack}"
             )
     return Judgement(tuple(failures), rss, fds)
 
@@ -751,16 +822,27 @@ def summary_lines(result: SoakResult) -> list[str]:
         f"latency of successful answers: p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, "
         f"max {lat.max_ms:.0f} ms",
     ]
+    steady = judged(result.readings, plan.warmup, plan.duration_s)
+    cpu = mean_cpu([r for r in result.readings if r.t_s <= plan.duration_s])
+    if cpu:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in cpu.items())
+        lines.append(f"CPU during the load (share of one core): {shares}")
     if judgement.rss is not None and judgement.fds is not None:
         rss, fds, limits = judgement.rss, judgement.fds, plan.limits
         lines += [
             f"RSS after the warm-up {_mb(rss.baseline)}, at the end {_mb(rss.end)} "
             f"({rss.growth:+.1%}; limit +{limits.rss_growth:.0%})",
-            f"open fds after the warm-up {fds.baseline:g}, at the end {fds.end:g} "
-            f"({fds.change:+g}; slack {limits.fd_slack})",
+            f"fds other than open connections after the warm-up {fds.baseline:g}, at the end "
+            f"{fds.end:g} ({fds.change:+g}; slack {limits.fd_slack}); all open fds "
+            f"{_range(steady, 'fds')}, open connections {_range(steady, 'connections')}",
         ]
     lines += [f"FAIL: {failure}" for failure in judgement.failures]
     return lines
+
+
+def _range(readings: Sequence[Reading], name: str) -> str:
+    values = [value for r in readings if (value := getattr(r, name)) is not None]
+    return f"{min(values)}-{max(values)}" if values else "unknown"
 
 
 def machine() -> dict[str, Any]:
@@ -820,9 +902,15 @@ class _Watch:
     event loop."""
 
     def __init__(
-        self, gateway: ServerProcess, token: str, plan: SoakPlan, stream: TextIO | None
+        self,
+        gateway: ServerProcess,
+        emulators: targets.Emulators,
+        token: str,
+        plan: SoakPlan,
+        stream: TextIO | None,
     ) -> None:
         self.gateway = gateway
+        self.emulators = emulators
         self.token = token
         self.plan = plan
         self.stream = stream
@@ -832,6 +920,15 @@ class _Watch:
         self.readings: list[Reading] = []
         self.rollouts: list[RolloutChange] = []
         self.counted = (0, 0, 0)  # the ledger's ok, faults and errors at the last reading
+        self.cpu_seconds = self.cpu()  # each party's CPU seconds at the last reading
+
+    def cpu(self) -> dict[str, float | None]:
+        """CPU seconds used so far by the gateway, the emulators and this client."""
+        return {
+            "gateway": self.gateway.cpu_seconds(),
+            **self.emulators.cpu_seconds(),
+            "client": time.process_time(),
+        }
 
     async def run(self, rate: float) -> RunResult:
         scenario = FaultyScenario(
@@ -890,6 +987,8 @@ class _Watch:
     async def read(self) -> None:
         t = engine.clock() - self.origin
         figures = group_figures(self.gateway.pid)
+        cpu, then = self.cpu(), self.cpu_seconds
+        self.cpu_seconds = cpu
         outcome = await self.admin(Request("GET", METRICS_PATH))
         sheds_total: int | None = None
         percent: float | None = None
@@ -904,11 +1003,15 @@ class _Watch:
         sheds = None
         if last is not None and last.sheds_total is not None and sheds_total is not None:
             sheds = sheds_total - last.sheds_total
+        span = t - last.t_s if last else 0.0
         reading = Reading(
             t_s=round(t, 3),
-            span_s=round(t - last.t_s, 3) if last else 0.0,
+            span_s=round(span, 3),
             rss_bytes=figures.rss_bytes if figures else None,
             fds=figures.fds if figures else None,
+            connections=figures.connections if figures else None,
+            close_wait=figures.close_wait if figures else None,
+            held=figures.fds - figures.connections if figures else None,
             processes=figures.processes if figures else 0,
             percent=percent,
             sheds_total=sheds_total,
@@ -917,10 +1020,21 @@ class _Watch:
             faults=faults,
             errors=errors,
             sheds=sheds,
+            cpu={name: _share(then[name], used, span) for name, used in cpu.items()},
         )
         self.readings.append(reading)
         if self.stream:
             say(self.stream, _progress(reading))
+
+
+def _share(before: float | None, after: float | None, span_s: float) -> float | None:
+    if before is None or after is None or span_s <= 0:
+        return None
+    return round((after - before) / span_s, 3)
+
+
+def _known(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _progress(r: Reading) -> str:
@@ -928,7 +1042,7 @@ def _progress(r: Reading) -> str:
     percent = "-" if r.percent is None else f"{r.percent:g} %"
     sheds = "-" if r.sheds is None else str(r.sheds)
     return (
-        f"{r.t_s:6.0f} s  rss {rss}  fds {r.fds if r.fds is not None else '-'}  "
+        f"{r.t_s:6.0f} s  rss {rss}  fds {_known(r.fds)} ({_known(r.connections)} connections)  "
         f"sent {r.sent_total}  ok {r.ok}  faults {r.faults}  errors {r.errors}  sheds {sheds}  "
         f"fastapi {percent}"
     )
@@ -971,7 +1085,7 @@ def run_soak(plan: SoakPlan, stream: TextIO | None = None) -> SoakResult:
                 rate = round(capacity.rps * plan.load_fraction, 1)
             if stream:
                 say(stream, f"soak: {plan.duration_s:g} s at {rate:g} req/s")
-            watch = _Watch(gateway, token, plan, stream)
+            watch = _Watch(gateway, emulators, token, plan, stream)
             with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
                 result = runner.run(watch.run(rate))
             exited = gateway.exited()

@@ -50,7 +50,7 @@ def _x(reading: Reading, interval_s: float) -> float:
 
 def charts(result: SoakResult) -> list[Markup]:
     """The curves: memory, descriptors (each with its limit after the warm-up), answers
-    per second by verdict, latency, sheds, the FastAPI percentage."""
+    per second by verdict, latency, sheds, each party's CPU, the FastAPI percentage."""
     plan, judgement = result.plan, result.judgement
     points = coarsen(result.readings, result.samples, CHART_POINTS)
     xs = [_x(r, plan.interval_s) for r in points]
@@ -65,19 +65,24 @@ def charts(result: SoakResult) -> list[Markup]:
     mb: dict[str, Points] = {
         "RSS": series([None if r.rss_bytes is None else r.rss_bytes / 2**20 for r in points])
     }
-    fds: dict[str, Points] = {"open fds": series([r.fds for r in points])}
+    fds: dict[str, Points] = {
+        "all": series([r.fds for r in points]),
+        "open TCP connections": series([r.connections for r in points]),
+        "all but open connections (judged)": series([r.held for r in points]),
+        "CLOSE_WAIT": series([r.close_wait for r in points]),
+    }
     if judgement.rss is not None and judgement.fds is not None:
         top = judgement.rss.baseline * (1 + plan.limits.rss_growth) / 2**20
         mb[f"limit (+{plan.limits.rss_growth:.0%} over the baseline)"] = [
             (x, top) for x in after_warmup
         ]
-        fds[f"limit (baseline + {plan.limits.fd_slack})"] = [
+        fds[f"limit (judged baseline + {plan.limits.fd_slack})"] = [
             (x, judgement.fds.baseline + plan.limits.fd_slack) for x in after_warmup
         ]
     x_label = f"seconds since the load started (warm-up: the first {plan.warmup:g} s)"
     return [
         line_chart("Gateway resident memory (MB)", mb, x_label=x_label, y_label="MB"),
-        line_chart("Gateway open file descriptors", fds, x_label=x_label, y_label="fds"),
+        line_chart("Gateway file descriptors", fds, x_label=x_label, y_label="fds"),
         line_chart(
             "Answers per second",
             {
@@ -102,6 +107,15 @@ def charts(result: SoakResult) -> list[Markup]:
             {"sheds": series([None if r.sheds is None else float(r.sheds) for r in points])},
             x_label=x_label,
             y_label="requests",
+        ),
+        line_chart(
+            "CPU (share of one core)",
+            {
+                name: series([r.cpu.get(name) for r in points])
+                for name in dict.fromkeys(name for r in points for name in r.cpu)
+            },
+            x_label=x_label,
+            y_label="cores",
         ),
         line_chart(
             "Share of conversations routed to FastAPI (%)",

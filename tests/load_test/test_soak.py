@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ from load_test.__main__ import main, soak_plan_from
 from load_test.client import Request, Response
 from load_test.scenarios import ChatScenario
 from load_test.soak import (
+    CLOSE_WAIT,
+    ESTABLISHED,
     FAULT_ANSWERS,
     FaultPlan,
     FaultyScenario,
@@ -38,6 +41,7 @@ from load_test.soak import (
     judge,
     judge_soak,
     rollout_schedule,
+    tcp_states,
     vm_rss_bytes,
     with_fault,
     with_latency,
@@ -157,35 +161,58 @@ def test_vm_rss_bytes() -> None:
     assert vm_rss_bytes("Name:\tpython\nState:\tZ (zombie)\n") is None
 
 
-def _fake_process(proc: Path, pid: int, group: int, rss_kb: int | None, fds: int) -> None:
+TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 500 1
+   1: 0100007F:1F90 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 501 1
+   2: 0100007F:C350 0100007F:2328 01 00000000:00000000 00:00000000 00000000     0        0 502 1
+   3: 0100007F:C351 0100007F:2328 08 00000000:00000000 00:00000000 00000000     0        0 503 1
+   4: 0100007F:1F90 0100007F:A1B3 06 00000000:00000000 03:00001000 00000000     0        0 0 3
+"""
+
+
+def test_tcp_states_by_inode() -> None:
+    # Listening, two established, one the peer closed; TIME_WAIT has no inode (no fd).
+    assert tcp_states(TCP) == {500: 0x0A, 501: ESTABLISHED, 502: ESTABLISHED, 503: CLOSE_WAIT}
+
+
+def _fake_process(proc: Path, pid: int, group: int, rss_kb: int | None, links: list[str]) -> None:
     folder = proc / str(pid)
     (folder / "fd").mkdir(parents=True)
     # A command name with ") " in it: the group is read after the last parenthesis.
     (folder / "stat").write_text(f"{pid} (odd) name) S 1 {group} {group} 0 -1\n")
     rss = f"VmRSS:\t{rss_kb} kB\n" if rss_kb is not None else ""
     (folder / "status").write_text(f"Name:\todd\n{rss}")
-    for fd in range(fds):
-        (folder / "fd" / str(fd)).touch()
+    for fd, target in enumerate(links):
+        (folder / "fd" / str(fd)).symlink_to(target)
+    (folder / "net").mkdir()
+    (folder / "net" / "tcp").write_text(TCP)
 
 
 def test_group_figures_add_up_the_group_s_live_processes(tmp_path: Path) -> None:
-    _fake_process(tmp_path, 100, 100, 1000, 12)
-    _fake_process(tmp_path, 101, 100, 500, 5)  # a worker of the same group
-    _fake_process(tmp_path, 102, 100, None, 0)  # a zombie: neither memory nor descriptors
-    _fake_process(tmp_path, 200, 200, 9999, 99)  # another group
+    files = ["/dev/null", "pipe:[7]", "anon_inode:[eventpoll]"]
+    sockets = ["socket:[500]", "socket:[501]", "socket:[502]", "socket:[503]", "socket:[9]"]
+    _fake_process(tmp_path, 100, 100, 1000, files + sockets)
+    _fake_process(tmp_path, 101, 100, 500, ["/dev/null", "socket:[501]"])  # a worker
+    _fake_process(tmp_path, 102, 100, None, [])  # a zombie: neither memory nor descriptors
+    _fake_process(tmp_path, 200, 200, 9999, ["socket:[502]"] * 9)  # another group
     (tmp_path / "self").mkdir()
-    assert group_figures(100, tmp_path) == GroupFigures(1500 * 1024, 17, 2)
+    # 10 descriptors; 3 of them open connections (501 twice, 502); 503 in CLOSE_WAIT;
+    # the listening socket, the unix socket (9) and the files are neither.
+    assert group_figures(100, tmp_path) == GroupFigures(1500 * 1024, 10, 2, 3, 1)
     assert group_figures(300, tmp_path) is None
     assert group_figures(100, tmp_path / "missing") is None
 
 
 _CHILD = """
-import subprocess, sys
+import socket, subprocess, sys
 kept = []
 for line in sys.stdin:
     command, *arguments = line.split()
     if command == "open":
         kept += [open(sys.executable, "rb") for _ in range(int(arguments[0]))]
+    elif command == "connect":
+        kept.append(socket.create_connection(("127.0.0.1", int(arguments[0]))))
     elif command == "alloc":
         kept.append(bytearray(int(arguments[0]) * 2**20))
     elif command == "spawn":
@@ -218,13 +245,18 @@ def test_group_figures_of_a_real_process_group() -> None:
         try:
             before = ask("open 0")
             opened = ask("open 7")
+            with socket.create_server(("127.0.0.1", 0)) as server:
+                connected = ask(f"connect {server.getsockname()[1]}")
             grown = ask("alloc 64")
             spawned = ask("spawn")
         finally:
             os.killpg(child.pid, signal.SIGKILL)  # the group this test started, and only it
             child.wait()
     assert before.processes == 1 and before.fds >= 3 and before.rss_bytes > 0
+    assert before.connections == opened.connections == 0
     assert opened.fds - before.fds == 7
+    # Connected (the handshake done: accepted or not, both ends are established).
+    assert (connected.fds - opened.fds, connected.connections) == (1, 1)
     assert grown.rss_bytes - opened.rss_bytes >= 60 * MB
     assert spawned.processes == 2
     assert spawned.rss_bytes > grown.rss_bytes and spawned.fds > grown.fds
@@ -251,19 +283,24 @@ def test_drift_compares_medians_of_windows_that_never_overlap() -> None:
     assert drift([5.0], 3) is None
 
 
-def _reading(t: float, rss_mb: float, fds: int, **counts: int) -> Reading:
-    figures = {"ok": 10, "faults": 0, "errors": 0} | counts
+def _reading(t: float, rss_mb: float, held: int, ok: int = 10, errors: int = 0) -> Reading:
+    # `held` descriptors, and as many open connections again: those are never judged.
     return Reading(
         t_s=t,
         span_s=1.0 if t else 0.0,
         rss_bytes=int(rss_mb * MB),
-        fds=fds,
+        fds=2 * held,
+        connections=held,
+        close_wait=0,
+        held=held,
         processes=1,
         percent=50.0,
         sheds_total=0,
         sent_total=int(t * 10),
         sheds=0,
-        **figures,
+        ok=ok,
+        faults=0,
+        errors=errors,
     )
 
 
@@ -310,7 +347,8 @@ def test_memory_growth_fails_just_past_the_limit() -> None:
 def test_a_descriptor_leak_fails_just_past_the_slack() -> None:
     assert _judge(_steady(fds_end=50)) == []
     assert _judge(_steady(fds_end=51)) == [
-        "open file descriptors grew by 11 after the warm-up (40 -> 51), over the slack of 10"
+        "descriptors other than open connections grew by 11 after the warm-up (40 -> 51), "
+        "over the slack of 10"
     ]
 
 
@@ -365,8 +403,10 @@ def test_latency_per_reading_and_merged_readings_for_the_charts() -> None:
     ]  # fmt: skip
     assert coarsen(filled, samples, 4) == filled
     first, second = coarsen(filled, samples, 2)
-    assert (first.t_s, first.span_s, first.fds, first.ok) == (1, 1.0, 40, 20)
-    assert (second.t_s, second.span_s, second.fds, second.ok, second.errors) == (3, 2.0, 44, 15, 1)
+    assert (first.t_s, first.span_s, first.held, first.ok) == (1, 1.0, 40, 20)
+    assert (second.t_s, second.span_s, second.held, second.fds, second.ok, second.errors) == (
+        3, 2.0, 44, 88, 15, 1,
+    )  # fmt: skip
     assert second.rss_bytes == 102 * MB
     assert (second.p50_ms, second.p99_ms) == (350.0, 399.0)
 
@@ -445,7 +485,11 @@ def test_a_short_soak_recognises_every_injected_fault(
     readings = data["readings"]
     times = [r["t_s"] for r in readings]
     assert times[0] == 0 and times == sorted(times) and times[-1] >= 4.8
-    assert all(r["rss_bytes"] > 10 * MB and r["fds"] > 0 and r["processes"] >= 1 for r in readings)
+    for r in readings:
+        assert r["rss_bytes"] > 10 * MB and r["processes"] >= 1, r
+        assert r["fds"] == r["connections"] + r["held"] and r["held"] > 0, r
+    # The load's connections (one per turn) are open ones while it runs.
+    assert max(r["connections"] for r in readings) > 0
     # The gateway's own percentage, read from its metrics, followed the changes.
     assert {r["percent"] for r in readings} == {50, 30, 70}
     assert all(r["sheds_total"] is not None for r in readings)
@@ -458,7 +502,7 @@ def test_a_short_soak_recognises_every_injected_fault(
     pid = data["gateway"]["pid"]
     assert not Path(f"/proc/{pid}").exists()  # stopped (and reaped) when the soak ended
     page = (report / "index.html").read_text()
-    assert page.count("<svg") == 6 and "soak PASSED" in page
+    assert page.count("<svg") == 7 and "soak PASSED" in page
     assert {"gateway.log", "dynamodb.log", "agent.log"} <= {
         p.name for p in (report / "logs").iterdir()
     }
