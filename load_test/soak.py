@@ -74,6 +74,7 @@ from load_test import engine, targets
 from load_test.client import Connection, Outcome, Request, Response, exchange, parse_origin
 from load_test.engine import ClosedLoop, OpenLoop, RunResult
 from load_test.progress import ProgressLine, say
+from load_test.report import EMULATOR_BUSY
 from load_test.scenarios import CHAT_PATH, ChatScenario, Scenario, User
 from load_test.stats import Sample, Summary, latency, summarize
 from shared import contract
@@ -823,10 +824,12 @@ def summary_lines(result: SoakResult) -> list[str]:
         f"max {lat.max_ms:.0f} ms",
     ]
     steady = judged(result.readings, plan.warmup, plan.duration_s)
-    cpu = mean_cpu([r for r in result.readings if r.t_s <= plan.duration_s])
+    during = [r for r in result.readings if r.t_s <= plan.duration_s]
+    cpu = mean_cpu(during)
     if cpu:
         shares = ", ".join(f"{name} {share:.0%}" for name, share in cpu.items())
         lines.append(f"CPU during the load (share of one core): {shares}")
+    lines += busy_emulators(during)
     if judgement.rss is not None and judgement.fds is not None:
         rss, fds, limits = judgement.rss, judgement.fds, plan.limits
         lines += [
@@ -837,6 +840,23 @@ def summary_lines(result: SoakResult) -> list[str]:
             f"{_range(steady, 'fds')}, open connections {_range(steady, 'connections')}",
         ]
     lines += [f"FAIL: {failure}" for failure in judgement.failures]
+    return lines
+
+
+def busy_emulators(readings: Sequence[Reading]) -> list[str]:
+    """A line for each emulator that used `EMULATOR_BUSY` of a core or more in some
+    readings: one interpreter each, so near one core it bounds the run, not the gateway
+    (the load test's `BUSY` flag)."""
+    lines = []
+    for name in ("dynamodb", "agent"):
+        shares = [share for r in readings if (share := r.cpu.get(name)) is not None]
+        busy = [share for share in shares if share >= EMULATOR_BUSY]
+        if busy:
+            lines.append(
+                f"note: the {name} emulator (one interpreter) used {EMULATOR_BUSY:.0%} of a "
+                f"core or more in {len(busy)} of {len(shares)} readings (at most "
+                f"{max(busy):.0%}): where it did, it, not the gateway, bounded the run"
+            )
     return lines
 
 

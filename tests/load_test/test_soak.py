@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ from load_test.soak import (
     RolloutChange,
     SoakPlan,
     Verdict,
+    busy_emulators,
     coarsen,
     drift,
     gateway_metrics,
@@ -376,6 +378,16 @@ def test_too_few_readings_after_the_warm_up_cannot_pass() -> None:
         "1 reading(s) after the warm-up: too few to judge memory and descriptors "
         "(at least 2 are needed)"
     ]
+
+
+def test_a_busy_emulator_is_named_from_the_threshold_on() -> None:
+    cpu = [{"dynamodb": 0.5, "agent": 0.1}, {"dynamodb": 0.75}, {"dynamodb": 0.99}, {}]
+    readings = [replace(_reading(t, 100, 40), cpu=shares) for t, shares in enumerate(cpu)]
+    assert busy_emulators(readings) == [
+        "note: the dynamodb emulator (one interpreter) used 75% of a core or more in 2 of 3 "
+        "readings (at most 99%): where it did, it, not the gateway, bounded the run"
+    ]
+    assert busy_emulators(readings[:1]) == []
 
 
 def test_rollout_schedule() -> None:
