@@ -84,6 +84,7 @@ PERCENT_METRIC = "dualstack_fastapi_percent"
 ROLLOUT_PATH = "/_gateway/rollout"
 METRICS_PATH = "/_gateway/metrics"
 ADMIN_TIMEOUT_S = 10.0
+LOGS = ("gateway.log", "dynamodb.log", "agent.log")
 EXAMPLES_KEPT = 20
 
 
@@ -1074,6 +1075,8 @@ def run_soak(plan: SoakPlan, stream: TextIO | None = None) -> SoakResult:
     something cannot start or the capacity cannot be measured."""
     began = time.perf_counter()
     info = machine()
+    for name in LOGS:  # one run, one set of logs: the servers append to theirs
+        (plan.log_dir / name).unlink(missing_ok=True)
     if stream:
         say(stream, f"starting the emulators (agent latency {plan.agent_latency_ms:g} ms)")
     with targets.emulators_process(plan.agent_latency_ms, plan.log_dir) as emulators:
@@ -1093,7 +1096,7 @@ def run_soak(plan: SoakPlan, stream: TextIO | None = None) -> SoakResult:
             "gateway",
             gateway_command(),
             env=env,
-            log_path=plan.log_dir / "gateway.log",
+            log_path=plan.log_dir / LOGS[0],
             ready_path=ROLLOUT_PATH,
         ) as gateway:
             if stream:

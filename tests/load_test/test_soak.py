@@ -472,6 +472,8 @@ def test_a_short_soak_recognises_every_injected_fault(
         "--agent-timeout", "2", "--timeout", "10", "--agent-latency-ms", "5",
         "--report", str(report),
     ]  # fmt: skip
+    (report / "logs").mkdir(parents=True)
+    (report / "logs" / "gateway.log").write_text("an earlier run's\n")
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 0, out + err[-3000:]
@@ -518,3 +520,4 @@ def test_a_short_soak_recognises_every_injected_fault(
     assert {"gateway.log", "dynamodb.log", "agent.log"} <= {
         p.name for p in (report / "logs").iterdir()
     }
+    assert "an earlier run's" not in (report / "logs" / "gateway.log").read_text()
