@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from harness.local.emulators.__main__ import main as run_emulators
 from harness.local.emulators.dynamodb import DynamoDBEmulator
+from harness.local.emulators.heap import frozen_heap
 from harness.local.processes import StopSignals
 
 
@@ -28,7 +29,7 @@ def _quiet() -> None:
 
 def serve_dynamodb(host: str, port: int) -> int:
     """moto's DynamoDB on `host:port` until SIGTERM or SIGINT; prints its export line."""
-    with StopSignals() as stop, DynamoDBEmulator(host, port) as dynamodb:
+    with StopSignals() as stop, DynamoDBEmulator(host, port) as dynamodb, frozen_heap():
         print(f"export AWS_ENDPOINT_URL_DYNAMODB={dynamodb.url}", flush=True)
         stop.wait()
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.local.emulators import LocalEmulators
+from harness.local.emulators.heap import frozen_heap
 from harness.local.processes import StopSignals, run_server
 
 DEFAULT_LOG = Path("reports/run/gateway.log")
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     args.log_file.parent.mkdir(parents=True, exist_ok=True)
     args.log_file.write_bytes(b"")  # one run, one log
-    with StopSignals() as stop, emulators:
+    with StopSignals() as stop, emulators, frozen_heap():
         env.update(emulators.env())
         try:  # the gateway is stopped however this ends
             with run_server(

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
 from harness.local.emulators.faults import FAULTS
+from harness.local.emulators.heap import frozen_heap
 from harness.local.processes import StopSignals
 
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    with StopSignals() as stop, emulators:
+    with StopSignals() as stop, emulators, frozen_heap():
         for name, value in emulators.env().items():
             print(f"export {name}={value}")
         sys.stdout.flush()
