@@ -42,6 +42,7 @@ class GatewayMetrics:
         self.decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.shed: defaultdict[str, int] = defaultdict(int)
         self.abandoned = 0
+        self.unminted = 0
         # Per-bucket counts of queued requests' waits for a thread, then the sum of seconds.
         self.queue_wait = [0.0] * (len(WAIT_BUCKETS) + 2)
         self.admission: Admission | None = None
@@ -126,6 +127,12 @@ class _Collector(Collector):
         yield shed
 
         yield from _admission_metrics(m)
+        yield CounterMetricFamily(
+            "dualstack_unminted_requests",
+            "New conversations routed without a minted key: adding one to the body would have "
+            "changed the stack's answer (a body not in UTF-8, or pushed past the size limit).",
+            value=m.unminted,
+        )
         percent = GaugeMetricFamily(
             "dualstack_fastapi_percent",
             'Share of traffic routed to FastAPI; prefix "" is the default.',

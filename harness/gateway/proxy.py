@@ -196,6 +196,8 @@ class Gateway:
             key = sticky.key
             if sticky.minted:
                 body, grown = sticky.body, True
+            elif sticky.unminted:
+                self.metrics.unminted += 1
         override = headers.get(_OVERRIDE)
         facts = Facts(
             path, plan.owners, None if override is None else override.decode("latin-1"), key

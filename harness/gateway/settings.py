@@ -26,6 +26,10 @@ class StickyRule(BaseModel):
     field: str = ""
     pattern: str = ""
     mint: bool = False
+    max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    """With `mint`: the app's own body limit (the chatbot's `MAX_BODY_BYTES`). A body the
+    minted key would push past it, or one not in UTF-8, is forwarded as it came and
+    routed without a minted key, so minting never changes a request's answer."""
 
 
 def default_sticky_rules() -> list[StickyRule]:

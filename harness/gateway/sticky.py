@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,10 @@ class Sticky:
     key: str | None
     body: bytes  # the body to forward: the original, or with a minted key added
     minted: bool = False
+    unminted: bool = False
+    """A rule would have minted a key but could not without changing what the app makes
+    of the body (not UTF-8, or pushed past the app's size limit): the body is forwarded
+    as it came, and the request routed by the rules after it."""
 
 
 def _path_regex(pattern: str) -> re.Pattern[str]:
@@ -50,17 +55,18 @@ class StickyRules:
 
         `headers` are the request's as ASGI gives them (lower-case names, raw bytes): only
         the value a header rule reads is decoded."""
+        unminted = False
         for rule, regex, name in self._rules:
             if not _under(rule.prefix, path):
                 continue
             if regex is not None:
                 found = regex.match(path)
                 if found:
-                    return Sticky(found.group("key"), body)
+                    return Sticky(found.group("key"), body, unminted=unminted)
             elif rule.source == "header":
                 raw = headers.get(name)
                 if raw:
-                    return Sticky(raw.decode("latin-1"), body)
+                    return Sticky(raw.decode("latin-1"), body, unminted=unminted)
             elif rule.source == "json" and is_json and body:
                 payload = json_object(body)
                 if payload is None:
@@ -70,5 +76,21 @@ class StickyRules:
                     return Sticky(value, body)
                 if rule.mint and value is None and method == "POST":
                     minted = self._mint()
-                    return Sticky(minted, add_json_field(body, rule.field, minted), minted=True)
-        return Sticky(None, body)
+                    grown = _spliced(body, rule.field, minted, rule.max_body_bytes)
+                    if grown is not None:
+                        return Sticky(minted, grown, minted=True)
+                    unminted = True
+        return Sticky(None, body, unminted=unminted)
+
+
+def _spliced(body: bytes, field: str, value: str, limit: int) -> bytes | None:
+    """`body` with `"field": value` added, when that changes nothing else the app makes of
+    it: a UTF-8 body (the splice is UTF-8 text; JSON may come as UTF-16 or UTF-32) that
+    stays within the app's `limit`. None otherwise."""
+    if json.detect_encoding(body) not in ("utf-8", "utf-8-sig"):
+        return None
+    try:
+        grown = add_json_field(body, field, value)
+    except ValueError:
+        return None
+    return grown if len(grown) <= limit else None

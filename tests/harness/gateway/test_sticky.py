@@ -82,3 +82,33 @@ def test_sticky_key(
     assert found == expected
     if found.minted:
         assert json.loads(found.body)["session_id"] == found.key
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_body_not_in_utf8_is_forwarded_as_it_came_and_routed_by_the_next_rule(
+    encoding: str,
+) -> None:
+    # Valid JSON either way (RFC 8259 readers detect the encoding); the splice is UTF-8.
+    body = '{"message": "m"}'.encode(encoding)
+    assert RULES.find(CHAT, "POST", {b"x-user-id": b"u1"}, body, True) == Sticky(
+        "u1", body, unminted=True
+    )
+    assert RULES.find(CHAT, "POST", {}, body, True) == Sticky(None, body, unminted=True)
+
+
+def test_a_minted_key_never_pushes_a_body_past_the_apps_limit() -> None:
+    limit = 64 * 1024
+
+    def padded(size: int) -> bytes:
+        tail = b'"message": "m"}'
+        return b"{" + b" " * (size - len(tail) - 1) + tail
+
+    grown = RULES.find(CHAT, "POST", {}, padded(1000), True)
+    assert grown.minted
+    room = limit - len(grown.body) + 1000  # the largest body the splice still fits
+    fits = RULES.find(CHAT, "POST", {}, padded(room), True)
+    assert (fits.minted, len(fits.body)) == (True, limit)
+    too_big = padded(room + 1)
+    assert RULES.find(CHAT, "POST", {}, too_big, True) == Sticky(None, too_big, unminted=True)
+    utf8_bom = b"\xef\xbb\xbf" + padded(100)
+    assert RULES.find(CHAT, "POST", {}, utf8_bom, True).minted  # still UTF-8: spliced
