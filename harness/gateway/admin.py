@@ -1,10 +1,13 @@
 """The gateway's admin API: read and change the rollout, its audit history, the metrics, and
 the gateway's health.
 
-A Starlette app the gateway mounts at `/_gateway`. Reading is open; changing the rollout
-needs `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, and with no token configured changes are
-refused outright. Every answer, errors included, is JSON (`{"error": ...}` for errors), except
-the metrics, which are passed through as the `metrics` callable renders them.
+A Starlette app the gateway mounts at `/_gateway`. The rollout, health and metrics are open
+to read; changing the rollout and reading its history (who changed what) need
+`Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, and with no token configured both are refused
+outright. A change is recorded as made by "admin", the token's holder: the client's address
+is not recorded, since behind a proxy it can only come from headers a client sets. Every
+answer, errors included, is JSON (`{"error": ...}` for errors), except the metrics, which
+are passed through as the `metrics` callable renders them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = 5
 
 DISABLED = "Rollout changes are disabled: set GATEWAY_ADMIN_TOKEN to enable them"
+HISTORY_DISABLED = "The rollout history needs GATEWAY_ADMIN_TOKEN: none is set"
 UNAUTHORIZED = "Invalid or missing admin token"
 UNAVAILABLE = "Rollout store unavailable"
 _CHANGE_FIELDS = ("fastapi_percent", "routes")
@@ -55,10 +59,12 @@ class _BadRequest(Exception):
         self.status = status
 
 
-def _authorize(request: Request, token: str | None) -> JSONResponse | None:
-    """None when the request may change the rollout, else the refusal to send."""
+def _authorize(
+    request: Request, token: str | None, disabled: str = DISABLED
+) -> JSONResponse | None:
+    """None when the request carries the admin token, else the refusal to send."""
     if not token:
-        return _error(403, DISABLED)
+        return _error(403, disabled)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     # Bytes on both sides: compare_digest refuses non-ASCII str. Starlette decodes headers as
     # latin-1, so encoding back gives the bytes the client sent.
@@ -87,7 +93,7 @@ def _parse_change(body: bytes) -> dict[str, Any]:
     store, which raises ValueError with the reason."""
     try:
         data = json.loads(body)
-    except ValueError:  # also invalid UTF-8
+    except (ValueError, RecursionError):  # also invalid UTF-8, and nesting too deep
         raise _BadRequest("Request body must be valid JSON") from None
     if not isinstance(data, dict):
         raise _BadRequest("Request body must be a JSON object")
@@ -134,7 +140,7 @@ def build_admin(
         refusal = _authorize(request, token)
         if refusal is not None:
             return refusal
-        actor = "admin" if request.client is None else f"admin@{request.client.host}"
+        actor = "admin"
         try:
             fields = _parse_change(await _read_body(request))
             change = await state.store.update(actor=actor, **fields)
@@ -157,6 +163,9 @@ def build_admin(
         return JSONResponse(change.to_json())
 
     async def get_history(request: Request) -> Response:
+        refusal = _authorize(request, token, HISTORY_DISABLED)
+        if refusal is not None:
+            return refusal
         try:
             changes = await state.store.history(_history_limit(request))
         except _BadRequest as exc:

@@ -40,7 +40,8 @@ def validate_percent(value: object) -> float:
 def validate_prefix(prefix: object) -> str:
     """`prefix` when it is a path prefix a route override can use; ValueError otherwise.
 
-    It must start with `/`, hold no whitespace, and not end with `/` (unless it is `/`):
+    It must start with `/`, be printable text without whitespace, and not end with `/`
+    (unless it is `/`):
     matching is on path-segment boundaries, so `/api/` would never match anything.
     """
     if not isinstance(prefix, str):
@@ -49,6 +50,8 @@ def validate_prefix(prefix: object) -> str:
         raise ValueError(f"route prefix must start with '/', not {show(prefix)}")
     if any(char.isspace() for char in prefix):
         raise ValueError(f"route prefix must not contain whitespace, not {show(prefix)}")
+    if not prefix.isprintable():  # control characters, NUL, lone surrogates
+        raise ValueError(f"route prefix must be printable text, not {show(prefix)}")
     if prefix != "/" and prefix.endswith("/"):
         raise ValueError(f"route prefix must not end with '/', not {show(prefix)}")
     return prefix

@@ -293,7 +293,20 @@ class Gateway:
             raise RuntimeError("the gateway's lifespan has not started")
         # Starlette routes on the path less root_path: keep the full path, extend root_path.
         child = {**scope, "root_path": scope.get("root_path", "") + ADMIN_PREFIX}
-        await self._admin(child, receive, send)
+        # The gateway's own answers say so, and carry the request id, as the stacks' do.
+        given = dict(scope["headers"]).get(b"x-request-id")
+        rid = request_id(None if given is None else given.decode("latin-1"))
+        marks = [(b"x-request-id", rid.encode("latin-1"))]
+        if self.settings.show_backend_header:
+            marks.append(_BACKEND_MARKS["gateway"])
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [h for h in message["headers"] if h[0] not in _MARKED]
+                message["headers"] = [*kept, *marks]
+            await send(message)
+
+        await self._admin(child, receive, send_marked)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

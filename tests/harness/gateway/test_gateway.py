@@ -181,7 +181,9 @@ def test_admin_changes_need_the_token(start_gateway: StartGateway) -> None:
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         shown = client.get("/_gateway/rollout").json()
-        history = client.get("/_gateway/rollout/history").json()["changes"]
+        history = client.get(
+            "/_gateway/rollout/history", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).json()["changes"]
     assert (missing.status_code, wrong.status_code, right.status_code) == (401, 401, 200)
     assert (shown["fastapi_percent"], shown["routes"]) == (80, {CHAT: 25})
     assert len(history) == 1
@@ -432,3 +434,17 @@ def test_minting_never_pushes_a_body_past_the_stacks_limit(gateway: RunningGatew
         ]
     assert [r.status_code for r in answers] == [200] * 4
     assert {r.json()["response"] for r in answers} == {compose_reply("big", 1)}
+
+
+@pytest.mark.parametrize("path", ["/_gateway/rollout", "/_gateway/health", "/_gateway/nowhere"])
+def test_the_admin_api_answers_carry_the_request_id_and_say_gateway(
+    gateway: RunningGateway, path: str
+) -> None:
+    given = "0123456789abcdef0123456789abcdef"
+    with gateway.client() as client:
+        minted = client.get(path)
+        echoed = client.get(path, headers={"X-Request-ID": given})
+    assert minted.headers[BACKEND] == echoed.headers[BACKEND] == "gateway"
+    assert minted.headers["x-request-id"] and minted.headers["x-request-id"] != given
+    assert echoed.headers["x-request-id"] == given
+    assert minted.headers["content-type"] == "application/json"  # its own answer, kept
