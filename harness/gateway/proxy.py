@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import operator
 import random
@@ -36,6 +37,7 @@ from shared.schema_errors import one_line
 
 ADMIN_PREFIX = "/_gateway"
 OVERLOADED = "Service overloaded, retry later"
+HEADERS_TOO_LARGE = "Request headers too large"
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
 
 Control = Callable[[], AbstractAsyncContextManager[tuple[RolloutState, ASGIApp]]]
@@ -89,6 +91,10 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._serve_other(scope, receive, send)
+            return
+        if _header_bytes(scope["headers"]) > self.settings.max_header_bytes:
+            # Before anything reads them: uvicorn (httptools) sets no limit of its own.
+            await self._refuse(send, request_id(None), 431, HEADERS_TOO_LARGE)
             return
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIX) and _is_admin(path):
@@ -419,6 +425,14 @@ def _any_draw() -> float:
 def _is_json(content_type: bytes) -> bool:
     # Cached: a service sees few distinct content types, and parsing one is dear.
     return contract.is_json_content_type(content_type.decode("latin-1"))
+
+
+def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:
+    """The size of the request's header names and values, counted in C."""
+    return len(_join(itertools.chain.from_iterable(headers)))
+
+
+_join = b"".join
 
 
 def _is_admin(path: str) -> bool:

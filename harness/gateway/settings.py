@@ -72,6 +72,8 @@ class GatewaySettings(BaseSettings):
     longer is shed at once (503, `Retry-After`), one still waiting after it is shed then."""
     shed_retry_after_seconds: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """The request's header names and values, in total; past it the gateway answers 431."""
     state_table: str = "dualstack_gateway"
     refresh_seconds: float = Field(default=1.0, gt=0)
     startup_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -448,3 +448,29 @@ def test_the_admin_api_answers_carry_the_request_id_and_say_gateway(
     assert minted.headers["x-request-id"] and minted.headers["x-request-id"] != given
     assert echoed.headers["x-request-id"] == given
     assert minted.headers["content-type"] == "application/json"  # its own answer, kept
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Padding": "x" * 20_000},  # one large header
+        {f"X-Many-{n}": "y" * 10 for n in range(1_000)},  # many small ones
+    ],
+    ids=["one-large", "many-small"],
+)
+def test_request_headers_past_the_limit_get_431(
+    gateway: RunningGateway, headers: dict[str, str]
+) -> None:
+    # uvicorn with httptools enforces no limit: the gateway does (16 KiB by default),
+    # before any stack or the admin API reads them.
+    with gateway.client() as client:
+        refused = [client.get(path, headers=headers) for path in ("/health", "/_gateway/health")]
+        within = client.get("/health", headers={"X-Padding": "x" * 15_000})
+    for response in refused:
+        assert (response.status_code, response.json()) == (
+            431,
+            {"error": "Request headers too large"},
+        )
+        assert response.headers[BACKEND] == "gateway"
+        assert response.headers["x-request-id"]
+    assert within.status_code == 200
