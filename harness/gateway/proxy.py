@@ -105,6 +105,11 @@ class Gateway:
         # builds no objects beyond its own result: each call costs the stacks' throughput.
         started = perf_counter()
         headers = dict(scope["headers"])  # in C; ASGI header names are lower case
+        if len(headers) != len(scope["headers"]):  # some name repeats: which one?
+            repeated = _repeated_identity(scope["headers"])
+            if repeated is not None:
+                await self._refuse(send, request_id(None), 400, f"Duplicate {repeated} header")
+                return
         given = headers.get(b"x-request-id")
         rid = request_id(None if given is None else given.decode("latin-1"))
         method = scope["method"]
@@ -425,6 +430,33 @@ def _any_draw() -> float:
 def _is_json(content_type: bytes) -> bool:
     # Cached: a service sees few distinct content types, and parsing one is dear.
     return contract.is_json_content_type(content_type.decode("latin-1"))
+
+
+_IDENTITY = {
+    name.lower().encode(): name
+    for name in (
+        "X-Dualstack-Backend",
+        "X-User-ID",
+        "X-Request-ID",
+        "Content-Type",
+        "Content-Length",
+        "Authorization",
+    )
+}
+"""The headers that route a request or say who sends it. Read twice, the gateway would
+take the last value, Starlette the first and Flask (through WSGI) both joined by a comma,
+so a client could be routed as one user and served as another: sent twice, they are 400."""
+
+
+def _repeated_identity(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first header of `_IDENTITY` that `headers` hold more than once, if any."""
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        if name in _IDENTITY:
+            if name in seen:
+                return _IDENTITY[name]
+            seen.add(name)
+    return None
 
 
 def _header_bytes(headers: list[tuple[bytes, bytes]]) -> int:

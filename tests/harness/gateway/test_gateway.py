@@ -474,3 +474,31 @@ def test_request_headers_past_the_limit_get_431(
         assert response.headers[BACKEND] == "gateway"
         assert response.headers["x-request-id"]
     assert within.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "values"),
+    [
+        ("X-Dualstack-Backend", ("flask", "fastapi")),
+        ("X-User-ID", ("mallory", "alice")),
+        ("X-Request-ID", ("0" * 32, "1" * 32)),
+        ("Content-Type", ("application/json", "text/plain")),
+        ("Authorization", ("Bearer a", "Bearer b")),
+    ],
+)
+def test_a_header_that_routes_or_identifies_sent_twice_is_refused(
+    gateway: RunningGateway, name: str, values: tuple[str, str]
+) -> None:
+    # The gateway, Starlette and Flask would each read a different value of it.
+    headers = [(name, value) for value in values]
+    with gateway.client() as client:
+        response = client.post(CHAT, json={"message": "hi"}, headers=headers)
+    assert (response.status_code, response.json()) == (400, {"error": f"Duplicate {name} header"})
+    assert response.headers[BACKEND] == "gateway"
+
+
+def test_other_headers_may_repeat(gateway: RunningGateway) -> None:
+    headers = [("Accept", "application/json"), ("Accept", "*/*"), ("X-Dualstack-Backend", "flask")]
+    with gateway.client() as client:
+        response = client.get("/health", headers=headers)
+    assert (response.status_code, _served_by(response)) == (200, "flask")
