@@ -40,7 +40,14 @@ class JSONBodyRoute(APIRoute):
                 body += part
                 if len(body) > limit:
                     raise BadRequest(contract.BODY_TOO_LARGE, status=413)
-            request._body = bytes(body)  # FastAPI's own parsing reuses it
+            raw = bytes(body)
+            if contract.may_hold_non_json_constants(raw):
+                # FastAPI's parser (Python's) takes NaN and Infinity; the contract does not.
+                try:
+                    contract.parse_json(raw)
+                except (ValueError, RecursionError):
+                    raise BadRequest(contract.MALFORMED_JSON) from None
+            request._body = raw  # FastAPI's own parsing reuses it
             return await handler(request)
 
         return guarded

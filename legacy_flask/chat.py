@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -48,7 +47,7 @@ def _read_chat_request() -> ChatRequest:
     if len(raw) > limit:
         raise BadRequest(contract.BODY_TOO_LARGE, status=413)
     try:
-        payload = json.loads(raw)
+        payload = contract.parse_json(raw)
     except (ValueError, RecursionError):
         raise BadRequest(contract.MALFORMED_JSON) from None
     if not isinstance(payload, dict):

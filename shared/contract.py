@@ -8,6 +8,7 @@ same status and message from Flask and from FastAPI.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from email.message import Message
@@ -54,7 +55,7 @@ def _message(value: Any) -> str:
         raise _fail(MESSAGE_REQUIRED)
     if not isinstance(value, str):
         raise _fail(MESSAGE_NOT_STRING)
-    if not value.strip():
+    if not has_visible_text(value):
         raise _fail(MESSAGE_REQUIRED)
     if len(value) > MAX_MESSAGE_CHARS:
         raise _fail(MESSAGE_TOO_LONG)
@@ -92,6 +93,28 @@ class ChatRequest(BaseModel):
 def is_identifier(value: str) -> bool:
     """True when `value` is an allowed session, user or request id."""
     return ID_PATTERN.fullmatch(value) is not None
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` shows anything: a character that is neither white space nor an
+    invisible one (zero-width spaces and joiners, controls, lone surrogates)."""
+    return any(char.isprintable() and not char.isspace() for char in text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """`raw` as JSON as RFC 8259 defines it. Python's reader also takes `NaN`, `Infinity`
+    and `-Infinity`, which are not JSON: ValueError for them, as for any malformed body
+    (RecursionError for nesting too deep)."""
+    return json.loads(raw, parse_constant=_not_json)
+
+
+def may_hold_non_json_constants(raw: bytes) -> bool:
+    """A cheap test before `parse_json`: False when `raw` cannot hold `NaN` or `Infinity`."""
+    return b"NaN" in raw or b"Infinity" in raw
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def is_encodable(text: str) -> bool:

@@ -59,6 +59,11 @@ CASES = [
         400,
         contract.MALFORMED_JSON,
     ),
+    # Python reads these constants; JSON has none of them.
+    raw("NaN", b'{"message": "hi", "temperature": NaN}', 400, contract.MALFORMED_JSON),
+    raw("Infinity", b'{"message": "hi", "n": Infinity}', 400, contract.MALFORMED_JSON),
+    raw("-Infinity", b'{"message": "hi", "n": -Infinity}', 400, contract.MALFORMED_JSON),
+    raw("NaN message", b'{"message": NaN}', 400, contract.MALFORMED_JSON),
     raw("array", b'["hi"]', 400, contract.NOT_AN_OBJECT),
     raw("string", b'"hi"', 400, contract.NOT_AN_OBJECT),
     raw("null", b"null", 400, contract.NOT_AN_OBJECT),
@@ -68,6 +73,9 @@ CASES = [
     chat({"message": None}, 400, contract.MESSAGE_REQUIRED),
     chat({"message": ""}, 400, contract.MESSAGE_REQUIRED),
     chat({"message": "   "}, 400, contract.MESSAGE_REQUIRED),
+    # Nothing visible: zero-width space, joiner, word joiner, BOM, a control character.
+    chat({"message": "\u200b\u200d\u2060\ufeff"}, 400, contract.MESSAGE_REQUIRED),
+    chat({"message": " \u200b\x07 "}, 400, contract.MESSAGE_REQUIRED, name="invisible+space"),
     chat({"message": 42}, 400, contract.MESSAGE_NOT_STRING),
     chat({"message": ["hi"]}, 400, contract.MESSAGE_NOT_STRING),
     chat({"message": {"text": "hi"}}, 400, contract.MESSAGE_NOT_STRING),
@@ -137,6 +145,17 @@ def test_error_rows_answer_the_contract(stacks: Stacks, stack: str, case: Case) 
     if case.status == 405:
         expected = "OPTIONS, POST" if case.path == CHAT else "GET, HEAD, OPTIONS"
         assert response.headers["allow"] == expected
+
+
+@pytest.mark.parametrize("message", ["NaN and Infinity", "\u200bhi", "\u200d😀"])
+def test_the_words_and_visible_text_next_to_invisible_characters_are_fine(
+    stacks: Stacks, stack: str, message: str
+) -> None:
+    # The refusals above stop at JSON's constants and at text with nothing to show.
+    with stacks.client(stack) as client:
+        response = client.post(CHAT, json={"message": message})
+    assert response.status_code == 200, response.text
+    assert response.json()["response"] == compose_reply(message, 1)
 
 
 PARITY_HEADERS = ("content-type", "allow", "retry-after", "access-control-allow-origin", "vary")
