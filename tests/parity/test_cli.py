@@ -305,7 +305,7 @@ def test_the_cli_fails_an_altered_stack_and_writes_its_reports(
     # Every case whose answer is "Message is required", and only those.
     failing = {
         f"validation/message-{name}"
-        for name in ("missing", "missing-with-other-fields", "null", "empty", "blank")
+        for name in ("missing", "missing-with-other-fields", "null", "empty", "blank", "invisible")
     } | {"validation/message-blank-newlines-tabs"}
     assert failing < set(selected)
     with stacks.alter(fastapi=lambda app: Rewrite(app, json_change(reworded))):
