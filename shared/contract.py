@@ -19,8 +19,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 MAX_MESSAGE_CHARS = 4000
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-"""Allowed `session_id`, `user_id` and `X-Request-ID` values (matched with fullmatch)."""
+ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,128}")
+"""Allowed `session_id`, `user_id` and `X-Request-ID` values (matched with fullmatch). Not
+dots alone: `.` and `..` in `/api/v1/chat/sessions/{id}` are path segments that clients
+and proxies normalise away, so such a session could never be read or deleted."""
 
 # Public error messages. Changing one is a breaking change for API clients.
 MALFORMED_JSON = "Request body must be valid JSON"
@@ -81,7 +83,9 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(
         extra="ignore",
         json_schema_extra={
-            "example": {"message": "Hello, what can you do?", "session_id": "sess_123"}
+            # No session id: a fixed one would be a conversation every reader of the docs
+            # shares (`/docs` sends the example on "Try it out").
+            "example": {"message": "Hello, what can you do?"}
         },
     )
 

@@ -89,6 +89,10 @@ CASES = [
     chat({"message": "hi", "session_id": "s" * 129}, 400, contract.INVALID_SESSION_ID),
     chat({"message": "hi", "session_id": 7}, 400, contract.INVALID_SESSION_ID),
     chat({"message": "hi", "session_id": "ünïcode"}, 400, contract.INVALID_SESSION_ID),
+    # Dots alone: path segments clients normalise away, so never readable as a session.
+    chat({"message": "hi", "session_id": "."}, 400, contract.INVALID_SESSION_ID),
+    chat({"message": "hi", "session_id": ".."}, 400, contract.INVALID_SESSION_ID),
+    chat({"message": "hi", "user_id": "..."}, 400, contract.INVALID_USER_ID),
     chat({"message": "hi", "user_id": "a/b"}, 400, contract.INVALID_USER_ID),
     chat({"message": "hi", "user_id": True}, 400, contract.INVALID_USER_ID),
     # Content type and size.
@@ -330,3 +334,18 @@ def test_cors_is_the_legacy_apps(
     if "Access-Control-Request-Method" in headers and status == 200:
         assert seen["access-control-allow-methods"] == contract.LEGACY_CORS_METHODS
         assert seen["access-control-allow-headers"] == headers["Access-Control-Request-Headers"]
+
+
+@pytest.mark.parametrize("session_id", ["a.b", "..a", "v1.2.3:x"])
+def test_ids_with_dots_and_other_characters_are_fine(
+    stacks: Stacks, stack: str, session_id: str
+) -> None:
+    with stacks.client(stack) as client:
+        response = client.post(CHAT, json={"message": "hi", "session_id": session_id})
+    assert (response.status_code, response.json()["session_id"]) == (200, session_id)
+
+
+def test_the_published_example_names_no_session() -> None:
+    # `/docs` sends it on "Try it out": a fixed id would be one conversation for everyone.
+    example = contract.ChatRequest.model_json_schema()["example"]
+    assert example == {"message": "Hello, what can you do?"}
