@@ -463,13 +463,15 @@ def test_a_short_soak_recognises_every_injected_fault(
 ) -> None:
     # Seconds instead of minutes: a tiny capacity step, a fifth of it as the rate, readings
     # every half second, a rollout change every 1.5 s, a quarter of the turns faulted (a
-    # hung agent's 504 coming after 2 s).
+    # hung agent's 504 coming after 4 s). 4 s, not less: the agent's three attempts wait up
+    # to 1 + 2 s between them, and a retry that starts just before the deadline is cut by
+    # it, so a failing agent would now and then answer 504 instead of 502.
     report = tmp_path / "soak"
     argv = [
         "soak", "--minutes", "0.08", "--interval", "0.5", "--warmup", "1", "--window", "1",
         "--capacity-users", "2", "--capacity-seconds", "1", "--load-fraction", "0.2",
         "--rollout-every", "1.5", "--percents", "30,70", "--fault-rate", "0.25",
-        "--agent-timeout", "2", "--timeout", "10", "--agent-latency-ms", "5",
+        "--agent-timeout", "4", "--timeout", "10", "--agent-latency-ms", "5",
         "--report", str(report),
     ]  # fmt: skip
     (report / "logs").mkdir(parents=True)
