@@ -69,7 +69,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.local.emulators.faults import FAULTS, Fault
 from harness.local.loop import fast_loop_factory
-from harness.local.processes import ServerProcess, run_server
+from harness.local.processes import ServerProcess, group_members, run_server
 from load_test import engine, targets
 from load_test.client import Connection, Outcome, Request, Response, exchange, parse_origin
 from load_test.engine import ClosedLoop, OpenLoop, RunResult
@@ -336,17 +336,8 @@ def group_figures(group: int, proc: Path = Path("/proc")) -> GroupFigures | None
     rss = count = 0
     links: list[str] = []
     first = ""
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+    for entry, _ in group_members(group, proc):
         try:
-            stat = (proc / entry / "stat").read_bytes()
-            if int(stat.rpartition(b")")[2].split()[2]) != group:
-                continue
             resident = vm_rss_bytes((proc / entry / "status").read_text())
             if resident is None:
                 continue  # a zombie: no memory, no descriptors

@@ -37,25 +37,33 @@ def free_port(host: str = _LOCALHOST) -> int:
         return port
 
 
-def cpu_seconds(group: int) -> float | None:
-    """CPU seconds (user + system) used so far by the live processes of process group
-    `group`, from /proc; None where /proc cannot tell (not Linux)."""
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
+def group_members(group: int, proc: Path = Path("/proc")) -> Iterator[tuple[str, list[bytes]]]:
+    """The processes of process group `group` as /proc lists them now (Linux): each one's
+    id and the fields of its `stat` after the command name. Nothing where /proc cannot be
+    read; a process gone meanwhile is skipped."""
     try:
-        entries = os.listdir("/proc")
+        entries = os.listdir(proc)
     except OSError:
-        return None
+        return
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
-        except OSError:
+            fields = (proc / entry / "stat").read_bytes().rpartition(b")")[2].split()
+            if int(fields[2]) != group:
+                continue
+        except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        if int(fields[2]) == group:
-            total += int(fields[11]) + int(fields[12])
+        yield entry, fields
+
+
+def cpu_seconds(group: int) -> float | None:
+    """CPU seconds (user + system) used so far by the live processes of process group
+    `group`, from /proc; None where /proc cannot tell (not Linux)."""
+    if not os.path.isdir("/proc"):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = sum(int(fields[11]) + int(fields[12]) for _, fields in group_members(group))
     return total / ticks
 
 
