@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--host={args.host}",
         "--port={port}",
         "--no-access-log",  # the stacks log every request themselves, as JSON
+        "--http=shared.serving:SnapshotHttpToolsProtocol",  # trailers never become headers
     ]
     args.log_file.parent.mkdir(parents=True, exist_ok=True)
     args.log_file.write_bytes(b"")  # one run, one log
