@@ -11,7 +11,7 @@ import structlog
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
-from fastapi_app import chat, errors, health, sessions
+from fastapi_app import chat, errors, health, openapi, sessions
 from fastapi_app.middleware import (
     HeadAsGetMiddleware,
     LegacyCORSMiddleware,
@@ -76,6 +76,7 @@ def create_app(
     app.include_router(sessions.router, prefix="/api/v1")
     app.include_router(health.router)
     errors.register(app)
+    openapi.install(app)  # the published contract, for both stacks
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(LegacyCORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestIdMiddleware)
