@@ -13,9 +13,10 @@ from fastapi.routing import APIRoute
 
 from fastapi_app.models import ChatResponse, ErrorResponse
 from fastapi_app.services import Services, ServicesDep
-from shared import contract
+from shared import contract, session
+from shared.agent import agent_session_id
 from shared.contract import ChatRequest
-from shared.errors import BadRequest, RateLimited
+from shared.errors import BadRequest, RateLimited, SessionNotFound
 
 log = structlog.get_logger("fastapi_app.chat")
 
@@ -61,6 +62,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         400: "Malformed JSON, not an object, or an invalid field",
         413: "Body too large",
         415: "Not JSON",
+        404: "The session is another user's: a turn must name its owner's `user_id`",
         429: "Rate limited (see Retry-After)",
         502: "The agent failed",
         503: "The agent is throttled or the session store is unavailable (see Retry-After)",
@@ -79,8 +81,16 @@ async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Ch
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    reply = await services.agent.invoke(session_id, body.message)
-    record = await services.store.record_turn(session_id, body.user_id, body.message, reply.text)
+    current = await services.store.get(body.session_id) if body.session_id else None
+    if not session.may_continue(current, body.user_id):
+        raise SessionNotFound()
+    owner = current.user_id if current else body.user_id
+    reply = await services.agent.invoke(agent_session_id(session_id, owner), body.message)
+    record = await services.store.record_turn(
+        session_id, body.user_id, body.message, reply.text, fresh=current is None
+    )
+    if record is None:  # created meanwhile by another user
+        raise SessionNotFound()
     elapsed = (time.perf_counter() - started) * 1000
     log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
     return ChatResponse(

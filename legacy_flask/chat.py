@@ -10,9 +10,10 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from legacy_flask.services import services
-from shared import contract
+from shared import contract, session
+from shared.agent import agent_session_id
 from shared.contract import ChatRequest
-from shared.errors import BadRequest, RateLimited
+from shared.errors import BadRequest, RateLimited, SessionNotFound
 
 bp = Blueprint("chat", __name__)
 log = structlog.get_logger("legacy_flask.chat")
@@ -28,8 +29,16 @@ def chat() -> Response:
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    reply = svc.agent.invoke(session_id, body.message)
-    record = svc.store.record_turn(session_id, body.user_id, body.message, reply.text)
+    current = svc.store.get(body.session_id) if body.session_id else None
+    if not session.may_continue(current, body.user_id):
+        raise SessionNotFound()
+    owner = current.user_id if current else body.user_id
+    reply = svc.agent.invoke(agent_session_id(session_id, owner), body.message)
+    record = svc.store.record_turn(
+        session_id, body.user_id, body.message, reply.text, fresh=current is None
+    )
+    if record is None:  # created meanwhile by another user
+        raise SessionNotFound()
     elapsed = (time.perf_counter() - started) * 1000
     log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
     return jsonify(response=reply.text, session_id=session_id, processing_time_ms=elapsed)

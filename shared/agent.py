@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +18,6 @@ from shared.aws import AsyncRetrier, Retrier, agent_error, agent_policy, bound_r
 from shared.deadline import Deadline, DeadlineExceeded
 from shared.settings import Settings
 
-_AGENT_SESSION_ID = re.compile(r"[0-9a-zA-Z._:-]{2,100}")
-
 
 @dataclass(frozen=True)
 class AgentReply:
@@ -27,20 +25,25 @@ class AgentReply:
     tokens_used: int | None
 
 
-def agent_session_id(session_id: str) -> str:
-    """Bedrock accepts 2-100 characters; the contract allows 1-128. Ids that don't fit
-    are mapped to a stable digest, the same from both stacks."""
-    if _AGENT_SESSION_ID.fullmatch(session_id):
-        return session_id
-    return "ds-" + hashlib.sha256(session_id.encode()).hexdigest()[:48]
+def agent_session_id(session_id: str, owner: str | None) -> str:
+    """The agent's session for the stored session `session_id` of `owner` (None:
+    anonymous): a digest of both, the same from both stacks.
+
+    Every agent session id is derived this way, never a client's id as it came, so no
+    client id can name another conversation's agent memory: two stored sessions never
+    share one (different owners of one id included), and "ds-" + 64 hex characters fits
+    Bedrock's 2-100 characters whatever the contract's 1-128 allow."""
+    encoded = json.dumps([session_id, owner])  # unambiguous: null is no owner
+    return "ds-" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def build_request(settings: Settings, session_id: str, text: str) -> dict[str, Any]:
-    """Keyword arguments of `invoke_agent` for one chat turn."""
+def build_request(settings: Settings, agent_session: str, text: str) -> dict[str, Any]:
+    """Keyword arguments of `invoke_agent` for one chat turn in `agent_session` (an
+    `agent_session_id`)."""
     return {
         "agentId": settings.bedrock_agent_id,
         "agentAliasId": settings.bedrock_agent_alias_id,
-        "sessionId": agent_session_id(session_id),
+        "sessionId": agent_session,
         "inputText": text,
         "enableTrace": settings.agent_enable_trace,
     }
@@ -97,9 +100,10 @@ class AgentClient:
         self._settings = settings
         self._retrier = retrier or Retrier(agent_policy(settings))
 
-    def invoke(self, session_id: str, text: str) -> AgentReply:
-        """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
-        request = build_request(self._settings, session_id, text)
+    def invoke(self, agent_session: str, text: str) -> AgentReply:
+        """The agent's answer in `agent_session` (an `agent_session_id`); raises
+        AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, agent_session, text)
         deadline = self._retrier.deadline()
         try:
             response = self._retrier.call(deadline, lambda: self._client.invoke_agent(**request))
@@ -138,9 +142,10 @@ class AsyncAgentClient:
         self._settings = settings
         self._retrier = retrier or AsyncRetrier(agent_policy(settings))
 
-    async def invoke(self, session_id: str, text: str) -> AgentReply:
-        """The agent's answer; raises AgentThrottled, AgentTimeout or AgentFailed."""
-        request = build_request(self._settings, session_id, text)
+    async def invoke(self, agent_session: str, text: str) -> AgentReply:
+        """The agent's answer in `agent_session` (an `agent_session_id`); raises
+        AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, agent_session, text)
         deadline = self._retrier.deadline()
         builder = ReplyBuilder()
         try:

@@ -152,6 +152,14 @@ def get_plan(table: str, session_id: str, now: float, history_limit: int) -> Pla
     return from_item(item, history_limit=history_limit)
 
 
+def may_continue(record: SessionRecord | None, user_id: str | None) -> bool:
+    """Whether a turn by `user_id` may continue the live session `record` (None: there is
+    none, and the turn starts it). The owner is fixed when a session is created: an owned
+    session takes turns from its owner only; an anonymous one from anyone, and stays
+    anonymous."""
+    return record is None or record.user_id is None or record.user_id == user_id
+
+
 def record_turn_plan(
     table: str,
     session_id: str,
@@ -163,16 +171,23 @@ def record_turn_plan(
     turn_id: str,
     ttl_seconds: int,
     history_limit: int,
+    fresh: bool = False,
 ) -> Plan:
-    """Append one exchange to a session and count the turn, atomically and exactly once.
+    """Append one exchange to a session and count the turn, atomically and exactly once;
+    returns the record, or None (nothing written) when the live session belongs to another
+    user (`may_continue`).
 
-    The append is a single `list_append` + `ADD turns` update, so concurrent turns on one
-    session are all kept without read-modify-write races. It is idempotent: the turn's
-    `turn_id` is recorded with it and the update is conditional on its absence, so a
-    retried request (the stores retry a timed-out call, which may have been applied) is
-    not counted twice. An expired record is replaced by a fresh one. Trimming to
-    `history_limit` is a second, conditional update: only the writer that saw the current
-    length trims, and the last writer always does.
+    A new session is one conditional put, owned by `user_id` (None: anonymous). An
+    existing one takes a single `list_append` + `ADD turns` update, so concurrent turns on
+    one session are all kept without read-modify-write races; its condition carries the
+    ownership rule, so a session created meanwhile by someone else is never written to, and
+    the owner is never changed (an anonymous session stays anonymous). `fresh` says which
+    to try first: the caller's read found no live session. Either write is idempotent: the
+    turn's `turn_id` is recorded with it and checked, so a retried request (the stores
+    retry a timed-out call, which may have been applied) is not counted twice. An expired
+    record is replaced by a fresh one. Trimming to `history_limit` is a second, conditional
+    update: only the writer that saw the current length trims, and the last writer always
+    does.
     """
     stamp = iso(now)
     entries = (
@@ -181,80 +196,102 @@ def record_turn_plan(
     )
     expires = epoch(now) + ttl_seconds
     at = {"N": str(epoch(now))}
+    create = fresh
     for _ in range(5):
-        names = {
-            "#h": "history",
-            "#t": "turns",
-            "#ttl": "ttl",
-            "#c": "created_at",
-            "#u": "updated_at",
-            "#ids": TURN_IDS,
-        }
-        values: Item = {
-            ":new": {"L": [_entry_item(e) for e in entries]},
-            ":tids": {"L": [{"S": turn_id}]},
-            ":tid": {"S": turn_id},
-            ":empty": {"L": []},
-            ":one": {"N": "1"},
-            ":now": {"S": stamp},
-            ":ttl": {"N": str(expires)},
-            ":epoch": at,
-        }
-        assignments = [
-            "#h = list_append(if_not_exists(#h, :empty), :new)",
-            "#ids = list_append(if_not_exists(#ids, :empty), :tids)",
-            "#u = :now",
-            "#ttl = :ttl",
-            "#c = if_not_exists(#c, :now)",
-        ]
-        if user_id is not None:
-            names["#uid"] = "user_id"
-            values[":uid"] = {"S": user_id}
-            assignments.append("#uid = if_not_exists(#uid, :uid)")
-        try:
-            reply = yield Call(
-                "update_item",
-                {
-                    "TableName": table,
-                    "Key": _key(session_id),
-                    "UpdateExpression": "SET " + ", ".join(assignments) + " ADD #t :one",
-                    "ConditionExpression": (
-                        f"(attribute_not_exists(session_id) OR {LIVE}) AND NOT contains(#ids, :tid)"
-                    ),
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                    "ReturnValues": "ALL_NEW",
-                },
-            )
-        except ConditionFailed:
-            # Either this very turn was applied already (a retried request), or the
-            # record has expired. A consistent read tells which.
-            current = (yield Call("get_item", _read(table, session_id))).get("Item")
-            if current is None:
-                continue  # deleted meanwhile: append afresh
-            if _has_turn(current, turn_id):
-                return from_item(current, history_limit=history_limit)
-            if not is_expired(current, now):
-                continue
-            fresh = SessionRecord(session_id, user_id, stamp, stamp, expires, 1, entries)
+        if create:
+            record = SessionRecord(session_id, user_id, stamp, stamp, expires, 1, entries)
             try:
                 yield Call(
                     "put_item",
                     {
                         "TableName": table,
-                        "Item": {**to_item(fresh), TURN_IDS: {"L": [{"S": turn_id}]}},
+                        "Item": {**to_item(record), TURN_IDS: {"L": [{"S": turn_id}]}},
                         "ConditionExpression": f"attribute_not_exists(session_id) OR {EXPIRED}",
                         "ExpressionAttributeNames": {"#ttl": "ttl"},
                         "ExpressionAttributeValues": {":epoch": at},
                     },
                 )
             except ConditionFailed:
-                continue  # someone else renewed it first: append to theirs
-            return fresh
-        item = reply["Attributes"]
-        yield from _trim(table, session_id, item, history_limit)
-        return from_item(item, history_limit=history_limit)
+                pass  # a live session is there (maybe this very turn, retried): see below
+            else:
+                return record
+        else:
+            try:
+                reply = yield _append_call(
+                    table, session_id, user_id, entries, stamp, expires, at, turn_id
+                )
+            except ConditionFailed:
+                pass  # absent, expired, another user's, or this very turn: see below
+            else:
+                item = reply["Attributes"]
+                yield from _trim(table, session_id, item, history_limit)
+                return from_item(item, history_limit=history_limit)
+        # A consistent read tells why the write was refused.
+        current = (yield Call("get_item", _read(table, session_id))).get("Item")
+        if current is not None and _has_turn(current, turn_id):
+            return from_item(current, history_limit=history_limit)
+        create = current is None or is_expired(current, now)
+        if current is not None and not create and _owner(current) not in (None, user_id):
+            return None  # another user's: `may_continue` says no
     raise RuntimeError("session record kept changing under the turn")  # pragma: no cover
+
+
+def _append_call(
+    table: str,
+    session_id: str,
+    user_id: str | None,
+    entries: tuple[HistoryEntry, ...],
+    stamp: str,
+    expires: int,
+    at: Item,
+    turn_id: str,
+) -> Call:
+    """The update appending `entries` to a live session `user_id` may continue."""
+    names = {
+        "#h": "history",
+        "#t": "turns",
+        "#ttl": "ttl",
+        "#u": "updated_at",
+        "#ids": TURN_IDS,
+        "#uid": "user_id",
+    }
+    values: Item = {
+        ":new": {"L": [_entry_item(e) for e in entries]},
+        ":tids": {"L": [{"S": turn_id}]},
+        ":tid": {"S": turn_id},
+        ":empty": {"L": []},
+        ":one": {"N": "1"},
+        ":now": {"S": stamp},
+        ":ttl": {"N": str(expires)},
+        ":epoch": at,
+    }
+    owner = "attribute_not_exists(#uid)"
+    if user_id is not None:
+        values[":uid"] = {"S": user_id}
+        owner = f"({owner} OR #uid = :uid)"
+    return Call(
+        "update_item",
+        {
+            "TableName": table,
+            "Key": _key(session_id),
+            "UpdateExpression": (
+                "SET #h = list_append(if_not_exists(#h, :empty), :new), "
+                "#ids = list_append(if_not_exists(#ids, :empty), :tids), "
+                "#u = :now, #ttl = :ttl ADD #t :one"
+            ),
+            "ConditionExpression": (
+                f"attribute_exists(session_id) AND {LIVE} AND NOT contains(#ids, :tid) AND {owner}"
+            ),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        },
+    )
+
+
+def _owner(item: Mapping[str, Any]) -> str | None:
+    owner: str | None = item.get("user_id", {}).get("S")
+    return owner
 
 
 def _has_turn(item: Mapping[str, Any], turn_id: str) -> bool:
@@ -322,25 +359,63 @@ def rate_key(client: str, window_start: int) -> str:
     return f"ratelimit#{digest}#{window_start}"
 
 
-def rate_plan(table: str, client: str, now: float, *, limit: int, window: int) -> Plan:
-    """Count one request of `client` in the current fixed window, shared by both stacks."""
+def rate_plan(
+    table: str, client: str, now: float, *, limit: int, window: int, request_id: str
+) -> Plan:
+    """Count one request of `client` in the current fixed window, shared by both stacks,
+    exactly once: a retried call (the stores retry one that timed out, which may have been
+    applied) is not counted again.
+
+    While the window is under `limit`, the count and the request's id are added together,
+    conditional on the id's absence; a refused condition means either this very request
+    was counted already (allowed: it was counted under the limit) or the window is full.
+    Over the limit the ids are no longer kept (the item stays small however many requests
+    a client sends) and a plain increment counts the refused request.
+    """
     start = math.floor(now / window) * window
     end = start + window
-    reply = yield Call(
-        "update_item",
-        {
-            "TableName": table,
-            "Key": _key(rate_key(client, start)),
-            "UpdateExpression": "ADD hits :one SET #ttl = :ttl",
-            "ExpressionAttributeNames": {"#ttl": "ttl"},
-            "ExpressionAttributeValues": {":one": {"N": "1"}, ":ttl": {"N": str(end + window)}},
-            "ReturnValues": "UPDATED_NEW",
-        },
-    )
+    key = _key(rate_key(client, start))
+    ttl = {"N": str(end + window)}
+    retry_after = max(1, math.ceil(end - now))
+    try:
+        reply = yield Call(
+            "update_item",
+            {
+                "TableName": table,
+                "Key": key,
+                "UpdateExpression": "ADD hits :one, #ids :ids SET #ttl = :ttl",
+                "ConditionExpression": (
+                    "(attribute_not_exists(hits) OR hits < :limit) AND NOT contains(#ids, :id)"
+                ),
+                "ExpressionAttributeNames": {"#ttl": "ttl", "#ids": "request_ids"},
+                "ExpressionAttributeValues": {
+                    ":one": {"N": "1"},
+                    ":ids": {"SS": [request_id]},
+                    ":id": {"S": request_id},
+                    ":limit": {"N": str(limit)},
+                    ":ttl": ttl,
+                },
+                "ReturnValues": "UPDATED_NEW",
+            },
+        )
+    except ConditionFailed:
+        current = (yield Call("get_item", {**_read(table, ""), "Key": key})).get("Item", {})
+        if request_id in current.get("request_ids", {}).get("SS", []):
+            count = min(int(current["hits"]["N"]), limit)
+            return RateDecision(allowed=True, count=count, retry_after=retry_after)
+        reply = yield Call(
+            "update_item",
+            {
+                "TableName": table,
+                "Key": key,
+                "UpdateExpression": "ADD hits :one SET #ttl = :ttl",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": {":one": {"N": "1"}, ":ttl": ttl},
+                "ReturnValues": "UPDATED_NEW",
+            },
+        )
     count = int(reply["Attributes"]["hits"]["N"])
-    return RateDecision(
-        allowed=count <= limit, count=count, retry_after=max(1, math.ceil(end - now))
-    )
+    return RateDecision(allowed=count <= limit, count=count, retry_after=retry_after)
 
 
 def _key(session_id: str) -> Item:

@@ -35,7 +35,7 @@ class _Plans:
         return session.get_plan(s.dynamodb_table, session_id, self.clock(), s.session_history_limit)
 
     def record_turn(
-        self, session_id: str, user_id: str | None, user_text: str, agent_text: str
+        self, session_id: str, user_id: str | None, user_text: str, agent_text: str, fresh: bool
     ) -> Plan:
         s = self.settings
         return session.record_turn_plan(
@@ -48,6 +48,7 @@ class _Plans:
             turn_id=uuid.uuid4().hex,
             ttl_seconds=s.session_ttl_seconds,
             history_limit=s.session_history_limit,
+            fresh=fresh,
         )
 
     def delete(self, session_id: str, user_id: str | None) -> Plan:
@@ -64,6 +65,7 @@ class _Plans:
             self.clock(),
             limit=s.rate_limit_requests,
             window=s.rate_limit_window_seconds,
+            request_id=uuid.uuid4().hex,
         )
 
     def failure(self, exc: Exception) -> Exception:
@@ -96,11 +98,19 @@ class SessionStore:
         return result
 
     def record_turn(
-        self, session_id: str, user_id: str | None, user_text: str, agent_text: str
-    ) -> SessionRecord:
-        """Append one exchange and count the turn; concurrent turns are all kept."""
-        result: SessionRecord = self._drive(
-            self._plans.record_turn(session_id, user_id, user_text, agent_text)
+        self,
+        session_id: str,
+        user_id: str | None,
+        user_text: str,
+        agent_text: str,
+        *,
+        fresh: bool = False,
+    ) -> SessionRecord | None:
+        """Append one exchange and count the turn; concurrent turns are all kept. None,
+        with nothing written, when the live session belongs to another user. `fresh`:
+        the caller found no live session, so the turn most likely creates it."""
+        result: SessionRecord | None = self._drive(
+            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh)
         )
         return result
 
@@ -169,11 +179,19 @@ class AsyncSessionStore:
         return result
 
     async def record_turn(
-        self, session_id: str, user_id: str | None, user_text: str, agent_text: str
-    ) -> SessionRecord:
-        """Append one exchange and count the turn; concurrent turns are all kept."""
-        result: SessionRecord = await self._drive(
-            self._plans.record_turn(session_id, user_id, user_text, agent_text)
+        self,
+        session_id: str,
+        user_id: str | None,
+        user_text: str,
+        agent_text: str,
+        *,
+        fresh: bool = False,
+    ) -> SessionRecord | None:
+        """Append one exchange and count the turn; concurrent turns are all kept. None,
+        with nothing written, when the live session belongs to another user. `fresh`:
+        the caller found no live session, so the turn most likely creates it."""
+        result: SessionRecord | None = await self._drive(
+            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh)
         )
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,15 +25,28 @@ def test_build_request_is_the_invoke_agent_call() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("session_id", "kept"),
-    [("ab", True), ("a" * 100, True), ("a:b.c-d_e", True), ("a", False), ("a" * 101, False)],
-)
-def test_agent_session_id_fits_bedrock_limits(session_id: str, kept: bool) -> None:
-    mapped = agent.agent_session_id(session_id)
-    assert (mapped == session_id) is kept
-    assert 2 <= len(mapped) <= 100
-    assert agent.agent_session_id(session_id) == mapped  # stable across calls and stacks
+BEDROCK_SESSION_ID = r"[0-9a-zA-Z._:-]{2,100}"
+
+
+@pytest.mark.parametrize("session_id", ["a", "ab", "a" * 128, "a:b.c-d_e", "ds-" + "0" * 64])
+@pytest.mark.parametrize("owner", [None, "alice", "u" * 128])
+def test_agent_session_id_fits_bedrock_and_is_never_the_client_id(
+    session_id: str, owner: str | None
+) -> None:
+    mapped = agent.agent_session_id(session_id, owner)
+    assert re.fullmatch(BEDROCK_SESSION_ID, mapped)
+    assert mapped != session_id  # a client id never names an agent session as it came
+    assert agent.agent_session_id(session_id, owner) == mapped  # stable across calls and stacks
+
+
+def test_agent_sessions_differ_by_owner_and_never_collide_through_a_client_id() -> None:
+    anonymous = agent.agent_session_id("s1", None)
+    alice = agent.agent_session_id("s1", "alice")
+    mallory = agent.agent_session_id("s1", "mallory")
+    assert len({anonymous, alice, mallory}) == 3
+    # A client choosing the derived id as its own session id gets another agent session.
+    assert agent.agent_session_id(alice, None) not in {anonymous, alice, mallory}
+    assert agent.agent_session_id(alice, "alice") != alice
 
 
 def test_parse_reply_joins_chunks_and_sums_usage() -> None:

@@ -91,39 +91,100 @@ def test_get_plan_ignores_expired_records() -> None:
         assert done.value.value == expected
 
 
-def _turn_plan(limit: int = 4) -> session.Plan:
+def _turn_plan(limit: int = 4, user: str | None = "u", *, fresh: bool = False) -> session.Plan:
     return session.record_turn_plan(
-        "t", "s", "u", "question", "answer", NOW, turn_id="T1", ttl_seconds=100, history_limit=limit
+        "t",
+        "s",
+        user,
+        "question",
+        "answer",
+        NOW,
+        turn_id="T1",
+        ttl_seconds=100,
+        history_limit=limit,
+        fresh=fresh,
     )
+
+
+READ = Call(
+    "get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True}
+)
 
 
 def test_turn_is_one_atomic_append_and_increment() -> None:
     call = _first_call(_turn_plan())
     assert call.operation == "update_item"
+    # The owner is never written by a turn on an existing session: it was fixed at creation.
     assert call.kwargs["UpdateExpression"] == (
         "SET #h = list_append(if_not_exists(#h, :empty), :new), "
-        "#ids = list_append(if_not_exists(#ids, :empty), :tids), #u = :now, #ttl = :ttl, "
-        "#c = if_not_exists(#c, :now), #uid = if_not_exists(#uid, :uid) ADD #t :one"
+        "#ids = list_append(if_not_exists(#ids, :empty), :tids), #u = :now, #ttl = :ttl "
+        "ADD #t :one"
     )
     assert call.kwargs["ConditionExpression"] == (
-        "(attribute_not_exists(session_id) OR #ttl > :epoch) AND NOT contains(#ids, :tid)"
+        "attribute_exists(session_id) AND #ttl > :epoch AND NOT contains(#ids, :tid) "
+        "AND (attribute_not_exists(#uid) OR #uid = :uid)"
     )
-    assert call.kwargs["ExpressionAttributeValues"][":tid"] == {"S": "T1"}
     values = call.kwargs["ExpressionAttributeValues"]
+    assert (values[":tid"], values[":uid"]) == ({"S": "T1"}, {"S": "u"})
     assert values[":ttl"] == {"N": str(int(NOW) + 100)}
     assert [e["M"]["role"]["S"] for e in values[":new"]["L"]] == ["user", "agent"]
     assert [e["M"]["text"]["S"] for e in values[":new"]["L"]] == ["question", "answer"]
 
 
-def _item(length: int, ttl: int = int(NOW) + 50, turn_ids: tuple[str, ...] = ()) -> dict[str, Any]:
+def test_an_anonymous_turn_appends_only_to_an_anonymous_session() -> None:
+    call = _first_call(_turn_plan(user=None))
+    assert call.kwargs["ConditionExpression"].endswith("AND attribute_not_exists(#uid)")
+    assert ":uid" not in call.kwargs["ExpressionAttributeValues"]
+
+
+def test_a_new_session_is_one_conditional_put_owned_by_its_first_user() -> None:
+    plan = _turn_plan(fresh=True)
+    put = next(plan)
+    assert put.operation == "put_item"
+    assert put.kwargs["ConditionExpression"] == "attribute_not_exists(session_id) OR #ttl <= :epoch"
+    assert put.kwargs["Item"]["user_id"] == {"S": "u"}
+    with pytest.raises(StopIteration) as done:
+        plan.send({})
+    assert (done.value.value.user_id, done.value.value.turns) == ("u", 1)
+
+
+def _item(
+    length: int,
+    ttl: int = int(NOW) + 50,
+    turn_ids: tuple[str, ...] = (),
+    owner: str | None = "u",
+) -> dict[str, Any]:
     entries = tuple(HistoryEntry("user", str(i), "t") for i in range(length))
-    item = session.to_item(SessionRecord("s", "u", "a", "b", ttl, length // 2, entries))
+    item = session.to_item(SessionRecord("s", owner, "a", "b", ttl, length // 2, entries))
     item[session.TURN_IDS] = {"L": [{"S": t} for t in turn_ids]}
     return item
 
 
 def _attributes(length: int, turn_ids: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"Attributes": _item(length, turn_ids=turn_ids)}
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+@pytest.mark.parametrize("user", [None, "mallory"])
+def test_a_turn_on_another_users_session_writes_nothing(fresh: bool, user: str | None) -> None:
+    # Refused by the owner condition (or, for a put, by the session being there: created
+    # meanwhile), the plan reads the record, sees another owner and gives up.
+    plan = _turn_plan(user=user, fresh=fresh)
+    next(plan)
+    assert plan.throw(ConditionFailed()) == READ
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Item": _item(4, owner="alice")})
+    assert done.value.value is None
+
+
+@pytest.mark.parametrize("owner", [None, "u"])
+def test_a_put_raced_by_a_session_the_user_may_continue_appends_to_it(owner: str | None) -> None:
+    plan = _turn_plan(fresh=True)
+    next(plan)
+    assert plan.throw(ConditionFailed()) == READ
+    append = plan.send({"Item": _item(4, owner=owner)})
+    assert append.operation == "update_item"
+    assert "#uid = :uid" in append.kwargs["ConditionExpression"]
 
 
 def test_turn_trims_only_what_exceeds_the_limit() -> None:
@@ -147,17 +208,16 @@ def test_turn_within_limit_does_not_trim() -> None:
     assert done.value.value.turns == 2
 
 
-def test_retried_turn_that_was_applied_is_not_applied_again() -> None:
-    # botocore retried a timed-out update that had in fact been applied: the condition
-    # fails on the turn id, and the plan returns the record instead of writing again.
-    plan = _turn_plan()
+@pytest.mark.parametrize("fresh", [False, True])
+def test_retried_turn_that_was_applied_is_not_applied_again(fresh: bool) -> None:
+    # botocore retried a timed-out write that had in fact been applied: the condition
+    # fails on the turn id (or the session being there), and the plan returns the record
+    # instead of writing again.
+    plan = _turn_plan(fresh=fresh)
     next(plan)
-    read = plan.throw(ConditionFailed())
-    assert read == Call(
-        "get_item", {"TableName": "t", "Key": {"session_id": {"S": "s"}}, "ConsistentRead": True}
-    )
+    assert plan.throw(ConditionFailed()) == READ
     with pytest.raises(StopIteration) as done:
-        plan.send({"Item": _item(4, turn_ids=("T0", "T1"))})
+        plan.send({"Item": _item(4, turn_ids=("T0", "T1"), owner=None if fresh else "u")})
     assert done.value.value.turns == 2
 
 
@@ -165,7 +225,7 @@ def test_turn_on_expired_record_starts_afresh() -> None:
     plan = _turn_plan()
     next(plan)
     plan.throw(ConditionFailed())
-    put = plan.send({"Item": _item(4, ttl=int(NOW) - 1, turn_ids=("old",))})
+    put = plan.send({"Item": _item(4, ttl=int(NOW) - 1, turn_ids=("old",), owner="alice")})
     assert put.operation == "put_item"
     assert put.kwargs["ConditionExpression"] == "attribute_not_exists(session_id) OR #ttl <= :epoch"
     with pytest.raises(StopIteration) as done:
@@ -173,6 +233,7 @@ def test_turn_on_expired_record_starts_afresh() -> None:
     fresh = done.value.value
     assert {**session.to_item(fresh), "turn_ids": {"L": [{"S": "T1"}]}} == put.kwargs["Item"]
     assert (fresh.turns, [e.text for e in fresh.history]) == (1, ["question", "answer"])
+    assert fresh.user_id == "u"  # an expired session is gone: the new one is the caller's
 
 
 def test_turn_retries_append_when_another_writer_renewed_first() -> None:
@@ -180,7 +241,8 @@ def test_turn_retries_append_when_another_writer_renewed_first() -> None:
     next(plan)
     plan.throw(ConditionFailed())
     plan.send({"Item": _item(4, ttl=int(NOW) - 1)})
-    again = plan.throw(ConditionFailed())  # the renewal raced ours
+    assert plan.throw(ConditionFailed()) == READ  # the renewal raced ours
+    again = plan.send({"Item": _item(2)})
     assert again.operation == "update_item"
     assert again.kwargs["ExpressionAttributeValues"][":tid"] == {"S": "T1"}
 
@@ -200,17 +262,48 @@ def test_delete_requires_live_record_of_the_owner(user_id: str | None, condition
     assert done.value.value is False
 
 
+def _rate_plan() -> session.Plan:
+    return session.rate_plan("t", "10.0.0.1", 1_000_010.0, limit=3, window=60, request_id="R1")
+
+
 @pytest.mark.parametrize(
     ("hits", "allowed", "retry_after"),
-    [(1, True, 10), (3, True, 10), (4, False, 10)],
+    [(1, True, 10), (3, True, 10)],
 )
 def test_rate_plan_counts_in_fixed_windows(hits: int, allowed: bool, retry_after: int) -> None:
-    plan = session.rate_plan("t", "10.0.0.1", 1_000_010.0, limit=3, window=60)
+    plan = _rate_plan()
     call = next(plan)
     assert call.kwargs["Key"] == {"session_id": {"S": session.rate_key("10.0.0.1", 1_000_000 - 40)}}
+    assert call.kwargs["ExpressionAttributeValues"][":ids"] == {"SS": ["R1"]}
     with pytest.raises(StopIteration) as done:
         plan.send({"Attributes": {"hits": {"N": str(hits)}}})
     assert done.value.value == session.RateDecision(allowed, hits, retry_after)
+
+
+def test_a_retried_hit_that_was_counted_is_not_counted_again() -> None:
+    plan = _rate_plan()
+    first = next(plan)
+    assert first.kwargs["ConditionExpression"] == (
+        "(attribute_not_exists(hits) OR hits < :limit) AND NOT contains(#ids, :id)"
+    )
+    read = plan.throw(ConditionFailed())  # the timed-out first attempt had been applied
+    assert read.operation == "get_item"
+    assert read.kwargs["Key"] == first.kwargs["Key"]
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Item": {"hits": {"N": "2"}, "request_ids": {"SS": ["R0", "R1"]}}})
+    assert done.value.value == session.RateDecision(True, 2, 10)
+
+
+def test_a_hit_over_the_limit_is_counted_without_keeping_its_id() -> None:
+    plan = _rate_plan()
+    next(plan)
+    plan.throw(ConditionFailed())
+    plain = plan.send({"Item": {"hits": {"N": "3"}, "request_ids": {"SS": ["a", "b", "c"]}}})
+    assert plain.kwargs["UpdateExpression"] == "ADD hits :one SET #ttl = :ttl"
+    assert "ConditionExpression" not in plain.kwargs
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Attributes": {"hits": {"N": "4"}}})
+    assert done.value.value == session.RateDecision(False, 4, 10)
 
 
 def test_rate_keys_never_collide_with_session_ids() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ReadTimeoutError
 
 from harness.local.emulators import LocalEmulators
 from shared.aws import AsyncRetrier, Retrier, current_timeouts, store_policy
@@ -124,3 +125,40 @@ def test_an_async_store_call_in_flight_at_the_deadline_is_store_unavailable(
     with pytest.raises(StoreUnavailable) as raised:
         asyncio.run(store.get("s1"))
     assert raised.value.headers() == {"Retry-After": "5"}
+
+
+# -- writes applied, then lost on the way back: the retry must not apply them twice ------------
+
+
+class LostReplies:
+    """A real DynamoDB client whose first `update_item` is applied and then times out, as
+    a reply lost on the network is: the store's retrier sends the very call again."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        reply: dict[str, Any] = self._client.update_item(**kwargs)
+        if not self.lost:
+            self.lost += 1
+            raise ReadTimeoutError(endpoint_url="http://dynamodb")
+        return reply
+
+
+def test_a_retried_rate_limit_hit_is_counted_once(
+    client: Any, emulators: LocalEmulators, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(dynamodb_table=emulators.table, rate_limit_requests=2)
+    lossy = LostReplies(client)
+    store = SessionStore(lossy, settings)
+    address = f"retried-{next(_sessions)}"
+    first = store.hit(address)
+    assert lossy.lost == 1  # the first attempt was applied and its reply lost
+    second = store.hit(address)
+    # Counted once each: the client's two requests are both within its budget of two.
+    assert [(d.allowed, d.count) for d in (first, second)] == [(True, 1), (True, 2)]
+    assert [(d.allowed, d.count) for d in (store.hit(address),)] == [(False, 3)]

@@ -10,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 
 import httpx
+import pytest
 
 from harness.local.emulators import LocalEmulators
 from harness.local.emulators.replies import compose_reply
 from shared import contract, session
+from shared.agent import agent_session_id
 from shared.session import HistoryEntry, SessionRecord
 from shared.settings import Settings
 
@@ -179,3 +181,56 @@ def test_anonymous_session_and_bad_ids(stacks: Stacks) -> None:
     with stacks.client("fastapi") as client:
         assert client.get(f"{CHAT}/sessions/bad%20id").status_code == 404
         assert client.get(f"{CHAT}/sessions/ratelimit%23x").status_code == 404
+
+
+def _history(stacks: Stacks, session_id: str, user_id: str | None) -> list[str]:
+    record = _record(stacks, session_id, user_id)
+    assert record.status_code == 200, record.text
+    return [entry["text"] for entry in record.json()["history"] if entry["role"] == "user"]
+
+
+@pytest.mark.parametrize(("first", "then"), [("flask", "fastapi"), ("fastapi", "flask")])
+def test_an_owned_session_takes_turns_only_from_its_owner(
+    stacks: Stacks, first: str, then: str
+) -> None:
+    sid = _sid("owned-turns")
+    assert _turn(stacks, first, sid, "alice 1", user_id="alice").status_code == 200
+    for stack in STACKS:
+        for intruder in ({"user_id": "mallory"}, {}):
+            response = _turn(stacks, stack, sid, "mallory", **intruder)
+            assert (response.status_code, response.json()["error"]) == (
+                404,
+                contract.SESSION_NOT_FOUND,
+            ), (stack, intruder)
+    assert _history(stacks, sid, "alice") == ["alice 1"]  # nothing written
+    second = _turn(stacks, then, sid, "alice 2", user_id="alice")
+    # The refused turns never reached the agent: Alice's agent session is on its turn 2.
+    assert second.json()["response"] == compose_reply("alice 2", 2)
+    assert _history(stacks, sid, "alice") == ["alice 1", "alice 2"]
+
+
+@pytest.mark.parametrize(("first", "then"), [("flask", "fastapi"), ("fastapi", "flask")])
+def test_an_anonymous_session_stays_anonymous(stacks: Stacks, first: str, then: str) -> None:
+    sid = _sid("anon-turns")
+    assert _turn(stacks, first, sid, "creator 1").status_code == 200
+    # A turn naming a user continues it but does not claim it: the creator is not locked out.
+    assert _turn(stacks, then, sid, "bob", user_id="bob").status_code == 200
+    third = _turn(stacks, first, sid, "creator 2")
+    assert third.json()["response"] == compose_reply("creator 2", 3)
+    record = _record(stacks, sid).json()
+    assert (record["user_id"], record["turns"]) == (None, 3)
+    assert _record(stacks, sid, "bob").status_code == 404
+
+
+def test_no_client_session_id_shares_another_sessions_agent_memory(stacks: Stacks) -> None:
+    sid = _sid("memory")
+    assert _turn(stacks, "flask", sid, "hello", user_id="alice").status_code == 200
+    # Alice's agent session id, taken by another client as a session id of its own.
+    taken = agent_session_id(sid, "alice")
+    for stack in STACKS:
+        reply = _turn(stacks, stack, taken, "hello", user_id="mallory")
+        assert reply.status_code == 200, reply.text
+    assert reply.json()["response"] == compose_reply("hello", 2)  # its own agent session
+    assert _turn(stacks, "flask", sid, "again", user_id="alice").json()["response"] == (
+        compose_reply("again", 2)
+    )
