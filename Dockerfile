@@ -39,4 +39,7 @@ CMD ["python", "-m", "harness.local.emulators", "--host=0.0.0.0"]
 FROM base AS runtime
 COPY --from=build /opt/venv /opt/venv
 EXPOSE 8000
-CMD ["uvicorn", "gateway:app", "--host=0.0.0.0", "--port=8000", "--no-access-log"]
+# --http: uvicorn's httptools protocol would append a chunked request's trailers to its
+# headers (shared/serving.py); this one drops them.
+CMD ["uvicorn", "gateway:app", "--host=0.0.0.0", "--port=8000", "--no-access-log", \
+     "--http=shared.serving:SnapshotHttpToolsProtocol"]

@@ -882,6 +882,8 @@ def gateway_command() -> tuple[str, ...]:
         "--no-access-log",
         "--log-level",
         "warning",
+        "--http",
+        "shared.serving:SnapshotHttpToolsProtocol",
     )
 
 

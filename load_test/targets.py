@@ -81,7 +81,9 @@ def launch(name: str, workers: Workers) -> Launch:
     """The command line of target `name` on `127.0.0.1:{port}`."""
     python: tuple[str, ...] = (sys.executable, "-m")
     uvicorn: tuple[str, ...] = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log")
-    uvicorn += ("--log-level", "warning", "--workers", str(workers.workers))
+    uvicorn += ("--log-level", "warning")
+    uvicorn += ("--http", "shared.serving:SnapshotHttpToolsProtocol")  # as production runs it
+    uvicorn += ("--workers", str(workers.workers))
     gunicorn: tuple[str, ...] = (*python, "gunicorn", "legacy_flask:create_app()")
     gunicorn += ("--bind", "127.0.0.1:{port}", "--backlog", "2048")
     argv: tuple[str, ...]

@@ -212,6 +212,7 @@ def test_the_production_install_serves_the_gateway(
         "gateway:app",
         "--host=127.0.0.1",
         "--port={port}",
+        "--http=shared.serving:SnapshotHttpToolsProtocol",  # as the image runs it: the wheel has it
     ]
     env = {**emulators.env(), "LOG_LEVEL": "WARNING"}
     with (
@@ -311,6 +312,7 @@ def test_the_images_are_production_and_tools() -> None:
     assert any("--extra tools" in run for run in runs["build-tools"])
     cmd = json.loads(dict(runtime)["CMD"])
     assert cmd[:2] == ["uvicorn", "gateway:app"] and "--port=8000" in cmd
+    assert "--http=shared.serving:SnapshotHttpToolsProtocol" in cmd  # trailers never become headers
     # The default target (the last stage) is the production one.
     assert list(stages)[-1] == "runtime"
 
@@ -320,6 +322,7 @@ def test_compose_runs_the_gateway_beside_each_stack_and_the_emulators() -> None:
     gateway = services["gateway"]
     assert gateway["command"][:2] == ["uvicorn", "gateway:app"]
     assert "--port=8000" in gateway["command"]
+    assert "--http=shared.serving:SnapshotHttpToolsProtocol" in gateway["command"]
     assert gateway["ports"] == ["8000:8000"]
     assert gateway["build"]["target"] == "runtime"
     assert gateway["depends_on"] == {"bedrock": {"condition": "service_healthy"}}
@@ -338,6 +341,7 @@ def test_compose_runs_the_gateway_beside_each_stack_and_the_emulators() -> None:
     assert services["flask"]["command"][:2] == ["gunicorn", "legacy_flask:create_app()"]
     assert services["flask"]["ports"] == ["8001:8001"]
     assert services["fastapi"]["command"][:2] == ["uvicorn", "fastapi_app.main:app"]
+    assert "--http=shared.serving:SnapshotHttpToolsProtocol" in services["fastapi"]["command"]
     assert services["fastapi"]["ports"] == ["8002:8002"]
     assert {services[name]["build"]["target"] for name in ("flask", "fastapi")} == {"runtime"}
     # Every build target named exists in the Dockerfile.
