@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from shared import contract
 from shared.errors import ServiceError
@@ -39,7 +40,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and "Allow" in headers:
-        headers["Allow"] = contract.allow_header(headers["Allow"].split(","))
+        headers["Allow"] = contract.allow_header(_methods_served(request, headers["Allow"]))
     code = {
         400: "invalid_request",
         404: "not_found",
@@ -48,6 +49,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     }.get(exc.status_code, "http_error")
     message = contract.message_for_status(exc.status_code)
     return _respond(request, exc.status_code, message, code, headers)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _methods_served(request: Request, named: str) -> list[str]:
+    """Every method the app serves at the request's path: Starlette's 405 names only the
+    first route that matched the path (`named`), and GET and DELETE of one path are two
+    routes. Read from the app's OpenAPI paths, compiled once per app."""
+    state = request.app.state
+    table = getattr(state, "methods_by_path", None)
+    if table is None:
+        table = state.methods_by_path = [
+            (compile_path(path)[0], {m.upper() for m in operations if m in _HTTP_METHODS})
+            for path, operations in request.app.openapi().get("paths", {}).items()
+        ]
+    path = request.scope["path"]
+    methods = {m for regex, served in table if regex.match(path) for m in served}
+    return sorted(methods) if methods else named.split(",")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

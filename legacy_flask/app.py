@@ -6,8 +6,9 @@ import time
 
 import boto3
 import structlog
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
+from werkzeug.routing import MapAdapter
 
 from legacy_flask import chat, errors, health
 from legacy_flask.services import Services
@@ -23,11 +24,28 @@ VERSION = "1.0.0"
 log = structlog.get_logger("legacy_flask")
 
 
+class PathRoutedFlask(Flask):
+    """Flask routing by path alone, as the contract (and Starlette) does.
+
+    werkzeug binds its URL map to the request's `Host` and answers 400 when it cannot
+    IDNA-encode it (a label over 63 characters, `a..b`), even for `GET /health`; the app
+    serves one host, so routing binds to a fixed name and the `Host` header plays no part."""
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        if request is None:
+            return super().create_url_adapter(None)
+        environ = {**request.environ, "HTTP_HOST": "localhost", "SERVER_NAME": "localhost"}
+        return self.url_map.bind_to_environ(environ, subdomain="")
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the legacy app; its boto3 clients are created once, here."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
-    app = Flask(__name__)
+    app = PathRoutedFlask(__name__)
+    # `//` in a path is a 404, as in Starlette: werkzeug would answer a 308 redirect built
+    # from the `Host` header (an open redirect) with an HTML body.
+    app.url_map.merge_slashes = False
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes + 1, DEBUG=settings.debug)
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")])
 
