@@ -18,9 +18,14 @@ from typing import Any
 import uvicorn
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from shared.serving import SnapshotHttpToolsProtocol
+
 
 class ASGIServer:
-    """uvicorn in a thread, with the lifespan run; `url` is set once it accepts."""
+    """uvicorn in a thread, with the lifespan run; `url` is set once it accepts.
+
+    The HTTP protocol is production's, `SnapshotHttpToolsProtocol` (a chunked request's
+    trailers never join its headers), unless `http=` in `options` says otherwise."""
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -28,6 +33,7 @@ class ASGIServer:
         self._sock.bind((host, port))
         bound_port = self._sock.getsockname()[1]
         self.url = f"http://{host}:{bound_port}"
+        options.setdefault("http", SnapshotHttpToolsProtocol)
         config = uvicorn.Config(
             app, lifespan="on", log_level="warning", access_log=False, **options
         )
