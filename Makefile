@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synced-$(UV_VERSION)
 
-.PHONY: help install run emulators test lint format clean parity bench soak
+.PHONY: help install run emulators test lint format clean parity bench soak fuzz
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench  the standard load-test comparison; reports in reports/bench/"
 	@echo "make soak   the gateway under load for SOAK_MINUTES (10), faults and rollout"
 	@echo "            changes included; fails on errors and leaks; reports in reports/soak/"
+	@echo "make fuzz   FUZZ_CASES (1000) generated and raw requests to both stacks and the gateway;"
+	@echo "            fails on a 5xx, a difference or a broken OpenAPI promise; logs in reports/fuzz/"
 
 # The production dependencies, the `tools` extra (emulators, parity suite, load test) and the
 # dev group (tests, lint), into $(VENV) whatever its name (uv would otherwise sync .venv).
@@ -48,6 +50,12 @@ bench: $(STAMP)
 SOAK_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m load_test soak --minutes $(SOAK_MINUTES) --report reports/soak
+
+# `make fuzz FUZZ_CASES=5000 FUZZ_SEED=7` for a longer run, or other cases.
+FUZZ_CASES ?= 1000
+FUZZ_SEED ?= 0
+fuzz: $(STAMP)
+	$(PY) -m parity_tests.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --logs reports/fuzz
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
