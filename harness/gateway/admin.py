@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -126,9 +126,12 @@ def build_admin(
     *,
     token: str | None,
     metrics: Callable[[], tuple[bytes, str]],
+    about: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """The admin app over `state`; `token` enables changes (None or empty: refused);
-    `metrics()` renders the metrics body and its content type."""
+    `metrics()` renders the metrics body and its content type; `about` (the gateway's
+    settings that say how it routes, never a secret) is shown with the health."""
+    shown = dict(about or {})
 
     async def rollout(request: Request) -> Response:
         # One route for both methods, so a wrong method's 405 lists them both in `Allow`.
@@ -178,7 +181,7 @@ def build_admin(
     async def get_health(request: Request) -> Response:
         # 200 even when degraded: the gateway still routes (by the last rollout it read), so
         # a load balancer must not take it out; the body says what is wrong.
-        return JSONResponse(state.health())
+        return JSONResponse({**state.health(), **shown})
 
     async def get_metrics(request: Request) -> Response:
         body, content_type = metrics()

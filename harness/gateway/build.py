@@ -56,13 +56,20 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
         )
         async with aioboto3.Session().client("dynamodb", config=config) as client:
             initial = Rollout(fastapi_percent=settings.fastapi_percent)
+            salt = None if settings.salt is None else settings.salt.get_secret_value()
             state = RolloutState(
-                RolloutStore(client, settings.state_table, initial=initial),
+                RolloutStore(client, settings.state_table, initial=initial, salt=salt),
                 interval=settings.refresh_seconds,
             )
             await state.start()
             try:
-                yield state, build_admin(state, token=settings.admin_token, metrics=metrics.render)
+                admin = build_admin(
+                    state,
+                    token=settings.admin_token,
+                    metrics=metrics.render,
+                    about={"override_header": settings.override_header},
+                )
+                yield state, admin
             finally:
                 await state.stop()
 

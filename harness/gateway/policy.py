@@ -9,6 +9,7 @@ split one conversation across workers.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,13 @@ from shared.schema_errors import show
 
 Backend = Literal["flask", "fastapi"]
 BACKENDS: tuple[Backend, ...] = ("flask", "fastapi")
+OverrideMode = Literal["off", "open", "token"]
+"""Who may pin a request to a stack with the override header: nobody, every client, or a
+client that also sends the override token."""
+LEGACY_SALT = "dualstack"
+"""The salt every deployment routed with before salts were secret: public, so anyone could
+work out which stack a conversation lands on. Kept only where a rollout already used it."""
+INVALID_OVERRIDE = 'X-Dualstack-Backend must be "flask" or "fastapi"'
 BUCKETS = 10_000
 """Sticky keys fall into this many buckets: a percentage with two decimals is exact."""
 
@@ -142,15 +150,46 @@ class Facts(NamedTuple):
     """The raw `X-Dualstack-Backend` request header, if any."""
     sticky_key: str | None = None
     """The conversation's key (its session id, else the user id), if any."""
+    override_token: bytes | None = None
+    """The raw `X-Dualstack-Override-Token` request header, if any (read only when the
+    override header is there)."""
+
+
+class InvalidOverride(ValueError):
+    """The override header counts for this request, and names no stack: a 400."""
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The rollout and the knobs that decide how requests are split."""
+    """The rollout and the knobs that decide how requests are split.
+
+    The salt and the token are secrets: left out of the repr, so a logged policy shows
+    neither."""
 
     rollout: Rollout
-    salt: str = "dualstack"
-    override_enabled: bool = True
+    salt: str = field(repr=False)
+    override: OverrideMode = "off"
+    override_token: bytes | None = field(default=None, repr=False)
+    """With `override` "token": the header value that makes the override count."""
+
+    def __post_init__(self) -> None:
+        if self.override == "token" and not self.override_token:
+            raise ValueError('override "token" needs an override token')
+
+    @property
+    def override_enabled(self) -> bool:
+        """Whether some request can be pinned by the override header."""
+        return self.override != "off"
+
+    def override_counts(self, token: bytes | None) -> bool:
+        """Whether the override header counts for a request that sent `token` (None: no
+        `X-Dualstack-Override-Token`). Compared in constant time, so the time taken says
+        nothing of how much of a wrong token was right."""
+        if self.override == "open":
+            return True
+        if self.override == "off" or token is None or self.override_token is None:
+            return False
+        return hmac.compare_digest(token, self.override_token)
 
 
 class Decision(NamedTuple):
@@ -183,8 +222,10 @@ def _backend(fastapi: bool) -> Backend:
 def choose(policy: Policy, facts: Facts, draw: Callable[[], float]) -> Decision:
     """Pick the stack for one request.
 
-    In order: the only stack that serves the path; the override header (when enabled and
-    valid); the sticky key's bucket, FastAPI iff `bucket < percent * 100` (float noise
+    In order: the only stack that serves the path; the override header, where it counts
+    (`Policy.override_counts`), which must then say exactly `flask` or `fastapi` (spaces and
+    tabs around it aside, as HTTP allows) or `InvalidOverride` is raised; the sticky key's
+    bucket, FastAPI iff `bucket < percent * 100` (float noise
     rounded off, so 0.07 % is exactly 7 buckets), so raising the percentage only moves keys
     from Flask to FastAPI; else `draw()` (uniform in [0, 1)), FastAPI iff
     `draw() * 100 < percent`. `draw` is called only in that last case.
@@ -193,10 +234,11 @@ def choose(policy: Policy, facts: Facts, draw: Callable[[], float]) -> Decision:
     if len(owners) == 1:
         for owner in owners:
             return _OWNER[owner]
-    if facts.override is not None and policy.override_enabled:
-        wanted = facts.override.strip().lower()
-        if wanted in _OVERRIDE:
-            return _OVERRIDE[wanted]
+    if facts.override is not None and policy.override_counts(facts.override_token):
+        wanted = facts.override.strip(" \t")
+        if wanted not in _OVERRIDE:
+            raise InvalidOverride(INVALID_OVERRIDE)
+        return _OVERRIDE[wanted]
     percent = policy.rollout.percent_for(facts.path)
     if facts.sticky_key:
         slot = bucket(policy.salt, facts.sticky_key)

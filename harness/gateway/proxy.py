@@ -26,7 +26,15 @@ from harness.gateway.body import BodyTooLarge, ClientGone, Watched, read_body, r
 from harness.gateway.lifespan import run_lifespan
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership
-from harness.gateway.policy import Backend, Decision, Facts, Policy, Rollout, choose
+from harness.gateway.policy import (
+    Backend,
+    Decision,
+    Facts,
+    InvalidOverride,
+    Policy,
+    Rollout,
+    choose,
+)
 from harness.gateway.rollout import RolloutState
 from harness.gateway.settings import GatewaySettings
 from harness.gateway.sticky import StickyRules
@@ -121,10 +129,14 @@ class Gateway:
             body = await self._read(headers, receive, send, rid)
             if body is None:
                 return
-        route, decision, body, grown = self._decide(path, method, headers, body)
+        try:
+            route, decision, body, dropped = self._decide(path, method, headers, body)
+        except InvalidOverride as error:  # the override counts here, and names no stack
+            await self._refuse(send, rid, 400, str(error))
+            return
         backend = decision[0]
         forwarded = dict(scope)
-        forwarded["headers"] = _forwarded_headers(scope["headers"], rid, given, body, grown)
+        forwarded["headers"] = _forwarded_headers(scope["headers"], rid, given, body, dropped)
         if backend != "flask":
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
             return
@@ -183,21 +195,25 @@ class Gateway:
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
-    ) -> tuple[str, Decision, bytes | None, bool]:
+    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None]:
         """The stack for this request (the pure `choose`, given the facts), the route
-        template that labels its metrics, and the body to forward, which grows by a minted
-        conversation key when a new conversation is split (then `grown` is true)."""
+        template that labels its metrics, the body to forward, which grows by a minted
+        conversation key when a new conversation is split, and the request headers the
+        stack must not get as sent (None, the usual case: all of them): the length of a
+        grown body, the override token. InvalidOverride where the override header counts
+        and names no stack."""
         routes = self._routes
-        rollout = (self._state or self.state).current
+        state = self._state or self.state
+        rollout = state.current
         if routes is None or routes.rollout is not rollout:  # made once per rollout change
-            routes = self._routes = _Routes(rollout, self.settings, self.ownership)
+            routes = self._routes = _Routes(rollout, state.salt, self.settings, self.ownership)
         plan = routes.plans.get(path) or routes.plan(path)
         decision = plan.decided
         if decision is not None and not (plan.overridable and _OVERRIDE in headers):
             self.metrics.decisions[plan.label] += 1
-            return plan.route, decision, body, False
+            return plan.route, decision, body, None
         key: str | None = None
-        grown = False
+        dropped: frozenset[bytes] | None = None
         if plan.split:
             # Only a split needs the conversation key (and a minted one for a new
             # conversation); at 0 % or 100 % every key lands on the same stack.
@@ -205,16 +221,20 @@ class Gateway:
             sticky = self.sticky.find(path, method, headers, body or b"", is_json)
             key = sticky.key
             if sticky.minted:
-                body, grown = sticky.body, True
+                body, dropped = sticky.body, _GROWN
             elif sticky.unminted:
                 self.metrics.unminted += 1
         override = headers.get(_OVERRIDE)
-        facts = Facts(
-            path, plan.owners, None if override is None else override.decode("latin-1"), key
-        )
+        if override is None:  # the usual case: no token looked for
+            facts = Facts(path, plan.owners, None, key)
+        else:
+            token = headers.get(_OVERRIDE_TOKEN)
+            if token is not None:  # a gateway credential: no stack needs to see it
+                dropped = _TOKEN if dropped is None else _GROWN_AND_TOKEN
+            facts = Facts(path, plan.owners, override.decode("latin-1"), key, token)
         decision = choose(routes.policy, facts, self._draw)
         self.metrics.decisions[decision[:2]] += 1
-        return plan.route, decision, body, grown
+        return plan.route, decision, body, dropped
 
     async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
         """503 at once: the backend's admission refused the request."""
@@ -349,10 +369,15 @@ class Gateway:
 
 _BACKEND_NAME = b"x-dualstack-backend"
 _OVERRIDE = _BACKEND_NAME  # the request header that names a stack
+_OVERRIDE_TOKEN = b"x-dualstack-override-token"  # and the one that makes it count
 _MARKED = frozenset({b"x-request-id", _BACKEND_NAME})
 _name = operator.itemgetter(0)
+# The request headers replaced or dropped on the way to a stack. The request id is always
+# replaced (by the one kept or minted), the framing when the body grew by a minted key.
 _ID = frozenset({b"x-request-id"})
-_LENGTH_AND_ID = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
+_GROWN = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
+_TOKEN = frozenset({b"x-request-id", _OVERRIDE_TOKEN})
+_GROWN_AND_TOKEN = _GROWN | _TOKEN
 _BACKEND_MARKS = {name: (_BACKEND_NAME, name.encode()) for name in ("flask", "fastapi", "gateway")}
 
 
@@ -361,17 +386,18 @@ def _forwarded_headers(
     rid: str,
     given: bytes | None,
     body: bytes | None,
-    grown: bool,
+    dropped: frozenset[bytes] | None,
 ) -> list[tuple[bytes, bytes]]:
-    """The request's headers as the stack gets them: the request id (kept or minted) and,
-    when the body grew, its new length."""
+    """The request's headers as the stack gets them: the request id (kept or minted),
+    without the `dropped` ones (`_decide` says which), and, when the body grew, its new
+    length."""
     raw_rid = (b"x-request-id", rid.encode("latin-1"))
-    if given is None and not grown:  # the usual case, copied in C
+    if given is None and dropped is None:  # the usual case, copied in C
         return [*headers, raw_rid]
-    replaced = _LENGTH_AND_ID if grown else _ID
+    replaced = _ID if dropped is None else dropped
     kept = [h for h in headers if h[0] not in replaced]
     kept.append(raw_rid)
-    if grown and body is not None:
+    if body is not None and dropped is not None and b"content-length" in dropped:
         kept.append((b"content-length", str(len(body)).encode()))
     return kept
 
@@ -400,9 +426,17 @@ class _Routes:
 
     MAX_PATHS = 8192
 
-    def __init__(self, rollout: Rollout, settings: GatewaySettings, ownership: Ownership) -> None:
+    def __init__(
+        self, rollout: Rollout, salt: str, settings: GatewaySettings, ownership: Ownership
+    ) -> None:
         self.rollout = rollout
-        self.policy = Policy(rollout, settings.salt, settings.override_header)
+        token = settings.override_token
+        self.policy = Policy(
+            rollout,
+            salt,
+            settings.override_header,
+            None if token is None else token.get_secret_value().encode("ascii"),
+        )
         self.ownership = ownership
         self.plans: dict[str, _Plan] = {}
 
@@ -435,6 +469,7 @@ _IDENTITY = {
     name.lower().encode(): name
     for name in (
         "X-Dualstack-Backend",
+        "X-Dualstack-Override-Token",
         "X-User-ID",
         "X-Request-ID",
         "Content-Type",

@@ -14,6 +14,11 @@ valid session id, since `#` is outside the id pattern):
   `old` and `new` (M `{fastapi_percent, routes, version}`). Written in the same transaction
   as the rollout (so a change is never applied unaudited), which also deletes the change
   `HISTORY_LIMIT` versions older: the newest 200 are kept.
+- `gateway#salt`: `salt` (S), `origin` (S: `generated`, or `legacy` for the public salt a
+  deployment already routed by), `created_at` (S). The routing salt, secret per deployment,
+  read once when a gateway starts and never polled: a salt changing under a split would move
+  conversations between the stacks. Written only where none is stored, with a condition, so
+  gateways starting at once all end with the one that was written first.
 """
 
 from __future__ import annotations
@@ -21,17 +26,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import structlog
 from botocore.exceptions import ClientError
 
-from harness.gateway.policy import Rollout, validate_percent, validate_prefix
+from harness.gateway.policy import LEGACY_SALT, Rollout, validate_percent, validate_prefix
 from shared.aws import error_code, is_store_down
 from shared.session import iso
 
@@ -40,15 +46,20 @@ __all__ = [
     "MAX_PREFIX_LENGTH",
     "MAX_ROUTES",
     "ROLLOUT_KEY",
+    "SALT_KEY",
     "Change",
     "RolloutConflict",
     "RolloutState",
     "RolloutStore",
     "RolloutUnavailable",
+    "Salt",
 ]
 
 ROLLOUT_KEY = "gateway#rollout"
 """The rollout item's key; each change is at `f"{ROLLOUT_KEY}#change#{version}"`."""
+
+SALT_KEY = "gateway#salt"
+"""The routing salt's item."""
 
 HISTORY_LIMIT = 200
 """The newest changes kept."""
@@ -105,6 +116,20 @@ class Change:
         }
 
 
+@dataclass(frozen=True)
+class Salt:
+    """The routing salt and where it came from: "setting" (`GATEWAY_SALT`), "generated" (by
+    the first gateway of a deployment), "legacy" (the public salt a deployment that already
+    routed kept), or "stored" (put in the table by hand, as a rotation does). The value is
+    a secret: kept out of the repr, so a logged salt shows only its origin."""
+
+    value: str = field(repr=False)
+    origin: str
+
+
+_ORIGINS = frozenset({"generated", "legacy", "stored"})
+
+
 # --- the item codec: pure -------------------------------------------------------------------
 
 
@@ -150,6 +175,20 @@ def _change_item(change: Change, change_id: str) -> Item:
         "old": {"M": _rollout_attributes(change.old)},
         "new": {"M": _rollout_attributes(change.new)},
     }
+
+
+def _salt_item(salt: Salt, created_at: str) -> Item:
+    return {
+        **_key(SALT_KEY),
+        "salt": {"S": salt.value},
+        "origin": {"S": salt.origin},
+        "created_at": {"S": created_at},
+    }
+
+
+def _salt_from(item: Mapping[str, Any]) -> Salt:
+    origin = item.get("origin", {}).get("S", "stored")
+    return Salt(item["salt"]["S"], origin if origin in _ORIGINS else "stored")
 
 
 def _change_from(item: Mapping[str, Any]) -> Change:
@@ -228,11 +267,13 @@ class RolloutStore:
         table: str,
         *,
         initial: Rollout,
+        salt: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._table = table
         self._initial = initial
+        self._salt = salt
         self._clock = clock
 
     @property
@@ -246,6 +287,57 @@ class RolloutStore:
         Raises `RolloutUnavailable` when DynamoDB cannot be reached.
         """
         return await self._read() or await self._create()
+
+    async def load_salt(self) -> Salt:
+        """The routing salt: the one given (`GATEWAY_SALT`), else the one stored, else one
+        stored now. Call it before `load()` creates the rollout, so a deployment's first
+        gateway finds neither.
+
+        A new secret salt is generated only where no rollout exists yet. A deployment that
+        already routes (its rollout item exists, but no salt) routed by the public
+        `LEGACY_SALT`, and a new salt would move every conversation between the stacks: it
+        keeps that one, stored as "legacy", until rotated (README). Either is written in one
+        transaction with a check of the rollout item, so the rollout cannot appear between
+        the decision and the write; a gateway that loses the race reads the winner's salt.
+        Raises `RolloutUnavailable` when DynamoDB cannot be reached.
+        """
+        if self._salt is not None:
+            return Salt(self._salt, "setting")
+        for _ in range(3):
+            stored = await self._get(_key(SALT_KEY))
+            if stored is not None:
+                return _salt_from(stored)
+            routes = await self._get(_key(ROLLOUT_KEY)) is not None
+            salt = (
+                Salt(LEGACY_SALT, "legacy")
+                if routes
+                else Salt(secrets.token_urlsafe(32), "generated")
+            )
+            rollout_is = "attribute_exists" if routes else "attribute_not_exists"
+            writes: list[Item] = [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _salt_item(salt, iso(self._clock())),
+                        "ConditionExpression": "attribute_not_exists(session_id)",
+                    }
+                },
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(ROLLOUT_KEY),
+                        "ConditionExpression": f"{rollout_is}(session_id)",
+                    }
+                },
+            ]
+            try:
+                await self._call("transact_write_items", TransactItems=writes)
+            except _ConditionFailed:
+                # Another gateway stored a salt first, or the rollout came or went since it
+                # was read: read both again.
+                continue
+            return salt
+        raise RolloutConflict("the routing salt kept changing while being stored")
 
     async def update(
         self,
@@ -419,6 +511,7 @@ class RolloutState:
         self._store = store
         self._interval = interval
         self._current: Rollout | None = None
+        self._salt: Salt | None = None
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
         # Bumped by apply(): a poll that was in flight across an apply() may carry the state
@@ -432,6 +525,13 @@ class RolloutState:
     def store(self) -> RolloutStore:
         """The store this state polls (the admin API changes the rollout through it)."""
         return self._store
+
+    @property
+    def salt(self) -> str:
+        """The routing salt, read once at `start()`. RuntimeError before it."""
+        if self._salt is None:
+            raise RuntimeError("RolloutState.salt read before start()")
+        return self._salt.value
 
     @property
     def current(self) -> Rollout:
@@ -450,6 +550,7 @@ class RolloutState:
             "consecutive_failures": self._failures,
             "last_read_at": None if self._last_read is None else iso(self._last_read),
             "rollout_version": None if self._current is None else self._current.version,
+            "salt_origin": None if self._salt is None else self._salt.origin,
         }
 
     def add_listener(self, callback: Listener) -> None:
@@ -457,10 +558,20 @@ class RolloutState:
         self._listeners.append(callback)
 
     async def start(self) -> None:
-        """Load the rollout (raising `RolloutUnavailable` if the store is unreachable), then
-        poll it every `interval` seconds in a background task."""
+        """Load the routing salt and the rollout (raising `RolloutUnavailable` if the store
+        is unreachable), then poll the rollout every `interval` seconds in a background
+        task. The salt first: a rollout created before the salt would make the deployment's
+        first gateway keep the legacy salt."""
         if self._task is not None:
             raise RuntimeError("RolloutState already started")
+        self._salt = await self._store.load_salt()
+        if self._salt.origin == "legacy":
+            log.warning(
+                "rollout.legacy_salt",
+                reason="this deployment routes by the public salt of earlier versions: anyone "
+                "can work out which stack a conversation lands on; rotate it at 0 % or 100 % "
+                "(README, 'The routing salt')",
+            )
         self._set(await self._store.load())
         self._last_read = time.time()
         self._task = asyncio.create_task(self._poll(), name="rollout-poll")

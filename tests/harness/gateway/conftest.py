@@ -93,8 +93,9 @@ _gateway_tables = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def gateway(start_gateway: StartGateway) -> Iterator[RunningGateway]:
-    """One gateway at 50 %, shared by a module's tests that do not change the rollout."""
-    with start_gateway(fastapi_percent=50) as running:
+    """One gateway at 50 %, shared by a module's tests that do not change the rollout; the
+    override header open, as the tests pin requests to a stack."""
+    with start_gateway(fastapi_percent=50, override_header="open") as running:
         yield running
 
 

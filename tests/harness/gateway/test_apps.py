@@ -239,6 +239,7 @@ def test_the_gateway_serves_a_third_party_pair(emulators: LocalEmulators, tmp_pa
         GATEWAY_FASTAPI_APP="mypkg.app:app",
         GATEWAY_FASTAPI_PERCENT="0",
         GATEWAY_STATE_TABLE=table,
+        GATEWAY_OVERRIDE_HEADER="open",
     )
     with (
         run_server(

@@ -43,7 +43,7 @@ def test_override_header_picks_the_stack(gateway: RunningGateway, backend: str) 
 
 
 def test_override_can_be_disabled(start_gateway: StartGateway) -> None:
-    with start_gateway(fastapi_percent=0, override_header=False) as gw, gw.client() as client:
+    with start_gateway(fastapi_percent=0, override_header="off") as gw, gw.client() as client:
         served = {_served_by(client.get("/health", headers={BACKEND: "fastapi"})) for _ in range(5)}
     assert served == {"flask"}
 
@@ -64,7 +64,7 @@ def test_new_conversation_gets_its_session_id_from_the_gateway(gateway: RunningG
             response = client.post(CHAT, json={"message": f"hello {i}"})
             assert response.status_code == 200
             sid = response.json()["session_id"]
-            expected = "fastapi" if bucket("dualstack", sid) < 50 * 100 else "flask"
+            expected = "fastapi" if bucket(gateway.app.state.salt, sid) < 50 * 100 else "flask"
             assert _served_by(response) == expected  # routed by the id it was given
             seen.add(expected)
             follow = client.post(CHAT, json={"message": "again", "session_id": sid})
@@ -202,7 +202,7 @@ def test_a_change_applies_at_once_and_per_prefix(start_gateway: StartGateway) ->
 
 
 def test_metrics_count_what_the_gateway_routes(start_gateway: StartGateway) -> None:
-    with start_gateway(fastapi_percent=0) as gw, gw.client() as client:
+    with start_gateway(fastapi_percent=0, override_header="open") as gw, gw.client() as client:
         for _ in range(3):
             client.get("/health")
         client.get("/health", headers={BACKEND: "fastapi"})
@@ -280,7 +280,9 @@ def test_a_stalled_flask_is_shed_within_the_maximum_wait_and_fastapi_is_unaffect
 
     abandoned_session = f"abandoned-{uuid.uuid4().hex}"
     with (
-        start_gateway(stack_settings, wsgi_threads=2, wsgi_max_wait_seconds=MAX_WAIT) as gw,
+        start_gateway(
+            stack_settings, wsgi_threads=2, wsgi_max_wait_seconds=MAX_WAIT, override_header="open"
+        ) as gw,
         gw.client() as scraper,
         ThreadPoolExecutor(max_workers=12) as pool,
     ):

@@ -23,6 +23,7 @@ from harness.local.servers import ASGIServer
 
 class FixedRollout:
     current = Rollout(fastapi_percent=100)
+    salt = "test"
 
     def add_listener(self, listener: Any) -> None:
         pass

@@ -20,6 +20,7 @@ class FixedRollout:
     """The rollout state, without a store: 100 % to FastAPI."""
 
     current = Rollout(fastapi_percent=100)
+    salt = "test"
 
     def add_listener(self, listener: Any) -> None:
         pass

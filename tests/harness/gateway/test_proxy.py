@@ -24,6 +24,7 @@ class MutableRollout:
 
     def __init__(self, percent: float) -> None:
         self.current = Rollout(fastapi_percent=percent)
+        self.salt = "test"
 
     def add_listener(self, listener: Any) -> None:
         pass
@@ -137,7 +138,7 @@ def recording_gateway(state: MutableRollout, **settings: Any) -> tuple[Gateway, 
 def test_the_override_picks_a_stack_at_a_share_no_draw_can_change(
     percent: float, wanted: str
 ) -> None:
-    gateway, _ = recording_gateway(MutableRollout(percent))
+    gateway, _ = recording_gateway(MutableRollout(percent), override_header="open")
     with TestClient(gateway) as client:
         answer = client.get("/x/1", headers={"X-Dualstack-Backend": wanted})
         plain = client.get("/x/1")
@@ -147,7 +148,7 @@ def test_the_override_picks_a_stack_at_a_share_no_draw_can_change(
 
 
 def test_the_override_is_ignored_when_disabled() -> None:
-    gateway, _ = recording_gateway(MutableRollout(0), override_header=False)
+    gateway, _ = recording_gateway(MutableRollout(0), override_header="off")
     with TestClient(gateway) as client:
         answer = client.get("/x/1", headers={"X-Dualstack-Backend": "fastapi"})
     assert answer.headers["x-dualstack-backend"] == "flask"
