@@ -15,7 +15,11 @@ from pydantic import ValidationError
 
 from harness.gateway import AppLoadError, Gateway, GatewaySettings, build_gateway, load_app
 from shared.schema_errors import one_line
+from shared.serving import snapshot_httptools_headers
 from shared.settings import Settings
+
+# A plain `uvicorn gateway:app` (no `--http`) must not read trailers as headers either.
+snapshot_httptools_headers()
 
 
 def create_gateway(

@@ -15,9 +15,12 @@ class.) Nothing here imports a web framework; only the servers import this modul
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HTTP_PROTOCOL", "SnapshotHttpToolsProtocol"]
+__all__ = ["HTTP_PROTOCOL", "SnapshotHttpToolsProtocol", "snapshot_httptools_headers"]
 
 
 class SnapshotHttpToolsProtocol(HttpToolsProtocol):
@@ -44,3 +47,39 @@ class SnapshotHttpToolsProtocol(HttpToolsProtocol):
 
 HTTP_PROTOCOL = "shared.serving:SnapshotHttpToolsProtocol"
 """The `--http` value that selects `SnapshotHttpToolsProtocol` on uvicorn's command line."""
+
+
+def snapshot_httptools_headers() -> None:
+    """Give uvicorn's own `HttpToolsProtocol` the behaviour of `SnapshotHttpToolsProtocol`,
+    for a server started without `--http` (a plain `uvicorn gateway:app`).
+
+    uvicorn resolves its protocol class before it imports the app, so the app's module
+    cannot choose it; but the class's methods are looked up per call, so patching them when
+    the app's module is imported (before the first connection) covers every request. The
+    gateway's and FastAPI's entry modules call this; it is idempotent, and the behaviour is
+    the subclass's: header fields after the header section (trailers) are dropped."""
+    cls: Any = HttpToolsProtocol
+    if getattr(cls, "_snapshots_headers", False):
+        return
+    begin, header, complete = cls.on_message_begin, cls.on_header, cls.on_headers_complete
+
+    # functools.wraps keeps uvicorn's own methods reachable (`inspect.unwrap`).
+    @functools.wraps(begin)
+    def on_message_begin(self: Any) -> None:
+        self._headers_complete = False
+        begin(self)
+
+    @functools.wraps(header)
+    def on_header(self: Any, name: bytes, value: bytes) -> None:
+        if not getattr(self, "_headers_complete", False):
+            header(self, name, value)
+
+    @functools.wraps(complete)
+    def on_headers_complete(self: Any) -> None:
+        self._headers_complete = True
+        complete(self)
+
+    cls.on_message_begin = on_message_begin
+    cls.on_header = on_header
+    cls.on_headers_complete = on_headers_complete
+    cls._snapshots_headers = True

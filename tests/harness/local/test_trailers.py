@@ -12,6 +12,7 @@ trailer, not because the field does nothing.
 from __future__ import annotations
 
 import http.client
+import inspect
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ import httpx
 import pytest
 import yaml
 from pydantic import ValidationError
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from harness.gateway.settings import GatewaySettings
 from harness.local.emulators import LocalEmulators
@@ -168,9 +170,18 @@ def test_trailers_stay_out_of_the_headers(options: dict[str, Any]) -> None:
     assert [json.loads(first.body), json.loads(second.body)] == [FIRST, SECOND]
 
 
+class UvicornsHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol as uvicorn ships it, even once the entry modules have
+    patched it (`snapshot_httptools_headers`) in this process."""
+
+    on_message_begin = inspect.unwrap(HttpToolsProtocol.on_message_begin)
+    on_header = inspect.unwrap(HttpToolsProtocol.on_header)
+    on_headers_complete = inspect.unwrap(HttpToolsProtocol.on_headers_complete)
+
+
 def test_plain_httptools_still_turns_trailers_into_headers() -> None:
     # Why SnapshotHttpToolsProtocol exists: if uvicorn stops doing this, it can go.
-    with ASGIServer(show_headers, http="httptools") as server:
+    with ASGIServer(show_headers, http=UvicornsHttpTools) as server:
         first, _ = exchange(server.url, *PIPELINED)
     assert json.loads(first.body) == [*FIRST, ["x-user-id", "alice"], ["x-request-id", SPOOFED_ID]]
 
@@ -246,8 +257,16 @@ def spoofing(url: str, sid: str, fields: Mapping[str, str]) -> list[tuple[int, s
 SPOOF_ALL = {"X-Dualstack-Backend": "fastapi", **SPOOF}
 
 
+def without_http_option(argv: list[str]) -> list[str]:
+    """`argv` as a plain `uvicorn module:app`: no `--http`."""
+    plain = [arg for arg in argv if not arg.startswith("--http")]
+    assert len(plain) == len(argv) - 1
+    return plain
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["production", "plain-uvicorn"])
 def test_the_gateway_under_its_production_command_ignores_trailers(
-    emulators: LocalEmulators, tmp_path: Path
+    emulators: LocalEmulators, tmp_path: Path, plain: bool
 ) -> None:
     table = f"trailers_{uuid.uuid4().hex[:8]}"
     emulators.dynamodb.create_table(table)
@@ -259,6 +278,7 @@ def test_the_gateway_under_its_production_command_ignores_trailers(
         "GATEWAY_OVERRIDE_HEADER": override_open(),
     }
     argv = compose_command("gateway")
+    argv = without_http_option(argv) if plain else argv
     with run_server(
         "gateway", argv, env=env, log_path=tmp_path / "gateway.log", ready_path="/health", cwd=ROOT
     ) as gateway:
@@ -271,11 +291,13 @@ def test_the_gateway_under_its_production_command_ignores_trailers(
     ]
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["production", "plain-uvicorn"])
 def test_fastapi_under_its_production_command_ignores_trailers(
-    emulators: LocalEmulators, tmp_path: Path
+    emulators: LocalEmulators, tmp_path: Path, plain: bool
 ) -> None:
     env = {**emulators.env(), "LOG_LEVEL": "WARNING"}
     argv = compose_command("fastapi")
+    argv = without_http_option(argv) if plain else argv
     with run_server(
         "fastapi", argv, env=env, log_path=tmp_path / "fastapi.log", ready_path="/health", cwd=ROOT
     ) as fastapi:
