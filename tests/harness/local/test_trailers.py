@@ -322,8 +322,8 @@ def test_flask_under_its_production_command_ignores_trailers(
         "flask", argv, env=env, log_path=tmp_path / "flask.log", ready_path="/health", cwd=ROOT
     ) as flask:
         answers = [
-            send(flask.url, chunked("POST", "/api/v1/chat", chat("hello"), **{where: SPOOF}))
-            for where in ("trailers", "headers")
+            send(flask.url, chunked("POST", "/api/v1/chat", chat("hello"), trailers=SPOOF)),
+            send(flask.url, chunked("POST", "/api/v1/chat", chat("hello"), headers=SPOOF)),
         ]
     assert [(a.status, a.headers["X-Request-ID"] == SPOOFED_ID) for a in answers] == [
         (200, False),
