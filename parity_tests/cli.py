@@ -52,7 +52,10 @@ targets: by default the suite starts the local emulators and both apps on free l
 ports itself, and stops them at the end. --flask-url and --fastapi-url reach two running
 servers; --gateway-url reaches both through one gateway, choosing the stack of each request
 with its X-Dualstack-Backend header, and requires each answer to say (in the same header)
-that the stack asked for served it. With URLs nothing else needs to run. --flask-app and
+that the stack asked for served it. A gateway whose GATEWAY_OVERRIDE_HEADER is "token"
+counts that header only with its token: give it with --override-token (default: the
+GATEWAY_OVERRIDE_TOKEN environment variable, which keeps it off the command line). With URLs
+nothing else needs to run. --flask-app and
 --fastapi-app name the in-process apps' factories as import strings.
 
 stale rules: a rule no case needed is reported as stale only when the whole corpus runs;
@@ -116,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--gateway-url", type=_url, metavar="URL", help="base URL of a gateway serving both"
+    )
+    where.add_argument(
+        "--override-token",
+        metavar="TOKEN",
+        help="with --gateway-url: sent as X-Dualstack-Override-Token with every request, for "
+        "a gateway in token mode (default: $GATEWAY_OVERRIDE_TOKEN)",
     )
     where.add_argument(
         "--flask-app",
@@ -196,7 +205,8 @@ class Progress:
 
 def _targets(args: argparse.Namespace) -> AbstractContextManager[Targets]:
     if args.gateway_url:
-        return nullcontext(through_gateway(args.gateway_url))
+        token = args.override_token or os.environ.get("GATEWAY_OVERRIDE_TOKEN") or None
+        return nullcontext(through_gateway(args.gateway_url, token))
     if args.flask_url:
         return nullcontext(live(args.flask_url, args.fastapi_url))
     return serve_in_process(flask_app=args.flask_app, fastapi_app=args.fastapi_app)
@@ -246,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--flask-url and --fastapi-url go together")
     if args.gateway_url and args.flask_url:
         parser.error("--gateway-url or --flask-url/--fastapi-url, not both")
+    if args.override_token and not args.gateway_url:
+        parser.error("--override-token goes with --gateway-url")
     for expression in args.case:
         try:
             parse_keywords(expression)

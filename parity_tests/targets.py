@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from harness.local.emulators import LocalEmulators
 
 OVERRIDE_HEADER = "X-Dualstack-Backend"
+OVERRIDE_TOKEN_HEADER = "X-Dualstack-Override-Token"  # noqa: S105 - a header's name
+"""Sent beside the override header to a gateway whose `GATEWAY_OVERRIDE_HEADER` is token."""
 
 AppFactory = Callable[[Settings], Any]
 """Builds one stack's WSGI (Flask) or ASGI (FastAPI) app from settings."""
@@ -160,12 +162,15 @@ def live(flask_url: str, fastapi_url: str) -> Targets:
     )
 
 
-def through_gateway(url: str) -> Targets:
-    """One gateway serving both stacks, each request pinned by the override header."""
+def through_gateway(url: str, override_token: str | None = None) -> Targets:
+    """One gateway serving both stacks, each request pinned by the override header, sent
+    with `override_token` when given (a gateway in token mode ignores the header without
+    it). The label never shows the token: it goes into the reports."""
     base = url.rstrip("/")
+    token = {} if override_token is None else {OVERRIDE_TOKEN_HEADER: override_token}
     return Targets(
-        Endpoint(base, {OVERRIDE_HEADER: "flask"}),
-        Endpoint(base, {OVERRIDE_HEADER: "fastapi"}),
+        Endpoint(base, {OVERRIDE_HEADER: "flask", **token}),
+        Endpoint(base, {OVERRIDE_HEADER: "fastapi", **token}),
         f"gateway {url}",
     )
 
@@ -175,8 +180,9 @@ def check_reachable(
 ) -> None:
     """SetupError unless each stack answers `GET /health` (any status: it is up). An endpoint
     that asks for its stack by the override header must be answered by that stack, as its
-    `X-Dualstack-Backend` answer says: a gateway with the override disabled (or hidden)
-    would otherwise serve both runs from one stack, and parity would hold trivially."""
+    `X-Dualstack-Backend` answer says: a gateway with the override off, or in token mode
+    without the right token (or its backend header hidden) would otherwise serve both runs
+    from one stack, and parity would hold trivially."""
     for stack in STACKS:
         endpoint = targets.endpoint(stack)
         try:
@@ -193,5 +199,6 @@ def check_reachable(
             said = f"{OVERRIDE_HEADER}: {answered}" if answered else f"no {OVERRIDE_HEADER}"
             raise SetupError(
                 f"{endpoint.base_url} answered {OVERRIDE_HEADER}: {asked} with {said}; "
-                "is the gateway's override header disabled or its backend header hidden?"
+                "is the gateway's override header off (GATEWAY_OVERRIDE_HEADER), its token "
+                "not the one given (--override-token), or its backend header hidden?"
             )

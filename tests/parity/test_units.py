@@ -134,7 +134,7 @@ def test_the_reachability_check_requires_the_stack_asked_for_through_a_gateway()
         return httpx.Response(200, headers={OVERRIDE_HEADER: request.headers[OVERRIDE_HEADER]})
 
     check_reachable(GATEWAY, transport=httpx.MockTransport(asked))
-    # Override disabled: the gateway's own choice (Flask) answers both.
+    # Override off: the gateway's own choice (Flask) answers both.
     always_flask = httpx.MockTransport(
         lambda r: httpx.Response(200, headers={OVERRIDE_HEADER: "flask"})
     )
@@ -142,7 +142,8 @@ def test_the_reachability_check_requires_the_stack_asked_for_through_a_gateway()
         check_reachable(GATEWAY, transport=always_flask)
     assert str(caught.value) == (
         "http://gateway.test answered X-Dualstack-Backend: fastapi with X-Dualstack-Backend: "
-        "flask; is the gateway's override header disabled or its backend header hidden?"
+        "flask; is the gateway's override header off (GATEWAY_OVERRIDE_HEADER), its token not "
+        "the one given (--override-token), or its backend header hidden?"
     )
     # Backend header hidden: nothing says which stack answered.
     hidden = httpx.MockTransport(lambda r: httpx.Response(200))
