@@ -115,6 +115,8 @@ def launch(name: str, workers: Workers) -> Launch:
         "GATEWAY_WSGI_THREADS": str(workers.wsgi_threads),
         # A table of its own: an earlier run's percentage must not override this one's.
         "GATEWAY_STATE_TABLE": f"load_gateway_{uuid.uuid4().hex[:10]}",
+        # The overhead and stall measurements pin requests to a stack by the override header.
+        "GATEWAY_OVERRIDE_HEADER": "open",
     }
     describe = (
         f"uvicorn, {workers.workers} workers, {percent:g} % FastAPI, "

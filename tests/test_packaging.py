@@ -214,7 +214,7 @@ def test_the_production_install_serves_the_gateway(
         "--port={port}",
         "--http=shared.serving:SnapshotHttpToolsProtocol",  # as the image runs it: the wheel has it
     ]
-    env = {**emulators.env(), "LOG_LEVEL": "WARNING"}
+    env = {**emulators.env(), "LOG_LEVEL": "WARNING", "GATEWAY_OVERRIDE_HEADER": "open"}
     with (
         run_server(
             "gateway",

@@ -3,8 +3,10 @@ stopped together by Ctrl-C.
 
 The gateway runs as it would in production, `uvicorn gateway:app` in a child process,
 with boto3 pointed at the emulators through `AWS_ENDPOINT_URL_*` and `ENVIRONMENT=local`
-(unless set). Its output, every request logged as JSON by both stacks, goes to a log file
-(`reports/run/gateway.log`, or `--log-file`) so the banner stays readable in the terminal.
+(unless set), and with the override header open (`GATEWAY_OVERRIDE_HEADER=open`, unless
+set): on loopback, any request may pin a stack, for trying things. Its output, every
+request logged as JSON by both stacks, goes to a log file (`reports/run/gateway.log`, or
+`--log-file`) so the banner stays readable in the terminal.
 The harness names the gateway by import string only: it never imports a stack.
 """
 
@@ -41,6 +43,7 @@ def _banner(
             f"  DynamoDB emulator (moto)   {emulators.dynamodb_url}",
             f"  Bedrock agent emulator     {emulators.bedrock_url}",
             f"  admin token                {env['GATEWAY_ADMIN_TOKEN']}{token_note}",
+            f"  override header            {env['GATEWAY_OVERRIDE_HEADER']}",
             f"  logs (both stacks, JSON)   {log_file}   (tail -f {log_file})",
             f"  environment                {env['ENVIRONMENT']}",
             "try:",
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "GATEWAY_FASTAPI_PERCENT": os.environ.get("GATEWAY_FASTAPI_PERCENT", "50"),
         "GATEWAY_ADMIN_TOKEN": os.environ.get("GATEWAY_ADMIN_TOKEN") or secrets.token_urlsafe(16),
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "local"),
+        # Open for trying things on loopback; a deployment leaves it off, or uses a token.
+        "GATEWAY_OVERRIDE_HEADER": os.environ.get("GATEWAY_OVERRIDE_HEADER", "open"),
     }
     command = [
         sys.executable,

@@ -82,6 +82,7 @@ def test_each_gateway_gets_its_percentage_and_a_table_of_its_own() -> None:
     assert {k: v for k, v in first.env.items() if k != "GATEWAY_STATE_TABLE"} == {
         "GATEWAY_FASTAPI_PERCENT": "37.5",
         "GATEWAY_WSGI_THREADS": "10",
+        "GATEWAY_OVERRIDE_HEADER": "open",
     }
     assert first.env["GATEWAY_STATE_TABLE"] != second.env["GATEWAY_STATE_TABLE"]
 

@@ -50,6 +50,7 @@ def test_devstack_serves_the_gateway_logs_to_a_file_and_stops_on_ctrl_c(tmp_path
         assert banner[-1].strip() == "ready", text
         assert f"{url}   50% to FastAPI" in text
         assert f"logs (both stacks, JSON)   {log_file}" in text
+        assert "override header            open" in text  # for trying things on loopback
         token = next(line.split()[2] for line in banner if line.strip().startswith("admin token"))
         sid = "devstack-test"
         served = set()
