@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi_app import chat, errors, health, openapi, sessions
 from fastapi_app.middleware import (
     HeadAsGetMiddleware,
+    HeaderGuardMiddleware,
     LegacyCORSMiddleware,
     RequestIdMiddleware,
 )
@@ -77,6 +78,7 @@ def create_app(
     app.include_router(health.router)
     errors.register(app)
     openapi.install(app)  # the published contract, for both stacks
+    app.add_middleware(HeaderGuardMiddleware, limit=settings.max_header_bytes)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(LegacyCORSMiddleware, origins=settings.cors_origins)
     app.add_middleware(RequestIdMiddleware)

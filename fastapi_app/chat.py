@@ -10,7 +10,6 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
-from starlette.datastructures import Headers
 
 from fastapi_app.models import ChatResponse, ErrorResponse
 from fastapi_app.services import Services, ServicesDep
@@ -35,7 +34,7 @@ class JSONBodyRoute(APIRoute):
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 raise BadRequest(contract.BODY_TOO_LARGE, status=413)
-            if not contract.is_json_content_type(_last_content_type(request)):
+            if not contract.is_json_content_type(request.headers.get("content-type")):
                 raise BadRequest(contract.UNSUPPORTED_MEDIA_TYPE, status=415)
             body = bytearray()
             async for part in request.stream():
@@ -53,18 +52,6 @@ class JSONBodyRoute(APIRoute):
             return await handler(request)
 
         return guarded
-
-
-def _last_content_type(request: Request) -> str | None:
-    """The request's Content-Type as the WSGI servers give it to the legacy app: gunicorn
-    and werkzeug keep the last of several. FastAPI's own parsing reads the first, so the
-    others are dropped from the request for it to read the same one."""
-    types = request.headers.getlist("content-type")
-    if len(types) > 1:
-        kept = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"content-type"]
-        request.scope["headers"] = [*kept, (b"content-type", types[-1].encode("latin-1"))]
-        request._headers = Headers(scope=request.scope)
-    return types[-1] if types else None
 
 
 router = APIRouter(tags=["chat"], route_class=JSONBodyRoute)

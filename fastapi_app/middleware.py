@@ -6,6 +6,7 @@ import time
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import contract
@@ -48,6 +49,40 @@ class RequestIdMiddleware:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
+
+
+class HeaderGuardMiddleware:
+    """Refuses what the legacy stack's server refuses before the app sees it, in the
+    contract's shape: headers over `limit` bytes in total (431), and a repeated header RFC
+    9110 allows once (`contract.SINGLETON_HEADERS`, 400)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._singletons = {n.lower().encode(): n for n in contract.SINGLETON_HEADERS}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(scope["headers"])
+            if refusal is not None:
+                status, message, code = refusal
+                body: dict[str, object] = {**contract.error_body(message), "error_code": code}
+                body["request_id"] = scope.get("state", {}).get("request_id")
+                await JSONResponse(body, status_code=status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str, str] | None:
+        if contract.header_bytes(headers) > self.limit:
+            return 431, contract.HEADERS_TOO_LARGE, "headers_too_large"
+        seen: set[bytes] = set()
+        for name, _ in headers:
+            if name in self._singletons:
+                if name in seen:
+                    message = contract.duplicate_header(self._singletons[name])
+                    return 400, message, "duplicate_header"
+                seen.add(name)
+        return None
 
 
 class HeadAsGetMiddleware:

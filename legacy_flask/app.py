@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import structlog
@@ -11,10 +13,12 @@ from flask_cors import CORS
 from werkzeug.routing import MapAdapter
 
 from legacy_flask import chat, errors, health
-from legacy_flask.services import Services
+from legacy_flask.services import Services, services
+from shared import contract
 from shared.agent import AgentClient
 from shared.aws import agent_config, follow_deadlines, store_config
 from shared.contract import allow_header
+from shared.errors import BadRequest
 from shared.logs import REQUEST_ID_HEADER, configure_logging, request_id
 from shared.settings import Settings
 from shared.store import SessionStore
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     errors.register(app)
     app.before_request(_bind_request)
+    app.before_request(_guard_headers)
     app.after_request(_finish_request)
     return app
 
@@ -75,6 +80,25 @@ def _bind_request() -> None:
     g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
     g.started = time.perf_counter()
     structlog.contextvars.bind_contextvars(request_id=g.request_id, stack="flask")
+
+
+def _guard_headers() -> None:
+    """Headers over `MAX_HEADER_BYTES` in total: 431, before routing, as FastAPI and the
+    gateway answer. (gunicorn refuses repeated singleton headers itself, with its config in
+    `legacy_flask.gunicorn_conf`.)"""
+    limit = services().settings.max_header_bytes
+    if contract.header_bytes(_wsgi_headers(request.environ)) > limit:
+        raise BadRequest(contract.HEADERS_TOO_LARGE, status=431)
+
+
+def _wsgi_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    # The WSGI server's view of the headers: names from the environ's keys (HTTP_X_USER_ID
+    # is X-User-ID, the same length), repeated ones joined with commas.
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            yield key[5:], value
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            yield key, value
 
 
 def _finish_request(response: Response) -> Response:

@@ -85,6 +85,7 @@ def launch(name: str, workers: Workers) -> Launch:
     uvicorn += ("--http", "shared.serving:SnapshotHttpToolsProtocol")  # as production runs it
     uvicorn += ("--workers", str(workers.workers))
     gunicorn: tuple[str, ...] = (*python, "gunicorn", "legacy_flask:create_app()")
+    gunicorn += ("--config", "python:legacy_flask.gunicorn_conf")  # as production runs it
     gunicorn += ("--bind", "127.0.0.1:{port}", "--backlog", "2048")
     argv: tuple[str, ...]
     if name == "flask-gunicorn-sync":

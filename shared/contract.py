@@ -19,6 +19,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 MAX_MESSAGE_CHARS = 4000
+SINGLETON_HEADERS = ("Content-Type", "Host")
+"""Headers RFC 9110 allows once: a request repeating one is refused, as gunicorn (the legacy
+stack's server) refuses it, since each reader would take a different one of its values."""
 ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,128}")
 """Allowed `session_id`, `user_id` and `X-Request-ID` values (matched with fullmatch). Not
 dots alone: `.` and `..` in `/api/v1/chat/sessions/{id}` are path segments that clients
@@ -44,6 +47,15 @@ SESSION_NOT_FOUND = "Session not found"
 NOT_FOUND = "Not found"
 METHOD_NOT_ALLOWED = "Method not allowed"
 INTERNAL_ERROR = "Internal server error"
+HEADERS_TOO_LARGE = "Request headers too large"
+REQUEST_LINE_TOO_LONG = "Request line too long"
+BAD_REQUEST = "Bad request"
+
+
+def duplicate_header(name: str) -> str:
+    """The message for a request repeating the header `name` (one of `SINGLETON_HEADERS`)."""
+    return f"Duplicate {name} header"
+
 
 _CONTRACT = "contract"
 
@@ -92,6 +104,13 @@ class ChatRequest(BaseModel):
     message: Annotated[str, BeforeValidator(_message)]
     session_id: Annotated[str | None, BeforeValidator(_identifier(INVALID_SESSION_ID))] = None
     user_id: Annotated[str | None, BeforeValidator(_identifier(INVALID_USER_ID))] = None
+
+
+def header_bytes(headers: Iterable[tuple[str | bytes, str | bytes]]) -> int:
+    """The size of a request's header names and values, in total: what the setting
+    `MAX_HEADER_BYTES` limits (16 KiB, the gateway's `GATEWAY_MAX_HEADER_BYTES` default, so
+    each stack answers 431 where the gateway does)."""
+    return sum(len(name) + len(value) for name, value in headers)
 
 
 def is_identifier(value: str) -> bool:

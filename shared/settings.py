@@ -54,4 +54,6 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = Field(default=60, ge=1)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The request's header names and values, in total; past it 431 (as the gateway does).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     cors_origins: str = "*"

@@ -19,23 +19,6 @@ GATEWAY_OWN = {400: "Duplicate ", 413: "Request body too large", 431: "Request h
 a duplicated routing header, a body over its own limit, headers over its limit."""
 
 
-KNOWN_DIFFERENCES: dict[str, str] = {
-    # TEMPORARY: differences already reported, each to be removed with its fix. A finding on
-    # a case named here is printed as known and does not fail the run.
-    "raw: two Content-Type headers (application/json, then text/plain)": (
-        "being fixed: both stacks will answer 400 Duplicate Content-Type header"
-    ),
-    "raw: two Content-Type headers (text/plain, then application/json)": (
-        "being fixed: both stacks will answer 400 Duplicate Content-Type header"
-    ),
-    "raw: a 12288-byte header": "gunicorn refuses a header field over 8190 bytes (431 HTML)",
-    "raw: a 12288-byte header on chat": "gunicorn refuses a header field over 8190 bytes",
-    "raw: a 17408-byte header": "gunicorn refuses a header field over 8190 bytes (431 HTML)",
-    "raw: a 17408-byte header on chat": "gunicorn refuses a header field over 8190 bytes",
-    "raw: 120 headers": "gunicorn refuses more than 100 header fields (431 HTML)",
-}
-
-
 @dataclass(frozen=True)
 class Finding:
     """One failure: the case, what kind (`5xx`, `stacks differ`, `gateway differs`,
@@ -44,11 +27,6 @@ class Finding:
     case: str
     kind: str
     detail: str
-
-    @property
-    def known(self) -> bool:
-        """Whether the case is on the temporary list of reported differences."""
-        return self.case in KNOWN_DIFFERENCES
 
 
 def outcome(answer: Answer) -> tuple[int, str | None]:

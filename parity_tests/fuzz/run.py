@@ -33,8 +33,8 @@ class Summary:
 
     @property
     def failures(self) -> list[Finding]:
-        """The findings that fail the run: all but those on the known list."""
-        return [finding for finding in self.findings if not finding.known]
+        """The findings that fail the run: every one."""
+        return self.findings
 
     def by_kind(self) -> Counter[str]:
         """How many failures of each kind."""
@@ -54,10 +54,6 @@ class Summary:
         out += [f"  [{f.kind}] {f.case}: {f.detail}" for f in self.failures[:limit]]
         if len(self.failures) > limit:
             out.append(f"  ... and {len(self.failures) - limit} more")
-        known = [f for f in self.findings if f.known]
-        if known:
-            out.append(f"known differences (judge.KNOWN_DIFFERENCES, temporary): {len(known)}")
-            out += [f"  [{f.kind}] {f.case}: {f.detail}" for f in known]
         return out
 
 

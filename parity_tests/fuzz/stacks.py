@@ -32,7 +32,8 @@ def _argv(target: str) -> list[str]:
     uvicorn += ["--no-access-log", "--log-level", "warning"]
     if target == "flask":
         bind = ["--bind", "127.0.0.1:{port}", "--worker-class", "gthread", "--threads", "8"]
-        return [*python, "gunicorn", "legacy_flask:create_app()", *bind]
+        config = ["--config", "python:legacy_flask.gunicorn_conf"]  # as production runs it
+        return [*python, "gunicorn", "legacy_flask:create_app()", *config, *bind]
     app = "fastapi_app.main:app" if target == "fastapi" else "gateway:app"
     return [*python, "uvicorn", app, *uvicorn]
 

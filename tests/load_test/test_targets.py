@@ -16,7 +16,8 @@ from load_test.targets import Launch, Workers
 PY = (sys.executable, "-m")
 UVICORN = ("--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning")
 UVICORN += ("--http", "shared.serving:SnapshotHttpToolsProtocol")
-GUNICORN = (*PY, "gunicorn", "legacy_flask:create_app()", "--bind", "127.0.0.1:{port}")
+GUNICORN = (*PY, "gunicorn", "legacy_flask:create_app()", "--config")
+GUNICORN += ("python:legacy_flask.gunicorn_conf", "--bind", "127.0.0.1:{port}")
 WORKERS = Workers(sync_workers=5, workers=2, threads=16, wsgi_threads=10)
 
 

@@ -7,7 +7,6 @@ cases then require both stacks to answer identically (status, body's `error`, he
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import time
@@ -350,40 +349,6 @@ def test_the_published_example_names_no_session() -> None:
     # `/docs` sends it on "Try it out": a fixed id would be one conversation for everyone.
     example = contract.ChatRequest.model_json_schema()["example"]
     assert example == {"message": "Hello, what can you do?"}
-
-
-def _raw_post(url: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Any:
-    """A POST with headers exactly as given, duplicates included (httpx merges them)."""
-    parsed = httpx.URL(url)
-    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=30)
-    try:
-        connection.putrequest("POST", path, skip_accept_encoding=True)
-        for name, value in [*headers, ("Content-Length", str(len(body)))]:
-            connection.putheader(name, value)
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        connection.close()
-
-
-@pytest.mark.parametrize(
-    ("types", "status"),
-    [(["application/json", "text/plain"], 415), (["text/plain", "application/json"], 200)],
-)
-def test_two_content_types_are_read_alike_the_last_one_as_wsgi_servers_do(
-    stacks: Stacks, types: list[str], status: int
-) -> None:
-    body = json.dumps({"message": "which type?"}).encode()
-    answers = {
-        stack: _raw_post(
-            stacks.urls[stack], "/api/v1/chat", [("Content-Type", t) for t in types], body
-        )
-        for stack in STACKS
-    }
-    assert {stack: answer[0] for stack, answer in answers.items()} == dict.fromkeys(STACKS, status)
-    if status == 415:
-        assert {a[1]["error"] for a in answers.values()} == {contract.UNSUPPORTED_MEDIA_TYPE}
 
 
 @pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b", "evil.example"])

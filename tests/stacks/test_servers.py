@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +30,7 @@ SERVERS = {
     "gunicorn": [
         str(VENV_BIN / "gunicorn"),
         "legacy_flask:create_app()",
+        "--config=python:legacy_flask.gunicorn_conf",
         "--bind",
         "127.0.0.1:{port}",
         "--workers",
@@ -40,6 +45,7 @@ SERVERS = {
         "127.0.0.1",
         "--port",
         "{port}",
+        "--http=shared.serving:SnapshotHttpToolsProtocol",
     ],
 }
 
@@ -62,6 +68,87 @@ def test_stack_runs_under_its_production_server(
         )
     assert health.json()["status"] == "healthy"
     assert turn.status_code == 200, turn.text
+
+
+@pytest.fixture(scope="module")
+def production(
+    emulators: LocalEmulators, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Both stacks under their production servers: server name -> URL."""
+    logs = tmp_path_factory.mktemp("servers")
+    with contextlib.ExitStack() as stack:
+        yield {
+            server: stack.enter_context(
+                run_server(
+                    server,
+                    argv,
+                    env=emulators.env(),
+                    log_path=logs / f"{server}.log",
+                    ready_path="/health",
+                    cwd=ROOT,
+                )
+            ).url
+            for server, argv in SERVERS.items()
+        }
+
+
+def _raw(url: str, method: str, path: str, headers: list[tuple[str, str]]) -> tuple[int, Any]:
+    """A request with headers exactly as given, repeats included: (status, JSON body)."""
+    body = json.dumps({"message": "hello"}).encode() if method == "POST" else b""
+    parsed = httpx.URL(url)
+    connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host="Host" in dict(headers))
+        for name, value in [*headers, ("Content-Length", str(len(body)))]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        raw = response.read()
+        assert response.getheader("Content-Type", "").startswith("application/json"), raw
+        return response.status, json.loads(raw)
+    finally:
+        connection.close()
+
+
+JSON = ("Content-Type", "application/json")
+PAD = "p" * 12 * 1024
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "message"),
+    [
+        ("POST", [JSON, ("Content-Type", "text/plain")], 400, "Duplicate Content-Type header"),
+        ("POST", [("Content-Type", "text/plain"), JSON], 400, "Duplicate Content-Type header"),
+        ("GET", [("Host", "a"), ("Host", "b")], 400, "Duplicate Host header"),
+        ("GET", [("X-Pad", PAD)], 200, None),  # one 12 KiB field: over gunicorn's own 8 KiB
+        ("GET", [(f"X-Pad-{i}", "p") for i in range(150)], 200, None),  # gunicorn's 100
+        ("GET", [("X-Pad", PAD + PAD)], 431, "Request headers too large"),  # over on its own
+        ("GET", [("X-Pad-1", PAD), ("X-Pad-2", PAD)], 431, "Request headers too large"),
+        ("GET", [(f"X-Pad-{i}", "p" * 100) for i in range(200)], 431, "Request headers too large"),
+    ],
+    ids=[
+        "two-content-types",
+        "two-content-types-json-last",
+        "two-hosts",
+        "one-12k-header",
+        "150-headers",
+        "one-24k-header",
+        "two-12k-headers",
+        "200-headers-20k",
+    ],
+)
+def test_both_production_servers_answer_header_abuse_alike(
+    production: dict[str, str],
+    method: str,
+    headers: list[tuple[str, str]],
+    status: int,
+    message: str | None,
+) -> None:
+    path = "/api/v1/chat" if method == "POST" else "/health"
+    answers = {name: _raw(url, method, path, headers) for name, url in production.items()}
+    assert {name: answer[0] for name, answer in answers.items()} == dict.fromkeys(SERVERS, status)
+    if message is not None:
+        assert {answer[1]["error"] for answer in answers.values()} == {message}
 
 
 def test_openapi_docs(stacks: Stacks) -> None:
