@@ -10,6 +10,7 @@ import boto3
 import structlog
 from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
+from werkzeug.exceptions import NotFound
 from werkzeug.routing import MapAdapter
 
 from legacy_flask import chat, errors, health
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     errors.register(app)
     app.before_request(_bind_request)
-    app.before_request(_guard_headers)
+    app.before_request(_guard_request)
     app.after_request(_finish_request)
     return app
 
@@ -82,13 +83,18 @@ def _bind_request() -> None:
     structlog.contextvars.bind_contextvars(request_id=g.request_id, stack="flask")
 
 
-def _guard_headers() -> None:
-    """Headers over `MAX_HEADER_BYTES` in total: 431, before routing, as FastAPI and the
-    gateway answer. (gunicorn refuses repeated singleton headers itself, with its config in
-    `legacy_flask.gunicorn_conf`.)"""
+def _guard_request() -> None:
+    """Before routing, as FastAPI and the gateway answer: headers over `MAX_HEADER_BYTES` in
+    total are 431 (gunicorn refuses repeated singleton headers itself, answering as its
+    config in `legacy_flask.gunicorn_conf` says); a path that starts with `//` is 404.
+
+    werkzeug's routing strips a path's leading slashes (`//health` would be served as
+    `/health`), where Starlette matches the path as sent; no route starts with `//`."""
     limit = services().settings.max_header_bytes
     if contract.header_bytes(_wsgi_headers(request.environ)) > limit:
         raise BadRequest(contract.HEADERS_TOO_LARGE, status=431)
+    if str(request.environ.get("PATH_INFO", "")).startswith("//"):
+        raise NotFound()
 
 
 def _wsgi_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -475,6 +475,7 @@ _IDENTITY = {
         "Content-Type",
         "Content-Length",
         "Authorization",
+        "Host",  # RFC 9110 allows one; gunicorn refuses a second (400), as the stacks do
     )
 }
 """The headers that route a request or say who sends it. Read twice, the gateway would

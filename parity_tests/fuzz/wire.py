@@ -51,19 +51,30 @@ class Answer:
         return self.header("x-dualstack-backend")
 
 
+_REPEATED_HOST = b"X-Fuzz-Repeated-Host"
+
+
 def send(base_url: str, request: Request, timeout: float = 30.0) -> Answer:
     """Send `request` to `base_url` (http://host:port) and read the whole answer."""
     url = urlsplit(base_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     client = h11.Connection(h11.CLIENT)
-    headers = [("Host", f"{host}:{port}"), *request.headers, ("Connection", "close")]
-    chunked = request.chunked or bool(request.trailers)
     names = {name.lower() for name, _ in request.headers}
+    ours = [] if "host" in names else [("Host", f"{host}:{port}")]  # a case's Host as it is
+    headers = [*ours, *request.headers, ("Connection", "close")]
+    chunked = request.chunked or bool(request.trailers)
     if chunked:
         headers.append(("Transfer-Encoding", "chunked"))
     elif "content-length" not in names and (request.body or request.method in ("POST", "PUT")):
         headers.append(("Content-Length", str(len(request.body))))
-    out = client.send(h11.Request(method=request.method, target=request.target, headers=headers))
+    # h11 will not send a second Host: it goes out under a stand-in name, renamed in bytes.
+    hosts = [i for i, (name, _) in enumerate(headers) if name.lower() == "host"]
+    for i in hosts[1:]:
+        headers[i] = (_REPEATED_HOST.decode(), headers[i][1])
+    head = h11.Request(method=request.method, target=request.target, headers=headers)
+    out = client.send(head)
+    if len(hosts) > 1 and out is not None:
+        out = out.replace(_REPEATED_HOST + b": ", b"Host: ")
     if request.body:
         out = (out or b"") + (client.send(h11.Data(data=request.body)) or b"")
     out = (out or b"") + (client.send(h11.EndOfMessage(headers=list(request.trailers))) or b"")

@@ -202,3 +202,15 @@ def test_both_stacks_log_json_with_the_request_id(
         ("flask", "flask-req-1", "/nope", 404),
         ("fastapi", "fastapi-req-1", "/nope", 404),
     ]
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "//api/v1/chat"), ("GET", "//health")])
+def test_both_production_servers_do_not_serve_a_path_with_leading_slashes(
+    production: dict[str, str], method: str, path: str
+) -> None:
+    # werkzeug's routing strips leading slashes; Starlette matches the path as sent.
+    headers = [JSON, ("Host", "evil.example")]
+    answers = {name: _raw(url, method, path, headers) for name, url in production.items()}
+    assert {name: (a[0], a[1]["error"]) for name, a in answers.items()} == dict.fromkeys(
+        SERVERS, (404, "Not found")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -504,3 +505,19 @@ def test_other_headers_may_repeat(gateway: RunningGateway) -> None:
     with gateway.client() as client:
         response = client.get("/health", headers=headers)
     assert (response.status_code, _served_by(response)) == (200, "flask")
+
+
+def test_two_host_headers_are_refused_as_gunicorn_refuses_them(gateway: RunningGateway) -> None:
+    # httpx will not send a second Host; http.client sends headers as they are put.
+    url = httpx.URL(gateway.url)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        connection.putrequest("GET", "/health", skip_host=True)
+        connection.putheader("Host", "a.example")
+        connection.putheader("Host", "b.example")
+        connection.endheaders()
+        response = connection.getresponse()
+        answer = (response.status, json.loads(response.read()), response.getheader(BACKEND))
+    finally:
+        connection.close()
+    assert answer == (400, {"error": "Duplicate Host header"}, "gateway")

@@ -45,6 +45,9 @@ OWNERSHIP = Ownership(wsgi_matcher(_flask()), asgi_matcher(_fastapi()))
         ("/openapi.json", {"fastapi"}, "/openapi.json"),
         ("/health/", set(), "unmatched"),
         ("/nope", set(), "unmatched"),
+        # werkzeug's routing would strip the leading slashes and give both to Flask alone.
+        ("//health", set(), "unmatched"),
+        ("//api/v1/chat", set(), "unmatched"),
     ],
 )
 def test_owners_and_route_template(path: str, owners: set[str], route: str) -> None:
