@@ -240,8 +240,8 @@ def raw_cases(fresh_id: Iterator[str]) -> list[Case]:
         cases.append(Case(f"raw: a {size}-byte header on chat", chat))
     many = tuple((f"X-Fuzz-{i}", "x") for i in range(120))
     cases.append(Case("raw: 120 headers", Request("GET", "/health", many)))
-    over = tuple((f"X-Fuzz-{i}", "p" * 100) for i in range(200))  # 20 KiB in total
-    cases.append(Case("raw: 200 headers, 20 KiB in all", Request("GET", "/health", over)))
+    bulky = tuple((f"X-Fuzz-{i}", "p" * 100) for i in range(200))  # 20 KiB in total
+    cases.append(Case("raw: 200 headers, 20 KiB in all", Request("GET", "/health", bulky)))
     for hosts in (("a.example", "b.example"), ("a" * 64 + ".example",), ("a..b",)):
         host = Request("GET", "/health", tuple(("Host", h) for h in hosts))
         cases.append(Case(f"raw: Host {' and '.join(h[:20] for h in hosts)}", host))
