@@ -50,7 +50,9 @@ def test_local_emulators_env_reaches_both_services() -> None:
             config=config,
         )
         try:
-            assert "chat_sessions_local" in dynamodb.list_tables()["TableNames"]
+            # Described, not listed: the session's emulator holds more than a page of tables.
+            table = dynamodb.describe_table(TableName="chat_sessions_local")["Table"]
+            assert table["TableStatus"] == "ACTIVE"
             local.bedrock.configure(chunk_count=4)  # changed at run time
             response = agent.invoke_agent(
                 agentId="A", agentAliasId="B", sessionId="s1", inputText="hi"
@@ -165,7 +167,8 @@ def test_external_dynamodb_gets_the_table_and_is_left_running() -> None:
         client = outside.client()
         try:
             # The table was created there, and stopping LocalEmulators left it serving.
-            assert "external_table" in client.list_tables()["TableNames"]
+            table = client.describe_table(TableName="external_table")["Table"]
+            assert table["TableStatus"] == "ACTIVE"
         finally:
             client.close()
 
