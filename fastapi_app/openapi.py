@@ -29,10 +29,23 @@ ID_SCHEMA_PATTERN = "^" + contract.ID_PATTERN.pattern.replace(r"\Z", "$") + "$"
 anchored, `$` for Python's `\\Z` (in ECMA-262 `$` without the `m` flag is the end of the
 input; Python's own `$` would also match before a final newline)."""
 
-VISIBLE_TEXT_PATTERN = r"[^\p{C}\p{Z}]"
-"""At least one visible character: `contract.has_visible_text`, which wants a character
-that is printable (not in Unicode's categories C, other, or Z, separators, but for the
-space) and not white space (the space)."""
+def _class_member(point: int) -> str:
+    # BMP code points as \\uXXXX (ECMA-262 and Python alike); astral ones as themselves.
+    return f"\\u{point:04x}" if point <= 0xFFFF else chr(point)
+
+
+def visible_text_pattern() -> str:
+    """At least one visible character, as `contract.has_visible_text` judges: one outside
+    the invisible categories, their code points listed (`contract.invisible_ranges`).
+    Explicit ranges, not `\\p{...}` classes, which generators such as schemathesis can only
+    approximate (so they would draw text the stacks refuse as valid, or the reverse)."""
+    members = "".join(
+        _class_member(a) if a == b else f"{_class_member(a)}-{_class_member(b)}"
+        for a, b in contract.invisible_ranges()
+        if not 0xD800 <= a <= 0xDFFF  # lone surrogates: not text a regex engine can hold
+    )
+    return f"[^{members}]"
+
 
 JSON_MEDIA_TYPES = ("application/json", "application/*+json")
 """What `contract.is_json_content_type` accepts (parameters allowed)."""
@@ -123,7 +136,7 @@ def _describe_chat_request(schema: Document) -> None:
     properties["message"].update(
         minLength=1,
         maxLength=contract.MAX_MESSAGE_CHARS,
-        pattern=VISIBLE_TEXT_PATTERN,
+        pattern=visible_text_pattern(),
         description=(
             f"The user's message: at most {contract.MAX_MESSAGE_CHARS} characters, "
             "at least one of them visible"

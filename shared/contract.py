@@ -8,8 +8,11 @@ same status and message from Flask and from FastAPI.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import sys
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from email.message import Message
 from http import HTTPStatus
@@ -118,10 +121,34 @@ def is_identifier(value: str) -> bool:
     return ID_PATTERN.fullmatch(value) is not None
 
 
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Unicode categories that show nothing: controls, format characters (zero-width spaces and
+joiners, bidi marks, the byte order mark), lone surrogates, and separators (white space).
+Every other character is visible, private-use and not yet assigned ones included (a font may
+draw them; an older Unicode table than the client's must not refuse its text)."""
+
+
 def has_visible_text(text: str) -> bool:
-    """Whether `text` shows anything: a character that is neither white space nor an
-    invisible one (zero-width spaces and joiners, controls, lone surrogates)."""
-    return any(char.isprintable() and not char.isspace() for char in text)
+    """Whether `text` shows anything: a character outside `INVISIBLE_CATEGORIES`."""
+    return any(unicodedata.category(char) not in INVISIBLE_CATEGORIES for char in text)
+
+
+@functools.cache
+def invisible_ranges() -> tuple[tuple[int, int], ...]:
+    """The code points in `INVISIBLE_CATEGORIES`, as inclusive ranges (for the published
+    pattern; from this interpreter's Unicode table, as `has_visible_text` reads it)."""
+    ranges: list[tuple[int, int]] = []
+    start: int | None = None
+    for point in range(sys.maxunicode + 1):
+        invisible = unicodedata.category(chr(point)) in INVISIBLE_CATEGORIES
+        if invisible and start is None:
+            start = point
+        elif not invisible and start is not None:
+            ranges.append((start, point - 1))
+            start = None
+    if start is not None:
+        ranges.append((start, sys.maxunicode))
+    return tuple(ranges)
 
 
 def parse_json(raw: bytes) -> Any:
