@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from parity_tests.fuzz.run import fuzz
+from parity_tests.fuzz.run import fuzz, schemathesis_cli
 from parity_tests.fuzz.stacks import serve
 
 
@@ -19,6 +19,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", type=int, default=1000, help="how many cases (about)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed, the same cases")
     parser.add_argument("--logs", type=Path, default=None, help="where the servers log")
+    parser.add_argument(
+        "--cli-examples",
+        type=int,
+        default=100,
+        help="then `schemathesis run --checks all` with this many examples an operation, "
+        "against each stack through the gateway (0: skip)",
+    )
     return parser
 
 
@@ -32,12 +39,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = fuzz(
                 urls, args.cases, args.seed, progress=lambda line: print(line, flush=True)
             )
+            print("\n".join(summary.lines()), flush=True)
+            failed: list[str] = []
+            if args.cli_examples:
+                failed = schemathesis_cli(urls["gateway"], args.cli_examples, args.seed, logs)
     except (OSError, RuntimeError) as exc:
         print(f"fuzz: setup failed: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(summary.lines()))
+    if failed:
+        print(f"schemathesis run found failures against: {', '.join(failed)}")
     print(f"server logs: {logs}")
-    return 1 if summary.failures else 0
+    return 1 if summary.failures or failed else 0
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from schemathesis.core.failures import FailureGroup
@@ -126,3 +129,23 @@ def _as_httpx(base_url: str, request: Request, answer: Answer) -> httpx.Response
     )
     response.elapsed = datetime.timedelta(0)  # set by httpx's client, which did not send it
     return response
+
+
+def schemathesis_cli(gateway: str, examples: int, seed: int, workdir: Path) -> list[str]:
+    """`schemathesis run --checks all` against the document the gateway serves, each stack
+    pinned by the override header; the stacks that failed (its output is printed)."""
+    program = Path(sys.executable).parent / "schemathesis"
+    failed = []
+    for stack in ("flask", "fastapi"):
+        argv = [str(program), "run", f"{gateway}/openapi.json", "--checks", "all"]
+        argv += ["-n", str(examples), "--seed", str(seed), "-H", f"X-Dualstack-Backend: {stack}"]
+        print(f"schemathesis run --checks all, through the gateway to {stack}:", flush=True)
+        done = subprocess.run(  # noqa: S603 - our own argv
+            argv, cwd=workdir, capture_output=True, text=True, check=False
+        )
+        lines = done.stdout.splitlines()
+        summary = lines[lines.index("Test cases:") :] if "Test cases:" in lines else lines[-20:]
+        print("\n".join(lines if done.returncode else summary), flush=True)
+        if done.returncode:
+            failed.append(stack)
+    return failed

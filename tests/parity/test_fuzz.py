@@ -14,7 +14,7 @@ import pytest
 from fastapi_app import create_app
 from parity_tests.fuzz.cases import Case, generated, load_schema, raw_cases
 from parity_tests.fuzz.judge import Finding, judge
-from parity_tests.fuzz.run import conformance, fuzz
+from parity_tests.fuzz.run import conformance, fuzz, schemathesis_cli
 from parity_tests.fuzz.stacks import serve
 from parity_tests.fuzz.wire import Answer, Request
 from shared.settings import Settings
@@ -187,3 +187,11 @@ def test_a_fixed_seed_slice_finds_nothing(targets: dict[str, str]) -> None:
     assert summary.cases >= 100
     assert summary.sent["fastapi"] == summary.sent["gateway"] == summary.cases
     assert 0 < summary.sent["flask"] < summary.cases  # not the FastAPI-only paths
+
+
+def test_schemathesis_run_passes_for_each_stack_through_the_gateway(
+    targets: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert schemathesis_cli(targets["gateway"], 10, seed=11, workdir=tmp_path) == []
+    printed = capsys.readouterr().out
+    assert printed.count("No issues found") == 2, printed
