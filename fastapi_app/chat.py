@@ -54,6 +54,13 @@ class JSONBodyRoute(APIRoute):
         return guarded
 
 
+def _may_exist(body: ChatRequest, request: Request) -> bool:
+    """Whether the turn's session may exist already: not when it names none, or the one
+    the gateway minted for it (`contract.MINTED_KEY_HEADER`)."""
+    minted = request.headers.get(contract.MINTED_KEY_HEADER)
+    return body.session_id is not None and body.session_id != minted
+
+
 router = APIRouter(tags=["chat"], route_class=JSONBodyRoute)
 
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -81,7 +88,7 @@ async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Ch
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    current = await services.store.get(body.session_id) if body.session_id else None
+    current = await services.store.get(session_id) if _may_exist(body, request) else None
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id

@@ -29,6 +29,7 @@ ID_SCHEMA_PATTERN = "^" + contract.ID_PATTERN.pattern.replace(r"\Z", "$") + "$"
 anchored, `$` for Python's `\\Z` (in ECMA-262 `$` without the `m` flag is the end of the
 input; Python's own `$` would also match before a final newline)."""
 
+
 def _class_member(point: int) -> str:
     # BMP code points as \\uXXXX (ECMA-262 and Python alike); astral ones as themselves.
     return f"\\u{point:04x}" if point <= 0xFFFF else chr(point)

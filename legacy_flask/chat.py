@@ -29,7 +29,7 @@ def chat() -> Response:
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    current = svc.store.get(body.session_id) if body.session_id else None
+    current = svc.store.get(session_id) if _may_exist(body) else None
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id
@@ -42,6 +42,13 @@ def chat() -> Response:
     elapsed = (time.perf_counter() - started) * 1000
     log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
     return jsonify(response=reply.text, session_id=session_id, processing_time_ms=elapsed)
+
+
+def _may_exist(body: ChatRequest) -> bool:
+    """Whether the turn's session may exist already: not when it names none, or the one
+    the gateway minted for it (`contract.MINTED_KEY_HEADER`)."""
+    minted = request.headers.get(contract.MINTED_KEY_HEADER)
+    return body.session_id is not None and body.session_id != minted
 
 
 def _read_chat_request() -> ChatRequest:

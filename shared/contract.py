@@ -22,6 +22,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 MAX_MESSAGE_CHARS = 4000
+MINTED_KEY_HEADER = "X-Dualstack-Minted-Key"
+"""Set by the gateway on a request whose `session_id` it minted (the id, as in the body): the
+conversation is new, so the stack skips reading the session before the turn. Only a hint:
+the turn's write is conditional on the session's absence, so a client sending it gains
+nothing (a session that exists is found by the write, and its owner rule holds)."""
 SINGLETON_HEADERS = ("Content-Type", "Host")
 """Headers RFC 9110 allows once: a request repeating one is refused, as gunicorn (the legacy
 stack's server) refuses it, since each reader would take a different one of its values."""

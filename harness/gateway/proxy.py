@@ -130,13 +130,15 @@ class Gateway:
             if body is None:
                 return
         try:
-            route, decision, body, dropped = self._decide(path, method, headers, body)
+            route, decision, body, dropped, minted = self._decide(path, method, headers, body)
         except InvalidOverride as error:  # the override counts here, and names no stack
             await self._refuse(send, rid, 400, str(error))
             return
         backend = decision[0]
         forwarded = dict(scope)
-        forwarded["headers"] = _forwarded_headers(scope["headers"], rid, given, body, dropped)
+        forwarded["headers"] = _forwarded_headers(
+            scope["headers"], rid, given, body, dropped, minted
+        )
         if backend != "flask":
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
             return
@@ -195,13 +197,13 @@ class Gateway:
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
-    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None]:
+    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None, str | None]:
         """The stack for this request (the pure `choose`, given the facts), the route
         template that labels its metrics, the body to forward, which grows by a minted
         conversation key when a new conversation is split, and the request headers the
         stack must not get as sent (None, the usual case: all of them): the length of a
-        grown body, the override token. InvalidOverride where the override header counts
-        and names no stack."""
+        grown body, the override token; and the minted key, if any. InvalidOverride where
+        the override header counts and names no stack."""
         routes = self._routes
         state = self._state or self.state
         rollout = state.current
@@ -211,8 +213,9 @@ class Gateway:
         decision = plan.decided
         if decision is not None and not (plan.overridable and _OVERRIDE in headers):
             self.metrics.decisions[plan.label] += 1
-            return plan.route, decision, body, None
+            return plan.route, decision, body, None, None
         key: str | None = None
+        minted: str | None = None
         dropped: frozenset[bytes] | None = None
         if plan.split:
             # Only a split needs the conversation key (and a minted one for a new
@@ -221,7 +224,7 @@ class Gateway:
             sticky = self.sticky.find(path, method, headers, body or b"", is_json)
             key = sticky.key
             if sticky.minted:
-                body, dropped = sticky.body, _GROWN
+                body, dropped, minted = sticky.body, _GROWN, key
             elif sticky.unminted:
                 self.metrics.unminted += 1
         override = headers.get(_OVERRIDE)
@@ -234,7 +237,7 @@ class Gateway:
             facts = Facts(path, plan.owners, override.decode("latin-1"), key, token)
         decision = choose(routes.policy, facts, self._draw)
         self.metrics.decisions[decision[:2]] += 1
-        return plan.route, decision, body, dropped
+        return plan.route, decision, body, dropped, minted
 
     async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
         """503 at once: the backend's admission refused the request."""
@@ -375,7 +378,8 @@ _name = operator.itemgetter(0)
 # The request headers replaced or dropped on the way to a stack. The request id is always
 # replaced (by the one kept or minted), the framing when the body grew by a minted key.
 _ID = frozenset({b"x-request-id"})
-_GROWN = frozenset({b"x-request-id", b"content-length", b"transfer-encoding"})
+_MINTED = contract.MINTED_KEY_HEADER.lower().encode()
+_GROWN = frozenset({b"x-request-id", b"content-length", b"transfer-encoding", _MINTED})
 _TOKEN = frozenset({b"x-request-id", _OVERRIDE_TOKEN})
 _GROWN_AND_TOKEN = _GROWN | _TOKEN
 _BACKEND_MARKS = {name: (_BACKEND_NAME, name.encode()) for name in ("flask", "fastapi", "gateway")}
@@ -387,10 +391,11 @@ def _forwarded_headers(
     given: bytes | None,
     body: bytes | None,
     dropped: frozenset[bytes] | None,
+    minted: str | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """The request's headers as the stack gets them: the request id (kept or minted),
-    without the `dropped` ones (`_decide` says which), and, when the body grew, its new
-    length."""
+    without the `dropped` ones (`_decide` says which), and, when the body grew by a
+    `minted` key, its new length and the key (`contract.MINTED_KEY_HEADER`)."""
     raw_rid = (b"x-request-id", rid.encode("latin-1"))
     if given is None and dropped is None:  # the usual case, copied in C
         return [*headers, raw_rid]
@@ -399,6 +404,8 @@ def _forwarded_headers(
     kept.append(raw_rid)
     if body is not None and dropped is not None and b"content-length" in dropped:
         kept.append((b"content-length", str(len(body)).encode()))
+    if minted is not None:
+        kept.append((_MINTED, minted.encode("latin-1")))
     return kept
 
 

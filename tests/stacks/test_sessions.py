@@ -11,13 +11,16 @@ from contextlib import AbstractContextManager
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from fastapi_app import create_app as create_fastapi_app
 from harness.local.emulators import LocalEmulators
 from harness.local.emulators.replies import compose_reply
 from shared import contract, session
 from shared.agent import agent_session_id
 from shared.session import HistoryEntry, SessionRecord
 from shared.settings import Settings
+from shared.store import AsyncSessionStore
 
 from .conftest import STACKS, Stacks
 
@@ -234,3 +237,38 @@ def test_no_client_session_id_shares_another_sessions_agent_memory(stacks: Stack
     assert _turn(stacks, "flask", sid, "again", user_id="alice").json()["response"] == (
         compose_reply("again", 2)
     )
+
+
+def test_a_session_the_gateway_minted_is_not_read_before_its_first_turn(
+    emulators: LocalEmulators, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in emulators.env().items():
+        monkeypatch.setenv(name, value)
+    reads: list[str] = []
+
+    class CountingStore(AsyncSessionStore):
+        async def get(self, session_id: str) -> SessionRecord | None:
+            reads.append(session_id)
+            return await super().get(session_id)
+
+    sid = _sid("minted")
+    minted = {contract.MINTED_KEY_HEADER: sid}
+    with TestClient(create_fastapi_app(settings, store=CountingStore)) as client:
+        first = client.post(CHAT, json={"message": "hi", "session_id": sid}, headers=minted)
+        second = client.post(CHAT, json={"message": "again", "session_id": sid})
+    assert (first.status_code, second.json()["response"]) == (200, compose_reply("again", 2))
+    assert reads == [sid]  # the second turn's: the first was known to be new
+
+
+def test_a_minted_key_hint_cannot_take_a_session(stacks: Stacks) -> None:
+    sid = _sid("hinted")
+    assert _turn(stacks, "flask", sid, "alice 1", user_id="alice").status_code == 200
+    for stack in STACKS:
+        with stacks.client(stack) as client:
+            forged = client.post(
+                CHAT,
+                json={"message": "mallory", "session_id": sid, "user_id": "mallory"},
+                headers={contract.MINTED_KEY_HEADER: sid},
+            )
+        assert (forged.status_code, forged.json()["error"]) == (404, contract.SESSION_NOT_FOUND)
+    assert _history(stacks, sid, "alice") == ["alice 1"]

@@ -174,8 +174,10 @@ def test_a_bodyless_request_is_not_read_by_the_gateway() -> None:
         ({"X-Request-ID": "client-1"}, {"message": "m"}, True, True),
         ({}, {"message": "m"}, False, True),
         ({}, {"message": "m", "session_id": "s-1"}, False, False),
+        # A client's own minted-key header never reaches a stack beside the gateway's.
+        ({"X-Dualstack-Minted-Key": "forged"}, {"message": "m"}, False, True),
     ],
-    ids=["given-id-minted-key", "minted-id-minted-key", "minted-id-own-key"],
+    ids=["given-id-minted-key", "minted-id-minted-key", "minted-id-own-key", "forged-hint"],
 )
 def test_the_stack_gets_one_request_id_and_the_length_of_what_it_is_sent(
     given: dict[str, str], body: dict[str, str], kept_id: bool, minted: bool
@@ -190,8 +192,11 @@ def test_the_stack_gets_one_request_id_and_the_length_of_what_it_is_sent(
     if minted:
         assert json.loads(sent) == {**body, "session_id": json.loads(sent)["session_id"]}
         assert len(sent) > len(raw)
+        # The stack is told the conversation is new: the id is the one it was minted.
+        assert headers[b"x-dualstack-minted-key"].decode() == json.loads(sent)["session_id"]
     else:
         assert sent == raw
+        assert b"x-dualstack-minted-key" not in headers
     if kept_id:
         assert headers[b"x-request-id"] == b"client-1"
     else:
