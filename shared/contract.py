@@ -27,6 +27,16 @@ MINTED_KEY_HEADER = "X-Dualstack-Minted-Key"
 conversation is new, so the stack skips reading the session before the turn. Only a hint:
 the turn's write is conditional on the session's absence, so a client sending it gains
 nothing (a session that exists is found by the write, and its owner rule holds)."""
+SHADOW_HEADER = "X-Dualstack-Shadow"
+"""On a shadow request (a copy the gateway sends to the stack that did not serve the
+primary): the primary's request id. Only the gateway sets it (it strips a client's copy);
+in-process the stacks read the marker from `SHADOW_SCOPE_KEY` / `SHADOW_ENVIRON_KEY`, and
+trust the header only where told to (`TRUST_SHADOW_HEADER`, for stacks behind a gateway
+that runs elsewhere)."""
+SHADOW_SCOPE_KEY = "dualstack.shadow"
+"""`scope["extensions"][SHADOW_SCOPE_KEY] = {"request_id": <the primary's request id>}`."""
+SHADOW_ENVIRON_KEY = "dualstack.shadow"
+"""`environ[SHADOW_ENVIRON_KEY] = <the primary's request id>` (WSGI)."""
 SINGLETON_HEADERS = ("Content-Type", "Host")
 """Headers RFC 9110 allows once: a request repeating one is refused, as gunicorn (the legacy
 stack's server) refuses it, since each reader would take a different one of its values."""
