@@ -6,6 +6,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_shadow_table(table: str) -> str:
+    """The shadow sessions table beside `table`, where shadowed turns are kept."""
+    return f"{table}_shadow"
+
+
 class Settings(BaseSettings):
     """Settings shared by the Flask and FastAPI stacks.
 
@@ -21,6 +26,13 @@ class Settings(BaseSettings):
     bedrock_agent_id: str = "LOCALAGENT"  # Bedrock ids are 10 alphanumerics
     bedrock_agent_alias_id: str = "TSTALIASID"
     dynamodb_table: str = "chat_sessions"
+    # Where turns the gateway shadows (copies sent to the stack that did not serve them) read
+    # and write sessions: never the primary's table. Unset: `<dynamodb_table>_shadow`.
+    dynamodb_shadow_table: str | None = None
+    # Whether the `X-Dualstack-Shadow` header marks a shadow request. Off: only the gateway's
+    # in-process marker does (a client could send the header to a stack reached directly);
+    # on for stacks behind a gateway that runs elsewhere and strips clients' copies.
+    trust_shadow_header: bool = False
     log_level: str = "INFO"
     debug: bool = False
     # Where this deployment runs ("local", "staging", ...), as FastAPI's health reports it;
@@ -57,3 +69,9 @@ class Settings(BaseSettings):
     # The request's header names and values, in total; past it 431 (as the gateway does).
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     cors_origins: str = "*"
+
+    @property
+    def shadow_table(self) -> str:
+        """The shadow sessions table (`dynamodb_shadow_table`, or the default beside the
+        primary's)."""
+        return self.dynamodb_shadow_table or default_shadow_table(self.dynamodb_table)

@@ -16,6 +16,7 @@ from harness.local.emulators.dynamodb import (
     DynamoDBEmulator,
     ExternalDynamoDB,
 )
+from shared.settings import default_shadow_table
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -76,10 +77,11 @@ class LocalEmulators:
         return self.bedrock.url
 
     def start(self) -> LocalEmulators:
-        """Start DynamoDB, create the table, start Bedrock; on failure stop what started."""
+        """Start DynamoDB, create the tables (the sessions', their shadow copy's, the
+        extra ones), start Bedrock; on failure stop what started."""
         try:
             self.dynamodb.start()
-            for name in (self.table, *self.extra_tables):
+            for name in (self.table, default_shadow_table(self.table), *self.extra_tables):
                 self.dynamodb.create_table(name, self.region)
             self._bedrock_thread.start()
         except BaseException:
