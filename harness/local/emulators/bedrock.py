@@ -15,7 +15,9 @@ Admin endpoints, for tests and the dev runner::
 
 Turns: every request answered with 200 takes the session's next turn (stream faults
 included, as the agent had started answering); errors before any event take none.
-``endSession`` true ends the session, so the next request on that id is turn 1 again.
+``endSession`` true ends the session, so the next request on that id is turn 1 again. A
+new session seeded with ``sessionState.conversationHistory`` starts after the user messages
+in it (as the real agent, given that history, continues the conversation).
 """
 
 from __future__ import annotations
@@ -176,9 +178,10 @@ class BedrockAgentEmulator:
         with self._lock:
             self._counts[name] += 1
 
-    def _next_turn(self, key: SessionKey) -> int:
+    def _next_turn(self, key: SessionKey, prior: int = 0) -> int:
+        # `prior`: the turns a new session starts from (its seeded conversation history).
         with self._lock:
-            turn = self._turns.get(key, 0) + 1
+            turn = self._turns.get(key, prior) + 1
             self._turns[key] = turn
             return turn
 
@@ -354,7 +357,7 @@ class BedrockAgentEmulator:
             await self._send_error(writer, request.version, status, error_type, message, True)
             return True
 
-        turn = self._next_turn(ids)
+        turn = self._next_turn(ids, _prior_turns(body))
         reply = compose_reply(input_text, turn, config.seed)
         chunked = request.version == "HTTP/1.1"
         headers = [
@@ -498,3 +501,14 @@ class BedrockEmulatorThread(LoopThread):
             yield
         finally:
             await self.emulator.stop()
+
+
+def _prior_turns(body: dict[str, Any]) -> int:
+    """How many user turns ``sessionState.conversationHistory`` seeds a session with."""
+    state = body.get("sessionState")
+    history = state.get("conversationHistory") if isinstance(state, dict) else None
+    messages = history.get("messages") if isinstance(history, dict) else None
+    if not isinstance(messages, list):
+        return 0
+    return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
+

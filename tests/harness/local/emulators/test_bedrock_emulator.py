@@ -135,6 +135,25 @@ def test_end_session_restarts_turns(agent_client: Any) -> None:
     assert answer(invoke(agent_client, "hi")) == compose_reply("hi", 1)
 
 
+def test_a_session_seeded_with_history_continues_after_it(agent_client: Any) -> None:
+    history = {
+        "conversationHistory": {
+            "messages": [
+                {"role": "user", "content": [{"text": "one"}]},
+                {"role": "assistant", "content": [{"text": "reply one"}]},
+                {"role": "user", "content": [{"text": "two"}]},
+                {"role": "assistant", "content": [{"text": "reply two"}]},
+            ]
+        }
+    }
+    seeded = invoke(agent_client, "three", session="seeded", sessionState=history)
+    assert answer(seeded) == compose_reply("three", 3)
+    assert answer(invoke(agent_client, "four", session="seeded")) == compose_reply("four", 4)
+    # A session that has turns already goes on from them, whatever history comes with it.
+    again = invoke(agent_client, "five", session="seeded", sessionState=history)
+    assert answer(again) == compose_reply("five", 5)
+
+
 # -- faults --------------------------------------------------------------------------------
 
 
