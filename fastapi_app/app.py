@@ -58,6 +58,7 @@ def create_app(
             app.state.services = Services(
                 settings=settings,
                 store=store(dynamodb, settings),
+                shadow_store=AsyncSessionStore(dynamodb, settings, table=settings.shadow_table),
                 agent=AsyncAgentClient(runtime, settings),
                 agent_endpoint=str(runtime.meta.endpoint_url),
                 version=VERSION,

@@ -54,6 +54,19 @@ class JSONBodyRoute(APIRoute):
         return guarded
 
 
+def _shadow_of(request: Request, trust_header: bool) -> str | None:
+    """The primary's request id when this is a shadow request (the gateway's marker in the
+    scope's extensions, or, where trusted, the header); None for a request of its own."""
+    marker = request.scope.get("extensions", {}).get(contract.SHADOW_SCOPE_KEY) or {}
+    marked = marker.get("request_id")
+    if marked is None and trust_header:
+        marked = request.headers.get(contract.SHADOW_HEADER)
+    if marked:
+        structlog.contextvars.bind_contextvars(shadow=True)
+        return str(marked)
+    return None
+
+
 def _may_exist(body: ChatRequest, request: Request) -> bool:
     """Whether the turn's session may exist already: not when it names none, or the one
     the gateway minted for it (`contract.MINTED_KEY_HEADER`)."""
@@ -82,19 +95,30 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> ChatResponse:
     """Send a message to the agent; continues the conversation named by `session_id`."""
     started = time.perf_counter()
-    if services.settings.rate_limit_requests:
+    shadow = _shadow_of(request, services.settings.trust_shadow_header)
+    store = services.shadow_store if shadow else services.store
+    if services.settings.rate_limit_requests and not shadow:
         client = request.client.host if request.client else "unknown"
         decision = await services.store.hit(client)
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    current = await services.store.get(session_id) if _may_exist(body, request) else None
+    rid = shadow or request.state.request_id
+    turn_id = session.turn_id_for(rid, session_id, body.message)
+    history = None
+    if shadow and body.session_id:
+        # The shadow copy, seeded from the primary's record as it stood before this turn.
+        current, seeded = await store.seed(session_id, turn_id)
+        history = current.history if seeded and current else None
+    else:
+        current = await store.get(session_id) if _may_exist(body, request) else None
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id
-    reply = await services.agent.invoke(agent_session_id(session_id, owner), body.message)
-    record = await services.store.record_turn(
-        session_id, body.user_id, body.message, reply.text, fresh=current is None
+    agent_session = agent_session_id(session_id, owner, shadow=bool(shadow))
+    reply = await services.agent.invoke(agent_session, body.message, history)
+    record = await store.record_turn(
+        session_id, body.user_id, body.message, reply.text, fresh=current is None, turn_id=turn_id
     )
     if record is None:  # created meanwhile by another user
         raise SessionNotFound()

@@ -16,6 +16,8 @@ from shared.store import AsyncSessionStore
 class Services:
     settings: Settings
     store: AsyncSessionStore
+    shadow_store: AsyncSessionStore
+    """The shadow table's: what shadow turns read and write (never the primary's)."""
     agent: AsyncAgentClient
     agent_endpoint: str
     version: str

@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[Services.KEY] = Services(
         settings=settings,
         store=SessionStore(dynamodb, settings),
+        shadow_store=SessionStore(dynamodb, settings, table=settings.shadow_table),
         agent=AgentClient(runtime, settings),
         version=VERSION,
     )

@@ -6,7 +6,7 @@ import time
 import uuid
 
 import structlog
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from pydantic import ValidationError
 
 from legacy_flask.services import services
@@ -24,24 +24,46 @@ def chat() -> Response:
     started = time.perf_counter()
     body = _read_chat_request()
     svc = services()
-    if svc.settings.rate_limit_requests:
+    shadow = _shadow_of(svc.settings.trust_shadow_header)
+    store = svc.shadow_store if shadow else svc.store
+    if svc.settings.rate_limit_requests and not shadow:
         decision = svc.store.hit(request.remote_addr or "unknown")
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
     session_id = body.session_id or str(uuid.uuid4())
-    current = svc.store.get(session_id) if _may_exist(body) else None
+    turn_id = session.turn_id_for(shadow or g.request_id, session_id, body.message)
+    history = None
+    if shadow and body.session_id:
+        # The shadow copy, seeded from the primary's record as it stood before this turn.
+        current, seeded = store.seed(session_id, turn_id)
+        history = current.history if seeded and current else None
+    else:
+        current = store.get(session_id) if _may_exist(body) else None
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id
-    reply = svc.agent.invoke(agent_session_id(session_id, owner), body.message)
-    record = svc.store.record_turn(
-        session_id, body.user_id, body.message, reply.text, fresh=current is None
+    agent_session = agent_session_id(session_id, owner, shadow=bool(shadow))
+    reply = svc.agent.invoke(agent_session, body.message, history)
+    record = store.record_turn(
+        session_id, body.user_id, body.message, reply.text, fresh=current is None, turn_id=turn_id
     )
     if record is None:  # created meanwhile by another user
         raise SessionNotFound()
     elapsed = (time.perf_counter() - started) * 1000
     log.info("chat.turn", session_id=session_id, turns=record.turns, processing_time_ms=elapsed)
     return jsonify(response=reply.text, session_id=session_id, processing_time_ms=elapsed)
+
+
+def _shadow_of(trust_header: bool) -> str | None:
+    """The primary's request id when this is a shadow request (the gateway's marker in the
+    environ, or, where trusted, the header); None for a request of its own."""
+    marked = request.environ.get(contract.SHADOW_ENVIRON_KEY)
+    if marked is None and trust_header:
+        marked = request.headers.get(contract.SHADOW_HEADER)
+    if marked:
+        structlog.contextvars.bind_contextvars(shadow=True)
+        return str(marked)
+    return None
 
 
 def _may_exist(body: ChatRequest) -> bool:

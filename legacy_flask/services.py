@@ -18,6 +18,8 @@ class Services:
 
     settings: Settings
     store: SessionStore
+    shadow_store: SessionStore
+    """The shadow table's: what shadow turns read and write (never the primary's)."""
     agent: AgentClient
     version: str
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared.aws import AsyncRetrier, Retrier, agent_error, agent_policy, bound_reads
 from shared.deadline import Deadline, DeadlineExceeded
+from shared.session import HistoryEntry
 from shared.settings import Settings
 
 
@@ -25,28 +26,44 @@ class AgentReply:
     tokens_used: int | None
 
 
-def agent_session_id(session_id: str, owner: str | None) -> str:
+def agent_session_id(session_id: str, owner: str | None, *, shadow: bool = False) -> str:
     """The agent's session for the stored session `session_id` of `owner` (None:
-    anonymous): a digest of both, the same from both stacks.
+    anonymous): a digest of both, the same from both stacks. A shadow turn's (`shadow`) is
+    another: the agent keeps each session's memory, and a shadow turn in the user's would
+    put the turn into their conversation twice.
 
     Every agent session id is derived this way, never a client's id as it came, so no
     client id can name another conversation's agent memory: two stored sessions never
     share one (different owners of one id included), and "ds-" + 64 hex characters fits
     Bedrock's 2-100 characters whatever the contract's 1-128 allow."""
-    encoded = json.dumps([session_id, owner])  # unambiguous: null is no owner
+    fields: list[str | None] = [session_id, owner, "shadow"] if shadow else [session_id, owner]
+    encoded = json.dumps(fields)  # unambiguous: null is no owner
     return "ds-" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def build_request(settings: Settings, agent_session: str, text: str) -> dict[str, Any]:
+def build_request(
+    settings: Settings,
+    agent_session: str,
+    text: str,
+    history: Sequence[HistoryEntry] | None = None,
+) -> dict[str, Any]:
     """Keyword arguments of `invoke_agent` for one chat turn in `agent_session` (an
-    `agent_session_id`)."""
-    return {
+    `agent_session_id`); `history` seeds a new agent session with the conversation so far
+    (`sessionState.conversationHistory`), as a shadow turn's is."""
+    request: dict[str, Any] = {
         "agentId": settings.bedrock_agent_id,
         "agentAliasId": settings.bedrock_agent_alias_id,
         "sessionId": agent_session,
         "inputText": text,
         "enableTrace": settings.agent_enable_trace,
     }
+    if history:
+        messages = [
+            {"role": "user" if e.role == "user" else "assistant", "content": [{"text": e.text}]}
+            for e in history
+        ]
+        request["sessionState"] = {"conversationHistory": {"messages": messages}}
+    return request
 
 
 class ReplyBuilder:
@@ -100,10 +117,12 @@ class AgentClient:
         self._settings = settings
         self._retrier = retrier or Retrier(agent_policy(settings))
 
-    def invoke(self, agent_session: str, text: str) -> AgentReply:
-        """The agent's answer in `agent_session` (an `agent_session_id`); raises
-        AgentThrottled, AgentTimeout or AgentFailed."""
-        request = build_request(self._settings, agent_session, text)
+    def invoke(
+        self, agent_session: str, text: str, history: Sequence[HistoryEntry] | None = None
+    ) -> AgentReply:
+        """The agent's answer in `agent_session` (an `agent_session_id`; `history` seeds a
+        new one, see `build_request`); raises AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, agent_session, text, history)
         deadline = self._retrier.deadline()
         try:
             response = self._retrier.call(deadline, lambda: self._client.invoke_agent(**request))
@@ -142,10 +161,12 @@ class AsyncAgentClient:
         self._settings = settings
         self._retrier = retrier or AsyncRetrier(agent_policy(settings))
 
-    async def invoke(self, agent_session: str, text: str) -> AgentReply:
-        """The agent's answer in `agent_session` (an `agent_session_id`); raises
-        AgentThrottled, AgentTimeout or AgentFailed."""
-        request = build_request(self._settings, agent_session, text)
+    async def invoke(
+        self, agent_session: str, text: str, history: Sequence[HistoryEntry] | None = None
+    ) -> AgentReply:
+        """The agent's answer in `agent_session` (an `agent_session_id`; `history` seeds a
+        new one, see `build_request`); raises AgentThrottled, AgentTimeout or AgentFailed."""
+        request = build_request(self._settings, agent_session, text, history)
         deadline = self._retrier.deadline()
         builder = ReplyBuilder()
         try:

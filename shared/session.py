@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
@@ -287,6 +288,78 @@ def _append_call(
             "ReturnValues": "ALL_NEW",
         },
     )
+
+
+def turn_id_for(request_id: str, session_id: str, user_text: str) -> str:
+    """A turn's id, derived from its request as both stacks see it: the request id the
+    gateway forwards (kept or minted), the session and the message. A shadow turn (the same
+    request, sent by the gateway to the other stack) so knows which write is the primary's
+    own; a client resending a request with its id unchanged is one turn, not two."""
+    key = json.dumps([request_id, session_id, user_text]).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+def shadow_seed_plan(
+    shadow_table: str,
+    primary_table: str,
+    session_id: str,
+    primary_turn_id: str,
+    now: float,
+    history_limit: int,
+) -> Plan:
+    """The shadow copy of a session, for a shadow turn: (record, seeded).
+
+    The live record in `shadow_table` when there is one (seeded False). Otherwise the
+    primary's record as it stood before the turn `primary_turn_id` (the primary has written
+    it already: the gateway shadows a request once the primary answered), put into the
+    shadow table (seeded True: the shadow agent session must be given that history), so a
+    conversation that began before shadowing was switched on is shadowed from where it is.
+    (None, False): the conversation is new, this turn starts it."""
+    for _ in range(5):
+        item = (yield Call("get_item", _read(shadow_table, session_id))).get("Item")
+        if item is not None and not is_expired(item, now):
+            return from_item(item, history_limit=history_limit), False
+        primary = (yield Call("get_item", _read(primary_table, session_id))).get("Item")
+        if primary is None or is_expired(primary, now):
+            return None, False
+        before = _before_turn(primary, primary_turn_id)
+        if before is None:
+            return None, False  # the primary's record holds this very turn only
+        try:
+            yield Call(
+                "put_item",
+                {
+                    "TableName": shadow_table,
+                    "Item": before,
+                    "ConditionExpression": f"attribute_not_exists(session_id) OR {EXPIRED}",
+                    "ExpressionAttributeNames": {"#ttl": "ttl"},
+                    "ExpressionAttributeValues": {":epoch": {"N": str(epoch(now))}},
+                },
+            )
+        except ConditionFailed:
+            continue  # another shadow turn seeded it first: take theirs
+        return from_item(before, history_limit=history_limit), True
+    raise RuntimeError("shadow record kept changing under the seed")  # pragma: no cover
+
+
+def _before_turn(item: Mapping[str, Any], turn_id: str) -> Item | None:
+    """`item` without the turn `turn_id` and those after it; None when no turn is left."""
+    ids = [entry["S"] for entry in item.get(TURN_IDS, {}).get("L", [])]
+    history = list(item.get("history", {}).get("L", []))
+    turns = int(item["turns"]["N"])
+    if turn_id in ids:
+        dropped = len(ids) - ids.index(turn_id)
+        ids = ids[: len(ids) - dropped]
+        history = history[: max(0, len(history) - 2 * dropped)]
+        turns -= dropped
+    if turns <= 0:
+        return None
+    return {
+        **item,
+        "history": {"L": history},
+        "turns": {"N": str(turns)},
+        TURN_IDS: {"L": [{"S": i} for i in ids]},
+    }
 
 
 def _owner(item: Mapping[str, Any]) -> str | None:

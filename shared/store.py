@@ -26,36 +26,54 @@ Clock = Callable[[], float]
 class _Plans:
     """The plans for one table and settings; shared by both stores."""
 
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, clock: Clock, table: str | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.table = table or settings.dynamodb_table
 
     def get(self, session_id: str) -> Plan:
         s = self.settings
-        return session.get_plan(s.dynamodb_table, session_id, self.clock(), s.session_history_limit)
+        return session.get_plan(self.table, session_id, self.clock(), s.session_history_limit)
 
     def record_turn(
-        self, session_id: str, user_id: str | None, user_text: str, agent_text: str, fresh: bool
+        self,
+        session_id: str,
+        user_id: str | None,
+        user_text: str,
+        agent_text: str,
+        fresh: bool,
+        turn_id: str | None,
     ) -> Plan:
         s = self.settings
         return session.record_turn_plan(
-            s.dynamodb_table,
+            self.table,
             session_id,
             user_id,
             user_text,
             agent_text,
             self.clock(),
-            turn_id=uuid.uuid4().hex,
+            turn_id=turn_id or uuid.uuid4().hex,
             ttl_seconds=s.session_ttl_seconds,
             history_limit=s.session_history_limit,
             fresh=fresh,
         )
 
     def delete(self, session_id: str, user_id: str | None) -> Plan:
-        return session.delete_plan(self.settings.dynamodb_table, session_id, user_id, self.clock())
+        return session.delete_plan(self.table, session_id, user_id, self.clock())
 
     def check(self) -> Plan:
-        return session.check_plan(self.settings.dynamodb_table)
+        return session.check_plan(self.table)
+
+    def seed(self, session_id: str, primary_turn_id: str) -> Plan:
+        s = self.settings
+        return session.shadow_seed_plan(
+            self.table,
+            s.dynamodb_table,
+            session_id,
+            primary_turn_id,
+            self.clock(),
+            s.session_history_limit,
+        )
 
     def hit(self, client: str) -> Plan:
         s = self.settings
@@ -87,9 +105,10 @@ class SessionStore:
         clock: Clock = time.time,
         *,
         retrier: Retrier | None = None,
+        table: str | None = None,
     ) -> None:
         self._client = client
-        self._plans = _Plans(settings, clock)
+        self._plans = _Plans(settings, clock, table)
         self._retrier = retrier or Retrier(store_policy(settings))
 
     def get(self, session_id: str) -> SessionRecord | None:
@@ -105,12 +124,22 @@ class SessionStore:
         agent_text: str,
         *,
         fresh: bool = False,
+        turn_id: str | None = None,
     ) -> SessionRecord | None:
         """Append one exchange and count the turn; concurrent turns are all kept. None,
         with nothing written, when the live session belongs to another user. `fresh`:
-        the caller found no live session, so the turn most likely creates it."""
+        the caller found no live session, so the turn most likely creates it. `turn_id`:
+        the turn's id (`session.turn_id_for`; a random one when None)."""
         result: SessionRecord | None = self._drive(
-            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh)
+            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh, turn_id)
+        )
+        return result
+
+    def seed(self, session_id: str, primary_turn_id: str) -> tuple[SessionRecord | None, bool]:
+        """For a shadow turn, on the shadow table's store: the shadow copy of the session
+        and whether it was just seeded from the primary's (`session.shadow_seed_plan`)."""
+        result: tuple[SessionRecord | None, bool] = self._drive(
+            self._plans.seed(session_id, primary_turn_id)
         )
         return result
 
@@ -168,9 +197,10 @@ class AsyncSessionStore:
         clock: Clock = time.time,
         *,
         retrier: AsyncRetrier | None = None,
+        table: str | None = None,
     ) -> None:
         self._client = client
-        self._plans = _Plans(settings, clock)
+        self._plans = _Plans(settings, clock, table)
         self._retrier = retrier or AsyncRetrier(store_policy(settings))
 
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -186,12 +216,24 @@ class AsyncSessionStore:
         agent_text: str,
         *,
         fresh: bool = False,
+        turn_id: str | None = None,
     ) -> SessionRecord | None:
         """Append one exchange and count the turn; concurrent turns are all kept. None,
         with nothing written, when the live session belongs to another user. `fresh`:
-        the caller found no live session, so the turn most likely creates it."""
+        the caller found no live session, so the turn most likely creates it. `turn_id`:
+        the turn's id (`session.turn_id_for`; a random one when None)."""
         result: SessionRecord | None = await self._drive(
-            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh)
+            self._plans.record_turn(session_id, user_id, user_text, agent_text, fresh, turn_id)
+        )
+        return result
+
+    async def seed(
+        self, session_id: str, primary_turn_id: str
+    ) -> tuple[SessionRecord | None, bool]:
+        """For a shadow turn, on the shadow table's store: the shadow copy of the session
+        and whether it was just seeded from the primary's (`session.shadow_seed_plan`)."""
+        result: tuple[SessionRecord | None, bool] = await self._drive(
+            self._plans.seed(session_id, primary_turn_id)
         )
         return result
 

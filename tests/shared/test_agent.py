@@ -155,3 +155,25 @@ def test_the_async_agent_deadline_cancels_what_is_in_flight(stream_stops: bool) 
     with pytest.raises(errors.AgentTimeout):
         asyncio.run(client.invoke("sess-1", "hello"))
     assert runtime.closed is stream_stops  # a stream that was opened is closed
+
+
+def test_a_shadow_turn_has_an_agent_session_of_its_own() -> None:
+    assert agent.agent_session_id("s1", "alice", shadow=True) != agent.agent_session_id(
+        "s1", "alice"
+    )
+
+
+def test_history_seeds_a_new_agent_session() -> None:
+    from shared.session import HistoryEntry
+
+    history = [HistoryEntry("user", "one", "t"), HistoryEntry("agent", "reply", "t")]
+    request = agent.build_request(Settings(), "ds-x", "two", history)
+    assert request["sessionState"] == {
+        "conversationHistory": {
+            "messages": [
+                {"role": "user", "content": [{"text": "one"}]},
+                {"role": "assistant", "content": [{"text": "reply"}]},
+            ]
+        }
+    }
+    assert "sessionState" not in agent.build_request(Settings(), "ds-x", "two")

@@ -350,3 +350,58 @@ def test_a_turn_at_the_ttl_second_starts_afresh() -> None:
     put = plan.send({"Item": _item(4, ttl=int(WHOLE), turn_ids=("old",))})
     assert put.operation == "put_item"
     assert put.kwargs["ExpressionAttributeValues"] == {":epoch": {"N": str(int(WHOLE))}}
+
+
+# -- shadow turns -------------------------------------------------------------------------------
+
+
+def test_turn_ids_are_derived_from_the_request_alike_in_both_stacks() -> None:
+    one = session.turn_id_for("rid-1", "s", "hello")
+    assert one == session.turn_id_for("rid-1", "s", "hello")
+    others = {
+        session.turn_id_for("rid-2", "s", "hello"),
+        session.turn_id_for("rid-1", "t", "hello"),
+        session.turn_id_for("rid-1", "s", "hello!"),
+    }
+    assert one not in others and len(others) == 3
+
+
+def _seed_plan() -> session.Plan:
+    return session.shadow_seed_plan("shadow", "primary", "s", "T2", NOW, 20)
+
+
+def test_a_live_shadow_record_is_used_as_it_is() -> None:
+    plan = _seed_plan()
+    assert next(plan).kwargs["TableName"] == "shadow"
+    with pytest.raises(StopIteration) as done:
+        plan.send({"Item": _item(4, turn_ids=("T1", "T2"))})
+    record, seeded = done.value.value
+    assert (record.turns, seeded) == (2, False)
+
+
+def test_the_shadow_is_seeded_with_the_primary_before_its_own_turn() -> None:
+    plan = _seed_plan()
+    next(plan)
+    read = plan.send({})  # no shadow record yet
+    assert (read.operation, read.kwargs["TableName"]) == ("get_item", "primary")
+    # The primary has written this turn (T2) and a later one (T3): both are left out.
+    put = plan.send({"Item": _item(6, turn_ids=("T1", "T2", "T3"))})
+    assert (put.operation, put.kwargs["TableName"]) == ("put_item", "shadow")
+    assert put.kwargs["Item"]["turns"] == {"N": "1"}
+    assert put.kwargs["Item"]["turn_ids"] == {"L": [{"S": "T1"}]}
+    assert [e["M"]["text"]["S"] for e in put.kwargs["Item"]["history"]["L"]] == ["0", "1"]
+    with pytest.raises(StopIteration) as done:
+        plan.send({})
+    record, seeded = done.value.value
+    assert (record.turns, seeded, record.user_id) == (1, True, "u")
+
+
+@pytest.mark.parametrize("primary", [None, "only-this-turn"])
+def test_nothing_is_seeded_for_a_new_conversation(primary: str | None) -> None:
+    plan = _seed_plan()
+    next(plan)
+    plan.send({})
+    item = None if primary is None else _item(2, turn_ids=("T2",))
+    with pytest.raises(StopIteration) as done:
+        plan.send({} if item is None else {"Item": item})
+    assert done.value.value == (None, False)
