@@ -86,6 +86,10 @@ class Request:
     body: Any = None
     body_kind: BodyKind = "none"
     chunked: bool = False
+    literal: bool = False
+    """Captured traffic (`parity_tests.capture`): sent as it is but for its id placeholders
+    in the path and a JSON body's `session_id`; a `{repeat:...}` or any other brace in its
+    text is the client's, never expanded."""
 
     @property
     def endpoint(self) -> str:
@@ -443,6 +447,11 @@ def fill(text: str, values: Mapping[str, str]) -> str:
     """`text` with `{repeat:N:TEXT}` expanded and `{name}` replaced for each name in
     `values`; unknown names are left as written."""
     text = _REPEAT.sub(lambda m: m.group(2) * int(m.group(1)), text)
+    return fill_ids(text, values)
+
+
+def fill_ids(text: str, values: Mapping[str, str]) -> str:
+    """`text` with only `{name}` replaced for each id name in `values` (no `{repeat:...}`)."""
     for name, value in values.items():
         text = text.replace("{" + name + "}", value)
     return text

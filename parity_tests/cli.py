@@ -17,6 +17,7 @@ from typing import NoReturn, TextIO
 
 from harness.diff import RulesError
 from parity_tests import report as reports
+from parity_tests.capture import load_capture
 from parity_tests.cases import (
     DEFAULT_CORPUS,
     CorpusError,
@@ -140,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what = parser.add_argument_group("what to run")
     what.add_argument(
-        "--corpus", type=Path, default=DEFAULT_CORPUS, metavar="DIR", help="case directory"
+        "--corpus",
+        type=Path,
+        default=DEFAULT_CORPUS,
+        metavar="DIR|FILE.jsonl",
+        help="case directory, or traffic the gateway captured (GATEWAY_CAPTURE_PATH) to replay",
     )
     what.add_argument(
         "--rules", type=Path, default=DEFAULT_RULES, metavar="FILE", help="rules YAML file"
@@ -265,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"bad -k expression {expression!r}: {error}")
     try:
         rules = load_rules(args.rules)
-        cases = select(load_corpus(args.corpus), args.case)
+        corpus = args.corpus
+        loaded = load_capture(corpus) if corpus.suffix == ".jsonl" else load_corpus(corpus)
+        cases = select(loaded, args.case)
         if not cases:
             # A typo must not quietly run nothing.
             wanted = " or ".join(f"-k {expression!r}" for expression in args.case)

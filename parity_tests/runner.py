@@ -45,7 +45,17 @@ from harness.diff import (
     matches,
     noisy_paths,
 )
-from parity_tests.cases import STACKS, Case, Stack, Step, fill, fill_value, id_names
+from parity_tests.cases import (
+    STACKS,
+    Case,
+    Request,
+    Stack,
+    Step,
+    fill,
+    fill_ids,
+    fill_value,
+    id_names,
+)
 from parity_tests.latency import Comparison, abba, gate
 from parity_tests.targets import OVERRIDE_HEADER, Endpoint, Targets
 
@@ -201,6 +211,8 @@ class Sender:
         """Send `step`'s request, placeholders filled from `values`; httpx.HTTPError when no
         answer came."""
         request = step.request
+        if request.literal:
+            return self._send(stack, request, *_literal(request, values))
         headers = {name: fill(text, values) for name, text in request.headers}
         content: bytes | Iterator[bytes] | None = None
         if request.body_kind == "json":
@@ -214,9 +226,19 @@ class Sender:
             content = base64.b64decode(str(request.body))
         if request.chunked and isinstance(content, bytes):
             content = _chunks(content)
+        return self._send(stack, request, fill(request.path, values), headers, content)
+
+    def _send(
+        self,
+        stack: Stack,
+        request: Request,
+        path: str,
+        headers: dict[str, str],
+        content: bytes | Iterator[bytes] | None,
+    ) -> Response:
         started = time.perf_counter()
         response = self._client(stack).request(
-            request.method, fill(request.path, values), headers=headers, content=content
+            request.method, path, headers=headers, content=content
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
         return Response(
@@ -538,3 +560,21 @@ def render(result: CaseResult) -> str:
 def _brief(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _literal(
+    request: Request, values: Mapping[str, str]
+) -> tuple[str, dict[str, str], bytes | None]:
+    """A captured request as it is sent (`Request.literal`): the path's id placeholders and
+    a JSON body's `session_id` filled, nothing else of the client's text touched."""
+    content: bytes | None = None
+    if request.body_kind == "json":
+        body = request.body
+        if isinstance(body, dict) and isinstance(body.get("session_id"), str):
+            body = {**body, "session_id": fill_ids(body["session_id"], values)}
+        content = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    elif request.body_kind == "text":
+        content = str(request.body).encode("utf-8", "surrogatepass")
+    elif request.body_kind == "base64":
+        content = base64.b64decode(str(request.body))
+    return fill_ids(request.path, values), dict(request.headers), content
