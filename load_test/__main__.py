@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.faults import FAULTS, is_fault
 from load_test import overhead, report, soak, soak_report, targets
 from load_test.bench import Plan, compare, machine
@@ -122,9 +123,17 @@ def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
     servers = parser.add_argument_group("servers")
     servers.add_argument("--agent-latency-ms", type=float, default=200.0)
     servers.add_argument(
+        "--dynamodb",
+        choices=CHOICES,
+        default="moto",
+        help="the local DynamoDB to start: moto (default), dynalite (Node, about a third of "
+        "moto's CPU a request; installed on demand into the project's cache folder) or auto "
+        "(dynalite where Node is; `make bench` passes auto)",
+    )
+    servers.add_argument(
         "--dynamodb-url",
         default=None,
-        help="a DynamoDB to use instead of moto's (e.g. DynamoDB Local, much faster)",
+        help="a DynamoDB to use instead of starting one (e.g. DynamoDB Local)",
     )
     servers.add_argument("--sync-workers", type=int, default=workers.sync_workers)
     servers.add_argument("--workers", type=int, default=workers.workers)
@@ -450,8 +459,9 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(bad)} must not be negative")
 
 
-def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
-    """The plan the arguments describe; ValueError when they do not add up."""
+def plan_from(args: argparse.Namespace, log_dir: Path, dynamodb: str = "moto") -> Plan:
+    """The plan the arguments describe, starting the local DynamoDB `dynamodb` (what
+    `--dynamodb` came to: `choose_store`); ValueError when they do not add up."""
     _check_numbers(args)
     names = [name.strip() for text in args.target for name in text.split(",") if name.strip()]
     urls = tuple(targets.parse_url_target(text) for text in args.url)
@@ -478,12 +488,27 @@ def plan_from(args: argparse.Namespace, log_dir: Path) -> Plan:
         timeout_s=args.timeout,
         agent_latency_ms=args.agent_latency_ms,
         dynamodb_url=args.dynamodb_url,
+        dynamodb=dynamodb,
         workers=Workers(args.sync_workers, args.workers, args.threads, args.wsgi_threads),
         ceiling_loads=ceiling_loads,
         log_dir=log_dir,
         log_level=args.log_level,
         pause_s=args.pause,
     )
+
+
+def _store(args: argparse.Namespace) -> str:
+    """The local DynamoDB `--dynamodb` asks for (installing dynalite on demand), said on
+    stderr; moto where `--dynamodb-url` names one elsewhere (nothing starts then)."""
+    if args.dynamodb_url is not None:
+        return "moto"
+    try:
+        store, why = choose_store(args.dynamodb)
+    except RuntimeError as error:
+        raise ValueError(f"--dynamodb {args.dynamodb}: {error}") from None
+    if why and not args.quiet:
+        say(sys.stderr, f"DynamoDB: {why}")
+    return store
 
 
 def check_writable(path: Path, *, folder: bool) -> None:
@@ -540,7 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="load_test_") as scratch:
         log_dir = (args.report / "logs") if args.report else Path(scratch)
         try:
-            plan = plan_from(args, log_dir)
+            plan = plan_from(args, log_dir, _store(args))
             if args.json:
                 check_writable(args.json, folder=False)
             if args.report:

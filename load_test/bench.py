@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from harness.local.emulators.dynalite import VERSION as DYNALITE_VERSION
 from load_test import engine, targets
 from load_test.engine import ClosedLoop, Load, OpenLoop
 from load_test.progress import ProgressLine, say
@@ -39,6 +40,8 @@ class Plan:
     timeout_s: float = 30.0
     agent_latency_ms: float = 200.0
     dynamodb_url: str | None = None
+    dynamodb: str = "moto"
+    """The local DynamoDB started when no `dynamodb_url` is given: "moto" or "dynalite"."""
     workers: Workers = field(default_factory=Workers)
     ceiling_loads: tuple[Load, ...] = ()
     log_dir: Path = Path("reports/bench/logs")
@@ -56,10 +59,16 @@ class Plan:
             "turns_per_conversation": self.turns,
             "timeout_s": self.timeout_s,
             "agent_latency_ms": self.agent_latency_ms,
-            "dynamodb": self.dynamodb_url or "moto (harness emulators)",
+            "dynamodb": self.dynamodb_url or _STORES[self.dynamodb],
             "workers": self.workers.__dict__,
             "stack_log_level": self.log_level,
         }
+
+
+_STORES = {
+    "moto": "moto (harness emulators)",
+    "dynalite": f"dynalite {DYNALITE_VERSION} (Node)",
+}
 
 
 def _describe(load: Load) -> dict[str, object]:
@@ -158,9 +167,16 @@ def compare(plan: Plan, stream: TextIO | None = None) -> Bench:
         emulators = None
         if any(name != CEILING for name in plan.targets):
             if stream:
-                say(stream, f"starting the emulators (agent latency {plan.agent_latency_ms:g} ms)")
+                store = plan.dynamodb_url or _STORES[plan.dynamodb]
+                say(
+                    stream,
+                    f"starting the emulators (agent latency {plan.agent_latency_ms:g} ms, "
+                    f"DynamoDB: {store})",
+                )
             emulators = stack.enter_context(
-                targets.emulators_process(plan.agent_latency_ms, plan.log_dir, plan.dynamodb_url)
+                targets.emulators_process(
+                    plan.agent_latency_ms, plan.log_dir, plan.dynamodb_url, plan.dynamodb
+                )
             )
         runs: list[tuple[str, tuple[Load, ...], list[Measurement]]] = []
         if plan.ceiling_loads:

@@ -116,6 +116,7 @@ def format_table(bench: Bench) -> str:
     out = [line(header), line(["-" * w for w in widths])]
     out += [line(r) for r in body]
     out += ["", *comparison_lines(bench.measurements)]
+    out.append(f"DynamoDB: {bench.config.get('dynamodb', 'moto (harness emulators)')}")
     out.append(
         "sent: requests the client sent = warmup (answered during the ramp-up, not measured)"
         " + ok + errors by kind\n(status, timeout, conn; requests still in flight when the"

@@ -5,9 +5,10 @@ Every target runs its production server as a subprocess in a session of its own
 it, by its process group id): Flask on
 gunicorn with sync workers or with threads, Flask alone behind a2wsgi on uvicorn, FastAPI
 on uvicorn, and the gateway at a given percentage. They share one set of emulators with
-the agent latency of the run: moto's DynamoDB and the agent emulator in a process each, so
-neither competes with the other or with the client for a GIL, and each one's CPU can be
-read apart. Stacks are named by import string only: this package imports neither.
+the agent latency of the run: a local DynamoDB (moto's, or dynalite on Node) and the agent
+emulator in a process each, so neither competes with the other or with the client for a
+GIL, and each one's CPU can be read apart. Stacks are named by import string only: this
+package imports neither.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.gateway.settings import GatewaySettings
+from harness.local.emulators.dynalite import DynaliteServer
 from harness.local.emulators.dynamodb import ExternalDynamoDB
 from harness.local.processes import ServerProcess, run_server
 
@@ -146,25 +148,35 @@ class Emulators:
 
 @contextlib.contextmanager
 def emulators_process(
-    agent_latency_ms: float, log_dir: Path, dynamodb_url: str | None = None
+    agent_latency_ms: float,
+    log_dir: Path,
+    dynamodb_url: str | None = None,
+    dynamodb: str = "moto",
 ) -> Iterator[Emulators]:
-    """The emulators with that agent latency, until the block ends: moto's DynamoDB and the
-    agent emulator in a process each (`python -m load_test.emulators`), or with
+    """The emulators with that agent latency, until the block ends: a local DynamoDB
+    (`dynamodb`: "moto", `python -m load_test.emulators dynamodb`, or "dynalite", a Node
+    process; installed beforehand) and the agent emulator in a process each, or with
     `dynamodb_url` that DynamoDB (DynamoDB Local, say) and the agent emulator only."""
     python = (sys.executable, "-m", "load_test.emulators")
     with contextlib.ExitStack() as stack:
         processes: dict[str, ServerProcess] = {}
-        if dynamodb_url is None:
-            dynamodb = ServerProcess(
+        if dynamodb_url is None and dynamodb == "dynalite":
+            server = DynaliteServer(log_path=log_dir / "dynamodb.log")
+            stack.callback(server.stop)
+            dynamodb_url = server.start()
+            assert server.process is not None
+            processes["dynamodb"] = server.process
+        elif dynamodb_url is None:
+            moto = ServerProcess(
                 "dynamodb",
                 (*python, "dynamodb"),
                 env={},
                 log_path=log_dir / "dynamodb.log",
                 stdout=subprocess.PIPE,
             )
-            stack.callback(dynamodb.stop)
-            processes["dynamodb"] = dynamodb
-            dynamodb_url = dynamodb.read_exports("AWS_ENDPOINT_URL_DYNAMODB")[
+            stack.callback(moto.stop)
+            processes["dynamodb"] = moto
+            dynamodb_url = moto.read_exports("AWS_ENDPOINT_URL_DYNAMODB")[
                 "AWS_ENDPOINT_URL_DYNAMODB"
             ]
         agent = ServerProcess(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -52,8 +53,23 @@ def settings() -> Settings:
     return build_settings()
 
 
+TEST_DYNAMODB = "DUALSTACK_TEST_DYNAMODB"
+"""Names the DynamoDB the `emulators` fixture starts: moto (default) or dynalite."""
+
+
+def _test_dynamodb() -> str:
+    return os.environ.get(TEST_DYNAMODB) or "moto"
+
+
+def pytest_report_header() -> str:
+    return f"DynamoDB of the emulators fixture: {_test_dynamodb()} (${TEST_DYNAMODB})"
+
+
 @pytest.fixture(scope="session")
 def emulators() -> Iterator[LocalEmulators]:
-    """DynamoDB (moto) and the Bedrock emulator on free loopback ports, for the session."""
-    with LocalEmulators() as running:
+    """DynamoDB and the Bedrock emulator on free loopback ports, for the session. The store
+    is moto unless `$DUALSTACK_TEST_DYNAMODB` says dynalite (`make test` runs tests/stacks
+    once more so where Node is; dynalite must be installed beforehand, as make does: a test
+    run never downloads it)."""
+    with LocalEmulators(dynamodb=_test_dynamodb()) as running:
         yield running

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.local.emulators import LocalEmulators
+from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.heap import frozen_heap
 from harness.local.processes import StopSignals, run_server
 
@@ -30,7 +31,12 @@ DEFAULT_LOG = Path("reports/run/gateway.log")
 
 
 def _banner(
-    url: str, emulators: LocalEmulators, env: dict[str, str], token_note: str, log_file: Path
+    url: str,
+    emulators: LocalEmulators,
+    env: dict[str, str],
+    token_note: str,
+    log_file: Path,
+    notes: Sequence[str] = (),
 ) -> str:
     chat = f"curl -s {url}/api/v1/chat -H 'Content-Type: application/json'"
     auth = f"-H 'Authorization: Bearer {env['GATEWAY_ADMIN_TOKEN']}'"
@@ -40,12 +46,13 @@ def _banner(
             f"  gateway (Flask + FastAPI)  {url}   {env['GATEWAY_FASTAPI_PERCENT']}% to FastAPI",
             f"  FastAPI docs               {url}/docs",
             f"  rollout and metrics        {url}/_gateway/rollout   {url}/_gateway/metrics",
-            f"  DynamoDB emulator (moto)   {emulators.dynamodb_url}",
+            f"  {f'DynamoDB ({emulators.dynamodb.kind})':<27}{emulators.dynamodb_url}",
             f"  Bedrock agent emulator     {emulators.bedrock_url}",
             f"  admin token                {env['GATEWAY_ADMIN_TOKEN']}{token_note}",
             f"  override header            {env['GATEWAY_OVERRIDE_HEADER']}",
             f"  logs (both stacks, JSON)   {log_file}   (tail -f {log_file})",
             f"  environment                {env['ENVIRONMENT']}",
+            *(f"  note: {note}" for note in (*notes, emulators.ttl_note) if note),
             "try:",
             f'  {chat} -d \'{{"message": "hello"}}\' -i   # see X-Dualstack-Backend',
             f"  {chat} -H 'X-Dualstack-Backend: flask' -d '{{\"message\": \"hi\"}}'",
@@ -73,14 +80,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_LOG,
         help=f"the gateway's output: both stacks' JSON logs (default {DEFAULT_LOG})",
     )
+    parser.add_argument(
+        "--dynamodb",
+        choices=CHOICES,
+        default="moto",
+        help="the local DynamoDB: moto (default), dynalite (Node; installed on demand into "
+        "the project's cache folder) or auto (dynalite where Node is; `make run` passes auto)",
+    )
     args = parser.parse_args(argv)
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
     table = os.environ.get("DYNAMODB_TABLE", "chat_sessions")
     gateway_table = os.environ.get("GATEWAY_STATE_TABLE", "dualstack_gateway")
     options = {"latency_ms": args.agent_latency_ms}
+    try:
+        store, why = choose_store(args.dynamodb)
+    except RuntimeError as error:
+        _say(f"error: {error}", sys.stderr)
+        return 2
     emulators = LocalEmulators(
-        host=args.host, table=table, extra_tables=(gateway_table,), bedrock_options=options
+        host=args.host,
+        table=table,
+        extra_tables=(gateway_table,),
+        bedrock_options=options,
+        dynamodb=store,
     )
     token_note = "" if os.environ.get("GATEWAY_ADMIN_TOKEN") else "   (made for this run)"
     env = {
@@ -115,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
             ) as gateway:
-                _say(_banner(gateway.url, emulators, env, token_note, args.log_file))
+                _say(_banner(gateway.url, emulators, env, token_note, args.log_file, [why]))
                 if not stop.wait(until=gateway.exited):
                     raise RuntimeError(f"the gateway exited:\n{gateway.log_tail()}")
         except RuntimeError as error:

@@ -1,4 +1,5 @@
-"""Local stand-ins for the AWS services the stacks use: DynamoDB (moto) and Bedrock Agents.
+"""Local stand-ins for the AWS services the stacks use: DynamoDB (moto, or dynalite on Node)
+and Bedrock Agents.
 
 The stacks reach them only through boto3's standard ``AWS_ENDPOINT_URL_*`` variables, so the
 code under test is the code that would run against AWS. ``LocalEmulators`` starts both.
@@ -13,6 +14,7 @@ from harness.local.emulators.config import EmulatorConfig
 from harness.local.emulators.dynamodb import (
     DUMMY_ACCESS_KEY_ID,
     DUMMY_SECRET_ACCESS_KEY,
+    DynamoDB,
     DynamoDBEmulator,
     ExternalDynamoDB,
 )
@@ -20,6 +22,7 @@ from shared.settings import default_shadow_table
 
 __all__ = [
     "DEFAULT_TABLE",
+    "STORES",
     "BedrockAgentEmulator",
     "BedrockEmulatorThread",
     "DynamoDBEmulator",
@@ -30,6 +33,8 @@ __all__ = [
 DEFAULT_TABLE = "chat_sessions"
 GATEWAY_TABLE = "dualstack_gateway"
 """The gateway's rollout state (same key schema as the session table)."""
+STORES = ("moto", "dynalite")
+"""The local DynamoDB implementations `LocalEmulators` can start."""
 
 
 class LocalEmulators:
@@ -38,8 +43,10 @@ class LocalEmulators:
 
     ``bedrock`` is the live ``BedrockAgentEmulator``: ``emulators.bedrock.configure(...)``
     changes latency, chunking or faults while it runs. ``bedrock_options`` are the initial
-    options (``EmulatorConfig`` field names). With ``external_dynamodb_url`` no moto server
-    starts: the table is created in that DynamoDB (DynamoDB Local, for instance).
+    options (``EmulatorConfig`` field names). ``dynamodb`` picks the local DynamoDB:
+    ``"moto"`` (in this process) or ``"dynalite"`` (a Node process, installed beforehand by
+    ``dynalite.install()``). With ``external_dynamodb_url`` none starts: the tables are
+    created in that DynamoDB (DynamoDB Local, for instance).
     """
 
     def __init__(
@@ -53,17 +60,25 @@ class LocalEmulators:
         bedrock_options: Mapping[str, object] | None = None,
         external_dynamodb_url: str | None = None,
         extra_tables: Sequence[str] = (GATEWAY_TABLE,),
+        dynamodb: str = "moto",
     ) -> None:
+        if dynamodb not in STORES:
+            raise ValueError(f"unknown DynamoDB {dynamodb!r}: expected one of {', '.join(STORES)}")
         self.table = table
         self.extra_tables = tuple(extra_tables)
         self.region = region
         self.bedrock = BedrockAgentEmulator(host, bedrock_port)
         self.bedrock.configure(**dict(bedrock_options or {}))
-        self.dynamodb = (
-            ExternalDynamoDB(external_dynamodb_url)
-            if external_dynamodb_url
-            else DynamoDBEmulator(host, dynamodb_port)
-        )
+        self.dynamodb: DynamoDB
+        if external_dynamodb_url:
+            self.dynamodb = ExternalDynamoDB(external_dynamodb_url)
+        elif dynamodb == "dynalite":
+            # Imported here: it starts Node through the process runner, which moto users skip.
+            from harness.local.emulators.dynalite import DynaliteServer
+
+            self.dynamodb = DynaliteServer(host, dynamodb_port)
+        else:
+            self.dynamodb = DynamoDBEmulator(host, dynamodb_port)
         self._bedrock_thread = BedrockEmulatorThread(self.bedrock)
 
     @property
@@ -75,6 +90,16 @@ class LocalEmulators:
     def bedrock_url(self) -> str:
         """The Bedrock Agent Runtime endpoint url."""
         return self.bedrock.url
+
+    @property
+    def ttl_note(self) -> str | None:
+        """A line to print when the store could not enable TTL on the tables, else None."""
+        if self.dynamodb.ttl_enabled is False:
+            return (
+                f"TTL is off: {self.dynamodb.kind} has no UpdateTimeToLive, so expired "
+                "sessions stay stored (the stacks treat them as absent)"
+            )
+        return None
 
     def start(self) -> LocalEmulators:
         """Start DynamoDB, create the tables (the sessions', their shadow copy's, the

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
+from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.faults import FAULTS
 from harness.local.emulators.heap import frozen_heap
 from harness.local.processes import StopSignals
@@ -30,9 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dynamodb-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--bedrock-port", type=int, default=0, help="0: any free port")
     parser.add_argument(
+        "--dynamodb",
+        choices=CHOICES,
+        default="moto",
+        help="the DynamoDB to start: moto (default, in this process), dynalite (Node; "
+        "installed on demand into the project's cache folder) or auto (dynalite where Node is)",
+    )
+    parser.add_argument(
         "--dynamodb-url",
         default=None,
-        help="use this DynamoDB (e.g. DynamoDB Local) instead of starting moto's server",
+        help="use this DynamoDB (e.g. DynamoDB Local) instead of starting one",
     )
     parser.add_argument("--table", default=os.environ.get("DYNAMODB_TABLE", DEFAULT_TABLE))
     parser.add_argument("--region", default="us-east-1")
@@ -81,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     try:
+        store = "moto"
+        if args.dynamodb_url is None:
+            store, why = choose_store(args.dynamodb)
+            if why:
+                print(f"DynamoDB: {why}", file=sys.stderr, flush=True)
         emulators = LocalEmulators(
             host=args.host,
             dynamodb_port=args.dynamodb_port,
@@ -89,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             region=args.region,
             bedrock_options=options,
             external_dynamodb_url=args.dynamodb_url,
+            dynamodb=store,
         )
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -98,8 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in emulators.env().items():
             print(f"export {name}={value}")
         sys.stdout.flush()
+        if emulators.ttl_note:
+            print(emulators.ttl_note, file=sys.stderr, flush=True)
         print(
-            f"emulators up: DynamoDB {emulators.dynamodb_url} (table {emulators.table}), "
+            f"emulators up: DynamoDB ({emulators.dynamodb.kind}) {emulators.dynamodb_url} "
+            f"(table {emulators.table}), "
             f"Bedrock Agent Runtime {emulators.bedrock_url}; Ctrl-C to stop",
             file=sys.stderr,
             flush=True,
