@@ -1,8 +1,9 @@
-"""The gateway's admin API: read and change the rollout, its audit history, the metrics, and
-the gateway's health.
+"""The gateway's admin API: read and change the rollout, its audit history, the metrics, the
+gateway's health, and what shadow traffic found.
 
 A Starlette app the gateway mounts at `/_gateway`. The rollout, health and metrics are open
-to read; changing the rollout and reading its history (who changed what) need
+to read, as is the shadow summary; changing the rollout, reading its history (who changed
+what) and the shadow's differing exchanges (they hold users' requests and answers) need
 `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`, and with no token configured both are refused
 outright. A change is recorded as made by "admin", the token's holder: the client's address
 is not recorded, since behind a proxy it can only come from headers a client sets. Every
@@ -25,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from harness.gateway.rollout import HISTORY_LIMIT, RolloutState, RolloutUnavailable
+from harness.gateway.shadow import Shadow
 
 __all__ = ["MAX_BODY_BYTES", "build_admin"]
 
@@ -35,9 +37,11 @@ RETRY_AFTER_SECONDS = 5
 
 DISABLED = "Rollout changes are disabled: set GATEWAY_ADMIN_TOKEN to enable them"
 HISTORY_DISABLED = "The rollout history needs GATEWAY_ADMIN_TOKEN: none is set"
+DIFFS_DISABLED = "The shadow's differing exchanges need GATEWAY_ADMIN_TOKEN: none is set"
+NO_SHADOW = "This gateway does not shadow"
 UNAUTHORIZED = "Invalid or missing admin token"
 UNAVAILABLE = "Rollout store unavailable"
-_CHANGE_FIELDS = ("fastapi_percent", "routes")
+_CHANGE_FIELDS = ("fastapi_percent", "routes", "shadow_percent")
 _HTTP_ERRORS = {404: "Not found", 405: "Method not allowed"}
 
 log = structlog.get_logger("harness.gateway.admin")
@@ -100,24 +104,26 @@ def _parse_change(body: bytes) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_CHANGE_FIELDS))
     if unknown:
         raise _BadRequest(
-            f"Unknown field(s): {', '.join(unknown)}; expected fastapi_percent and/or routes"
+            f"Unknown field(s): {', '.join(unknown)}; "
+            "expected fastapi_percent, shadow_percent and/or routes"
         )
     if not data:
-        raise _BadRequest("Give fastapi_percent and/or routes")
-    if "fastapi_percent" in data and data["fastapi_percent"] is None:
-        # update() reads None as "unchanged"; in a body it is a mistake.
-        raise _BadRequest("fastapi_percent must be a number from 0 to 100, not null")
+        raise _BadRequest("Give fastapi_percent, shadow_percent and/or routes")
+    for name in ("fastapi_percent", "shadow_percent"):
+        if name in data and data[name] is None:
+            # update() reads None as "unchanged"; in a body it is a mistake.
+            raise _BadRequest(f"{name} must be a number from 0 to 100, not null")
     if "routes" in data and not isinstance(data["routes"], dict):
         raise _BadRequest("routes must be a JSON object mapping path prefixes to a percent or null")
     return data
 
 
-def _history_limit(request: Request) -> int:
+def _limit(request: Request, most: int, default: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
-        return 100
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= HISTORY_LIMIT):
-        raise _BadRequest(f"limit must be an integer from 1 to {HISTORY_LIMIT}")
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= most):
+        raise _BadRequest(f"limit must be an integer from 1 to {most}")
     return int(raw)
 
 
@@ -127,10 +133,12 @@ def build_admin(
     token: str | None,
     metrics: Callable[[], tuple[bytes, str]],
     about: Mapping[str, Any] | None = None,
+    shadow: Shadow | None = None,
 ) -> Starlette:
     """The admin app over `state`; `token` enables changes (None or empty: refused);
     `metrics()` renders the metrics body and its content type; `about` (the gateway's
-    settings that say how it routes, never a secret) is shown with the health."""
+    settings that say how it routes, never a secret) is shown with the health; `shadow`
+    is what `/shadow` and `/shadow/diffs` show (None: 404)."""
     shown = dict(about or {})
 
     async def rollout(request: Request) -> Response:
@@ -170,7 +178,7 @@ def build_admin(
         if refusal is not None:
             return refusal
         try:
-            changes = await state.store.history(_history_limit(request))
+            changes = await state.store.history(_limit(request, HISTORY_LIMIT, 100))
         except _BadRequest as exc:
             return _error(exc.status, str(exc))
         except RolloutUnavailable as exc:
@@ -182,6 +190,25 @@ def build_admin(
         # 200 even when degraded: the gateway still routes (by the last rollout it read), so
         # a load balancer must not take it out; the body says what is wrong.
         return JSONResponse({**state.health(), **shown})
+
+    async def get_shadow(request: Request) -> Response:
+        if shadow is None:
+            return _error(404, NO_SHADOW)
+        percent = state.current.shadow_percent
+        return JSONResponse({"shadow_percent": percent, **shadow.summary()})
+
+    async def get_shadow_diffs(request: Request) -> Response:
+        if shadow is None:
+            return _error(404, NO_SHADOW)
+        refusal = _authorize(request, token, DIFFS_DISABLED)
+        if refusal is not None:
+            return refusal
+        kept = shadow.samples.maxlen or 1
+        try:
+            limit = _limit(request, kept, kept)
+        except _BadRequest as exc:
+            return _error(exc.status, str(exc))
+        return JSONResponse({"diffs": shadow.diffs(limit)})
 
     async def get_metrics(request: Request) -> Response:
         body, content_type = metrics()
@@ -207,6 +234,8 @@ def build_admin(
             Route("/rollout/history", get_history, methods=["GET"]),
             Route("/metrics", get_metrics, methods=["GET"]),
             Route("/health", get_health, methods=["GET"]),
+            Route("/shadow", get_shadow, methods=["GET"]),
+            Route("/shadow/diffs", get_shadow_diffs, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -19,15 +19,25 @@ from harness.gateway.policy import Rollout
 from harness.gateway.proxy import Gateway, Stacks
 from harness.gateway.rollout import RolloutState, RolloutStore
 from harness.gateway.settings import GatewaySettings
+from harness.gateway.shadow import build_shadow
+from shared import contract
+
+_SHADOW_ENVIRON = "HTTP_" + contract.SHADOW_HEADER.upper().replace("-", "_")
 
 
 def wsgi_app(app: Any, threads: int) -> ASGIApp:
     """A WSGI app as ASGI through a2wsgi, with `wsgi.input_terminated` set: the body
     a2wsgi hands over ends where the request's does, so chunked uploads reach the app
-    whole instead of being read as empty for want of a Content-Length."""
+    whole instead of being read as empty for want of a Content-Length. A request the
+    gateway marked as a shadow (`X-Dualstack-Shadow`, which it strips from every client)
+    also gets `environ["dualstack.shadow"]` (`contract.SHADOW_ENVIRON_KEY`), the primary's
+    request id: a2wsgi does not copy the ASGI scope's extensions to the environ."""
 
     def terminated(environ: dict[str, Any], start_response: Any) -> Any:
         environ["wsgi.input_terminated"] = True
+        shadow = environ.get(_SHADOW_ENVIRON)
+        if shadow is not None:
+            environ[contract.SHADOW_ENVIRON_KEY] = shadow
         return app(environ, start_response)
 
     return cast(ASGIApp, WSGIMiddleware(terminated, workers=threads))  # type: ignore[arg-type]
@@ -45,6 +55,10 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
     """
     ownership = Ownership(wsgi_matcher(wsgi), asgi_matcher(asgi))
     metrics = GatewayMetrics()
+    # The pool holds the primaries' threads and, beside them, the shadows' own.
+    threads = settings.wsgi_threads + settings.shadow_wsgi_threads
+    stacks = Stacks(flask=wsgi_app(wsgi, threads), fastapi=asgi)
+    shadow = build_shadow({"flask": stacks.flask, "fastapi": stacks.fastapi}, metrics, settings)
 
     @contextlib.asynccontextmanager
     async def control() -> AsyncIterator[tuple[RolloutState, ASGIApp]]:
@@ -55,7 +69,9 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
             retries={"mode": "standard", "total_max_attempts": 2},
         )
         async with aioboto3.Session().client("dynamodb", config=config) as client:
-            initial = Rollout(fastapi_percent=settings.fastapi_percent)
+            initial = Rollout(
+                fastapi_percent=settings.fastapi_percent, shadow_percent=settings.shadow_percent
+            )
             salt = None if settings.salt is None else settings.salt.get_secret_value()
             state = RolloutState(
                 RolloutStore(client, settings.state_table, initial=initial, salt=salt),
@@ -68,10 +84,10 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
                     token=settings.admin_token,
                     metrics=metrics.render,
                     about={"override_header": settings.override_header},
+                    shadow=shadow,
                 )
                 yield state, admin
             finally:
                 await state.stop()
 
-    stacks = Stacks(flask=wsgi_app(wsgi, settings.wsgi_threads), fastapi=asgi)
-    return Gateway(stacks, ownership, settings, control, metrics=metrics)
+    return Gateway(stacks, ownership, settings, control, metrics=metrics, shadow=shadow)

@@ -31,7 +31,7 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 class GatewayMetrics:
     """Requests, status classes and latency per backend and route; in-flight requests; the
     WSGI pool's threads, queue, queue waits and shed requests; routing decisions; the
-    current percentages."""
+    current percentages; shadow requests by outcome, and their durations."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -47,6 +47,11 @@ class GatewayMetrics:
         self.queue_wait = [0.0] * (len(WAIT_BUCKETS) + 2)
         self.admission: Admission | None = None
         """The WSGI pool's admission, read when scraped."""
+        self.shadowed: defaultdict[tuple[str, str], int] = defaultdict(int)
+        """(route, outcome) -> shadow requests judged (or dropped)."""
+        # backend -> per-bucket counts of shadow requests' durations, then the sum.
+        self.shadow_latency: dict[str, list[float]] = {}
+        self.shadow_in_flight = 0
         self.rollout: Rollout | None = None
         self.registry.register(_Collector(self))
 
@@ -65,6 +70,14 @@ class GatewayMetrics:
         counts = self.latency.get((backend, route))
         if counts is None:
             counts = self.latency[(backend, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def observe_shadow(self, backend: str, seconds: float) -> None:
+        """One shadow request `backend` answered (or failed) in `seconds`."""
+        counts = self.shadow_latency.get(backend)
+        if counts is None:
+            counts = self.shadow_latency[backend] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         counts[-1] += seconds
 
@@ -143,6 +156,36 @@ class _Collector(Collector):
             for prefix, value in sorted(m.rollout.routes.items()):
                 percent.add_metric([prefix], value)
         yield percent
+        yield from _shadow_metrics(m)
+
+
+def _shadow_metrics(m: GatewayMetrics) -> Iterator[Metric]:
+    shadowed = CounterMetricFamily(
+        "dualstack_shadow_requests",
+        "Shadow requests (copies sent to the stack that did not serve a request), by route "
+        "template and outcome: match, additive, breaking (by the rules), error (a side gave "
+        "no whole answer), dropped (the shadow side was behind).",
+        labels=["route", "outcome"],
+    )
+    for (route, outcome), count in sorted(m.shadowed.items()):
+        shadowed.add_metric([route, outcome], count)
+    yield shadowed
+    latency = HistogramMetricFamily(
+        "dualstack_shadow_duration_seconds",
+        "How long shadow requests took, by the backend that served them.",
+        labels=["backend"],
+    )
+    for backend, counts in sorted(m.shadow_latency.items()):
+        latency.add_metric([backend], _cumulative(LATENCY_BUCKETS, counts), sum_value=counts[-1])
+    yield latency
+    yield GaugeMetricFamily(
+        "dualstack_shadow_in_flight", "Shadow requests under way.", value=m.shadow_in_flight
+    )
+    yield GaugeMetricFamily(
+        "dualstack_shadow_percent",
+        "Share of conversations mirrored to the other stack.",
+        value=0.0 if m.rollout is None else m.rollout.shadow_percent,
+    )
 
 
 def _admission_metrics(m: GatewayMetrics) -> Iterator[Metric]:

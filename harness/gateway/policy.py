@@ -78,7 +78,8 @@ def _matches(prefix: str, path: str) -> bool:
 
 @dataclass(frozen=True)
 class Rollout:
-    """The share of traffic FastAPI gets: a default, and overrides per path prefix.
+    """The share of traffic FastAPI gets: a default, and overrides per path prefix; and the
+    share of conversations mirrored to the stack that did not serve them (`shadow_percent`).
 
     Validated on construction (ValueError), so an invalid rollout cannot exist; `routes`
     is copied, sorted by prefix, so the caller's mapping can change without effect.
@@ -87,17 +88,21 @@ class Rollout:
     fastapi_percent: float
     routes: Mapping[str, float] = field(default_factory=dict)
     version: int = 0
+    shadow_percent: float = 0.0
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__, as dataclasses document.
         object.__setattr__(self, "fastapi_percent", validate_percent(self.fastapi_percent))
+        object.__setattr__(self, "shadow_percent", validate_percent(self.shadow_percent))
         routes = {validate_prefix(p): validate_percent(v) for p, v in self.routes.items()}
         object.__setattr__(self, "routes", dict(sorted(routes.items())))
         object.__setattr__(self, "version", _validate_version(self.version))
 
     def __hash__(self) -> int:
         # Explicit, as `routes` is a dict: equal rollouts (and policies) can key a cache.
-        return hash((self.fastapi_percent, tuple(self.routes.items()), self.version))
+        return hash(
+            (self.fastapi_percent, tuple(self.routes.items()), self.version, self.shadow_percent)
+        )
 
     def percent_for(self, path: str) -> float:
         """The percentage for `path`: its longest matching route prefix's, else the default."""
@@ -115,6 +120,7 @@ class Rollout:
             "fastapi_percent": self.fastapi_percent,
             "routes": dict(self.routes),
             "version": self.version,
+            "shadow_percent": self.shadow_percent,
         }
 
     @classmethod
@@ -122,7 +128,7 @@ class Rollout:
         """The rollout `to_json` gave; ValueError when `data` is not one."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a rollout must be a JSON object, not {show(data)}")
-        unknown = set(data) - {"fastapi_percent", "routes", "version"}
+        unknown = set(data) - {"fastapi_percent", "routes", "version", "shadow_percent"}
         if unknown:
             raise ValueError(f"unknown rollout fields: {', '.join(sorted(map(str, unknown)))}")
         if "fastapi_percent" not in data:
@@ -134,6 +140,7 @@ class Rollout:
             fastapi_percent=data["fastapi_percent"],
             routes=routes,
             version=data.get("version", 0),
+            shadow_percent=data.get("shadow_percent", 0.0),
         )
 
 
@@ -213,6 +220,22 @@ def bucket(salt: str, key: str) -> int:
     """
     digest = hashlib.sha256(f"{salt}\x00{key}".encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def shadow_salt(salt: str) -> str:
+    """The salt that samples conversations for shadowing, derived from the routing salt: as
+    secret as it, and another, so the conversations shadowed are independent of the split
+    (a shadowed conversation is as likely to be served by either stack)."""
+    return hashlib.sha256(f"{salt}\x00shadow".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def mirrors(salt: str, key: str | None, percent: float, draw: Callable[[], float]) -> bool:
+    """Whether a request is shadowed at `percent`: by its conversation key's bucket under
+    `salt` (`shadow_salt` of the routing salt), so a conversation is shadowed whole and
+    raising the share only adds conversations; a request without a key by `draw()`."""
+    if key:
+        return bucket(salt, key) < round(percent * 100, 6)
+    return draw() * 100 < percent
 
 
 def _backend(fastapi: bool) -> Backend:

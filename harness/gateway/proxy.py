@@ -34,9 +34,12 @@ from harness.gateway.policy import (
     Policy,
     Rollout,
     choose,
+    mirrors,
+    shadow_salt,
 )
 from harness.gateway.rollout import RolloutState
 from harness.gateway.settings import GatewaySettings
+from harness.gateway.shadow import Exchange, Recorder, Shadow, build_shadow, mark
 from harness.gateway.sticky import StickyRules
 from shared import contract
 from shared.logs import request_id
@@ -68,6 +71,7 @@ class Gateway:
         control: Control,
         *,
         metrics: GatewayMetrics | None = None,
+        shadow: Shadow | None = None,
         draw: Callable[[], float] = random.random,
     ) -> None:
         self.stacks = stacks
@@ -88,6 +92,7 @@ class Gateway:
         self._routes: _Routes | None = None
         self._apps: dict[str, ASGIApp] = {"flask": stacks.flask, "fastapi": stacks.fastapi}
         self._admin: ASGIApp | None = None
+        self.shadow = shadow or build_shadow(self._apps, self.metrics, settings)
 
     @property
     def state(self) -> RolloutState:
@@ -130,33 +135,47 @@ class Gateway:
             if body is None:
                 return
         try:
-            route, decision, body, dropped, minted = self._decide(path, method, headers, body)
+            route, decision, body, dropped, minted, mirrored = self._decide(
+                path, method, headers, body
+            )
         except InvalidOverride as error:  # the override counts here, and names no stack
             await self._refuse(send, rid, 400, str(error))
             return
+        if _SHADOW in headers:  # a client's shadow marker: only the gateway sets one
+            dropped = _ID_AND_SHADOW if dropped is None else dropped | _ID_AND_SHADOW
         backend = decision[0]
         forwarded = dict(scope)
         forwarded["headers"] = _forwarded_headers(
             scope["headers"], rid, given, body, dropped, minted
         )
+        if mirrored:  # at 0 %, this and the test after the answer are all shadowing costs
+            copy = mark(forwarded, rid)  # before the primary's app can add to the scope
+            recorder = Recorder(send)  # the answer, as it goes out
+            send = recorder.send
         if backend != "flask":
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
-            return
-        # Flask-bound: a WSGI thread first, at once when one is free, else after a wait.
-        admission = self.admission
-        watched = None
-        if not admission.try_start():
-            watched = await self._queue(receive, send, rid)
-            if watched is None:
-                return
-            receive = watched.receive
-        began = perf_counter()
-        try:
-            await self._forward(forwarded, body, receive, send, rid, backend, route, started)
-        finally:
-            admission.finish(perf_counter() - began)
-            if watched is not None:
-                watched.close()
+        else:
+            # Flask-bound: a WSGI thread first, at once when one is free, else after a wait.
+            admission = self.admission
+            watched = None
+            if not admission.try_start():
+                watched = await self._queue(receive, send, rid)
+                if watched is None:
+                    return  # shed, or the client left: nothing to shadow
+                receive = watched.receive
+            began = perf_counter()
+            try:
+                await self._forward(forwarded, body, receive, send, rid, backend, route, started)
+            finally:
+                admission.finish(perf_counter() - began)
+                if watched is not None:
+                    watched.close()
+        if mirrored and recorder.answer.status is not None:
+            # The primary's answer is complete: the shadow starts now, and never waits.
+            exchange = Exchange(
+                rid, route, backend, copy, body or b"", recorder.answer, perf_counter() - started
+            )
+            self.shadow.submit(exchange)
 
     async def _queue(self, receive: Receive, send: Send, rid: str) -> Watched | None:
         """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
@@ -197,13 +216,13 @@ class Gateway:
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
-    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None, str | None]:
+    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None, str | None, bool]:
         """The stack for this request (the pure `choose`, given the facts), the route
         template that labels its metrics, the body to forward, which grows by a minted
         conversation key when a new conversation is split, and the request headers the
         stack must not get as sent (None, the usual case: all of them): the length of a
-        grown body, the override token; and the minted key, if any. InvalidOverride where
-        the override header counts and names no stack."""
+        grown body, the override token; the minted key, if any; and whether the request is
+        shadowed. InvalidOverride where the override header counts and names no stack."""
         routes = self._routes
         state = self._state or self.state
         rollout = state.current
@@ -213,13 +232,13 @@ class Gateway:
         decision = plan.decided
         if decision is not None and not (plan.overridable and _OVERRIDE in headers):
             self.metrics.decisions[plan.label] += 1
-            return plan.route, decision, body, None, None
+            return plan.route, decision, body, None, None, False
         key: str | None = None
         minted: str | None = None
         dropped: frozenset[bytes] | None = None
-        if plan.split:
-            # Only a split needs the conversation key (and a minted one for a new
-            # conversation); at 0 % or 100 % every key lands on the same stack.
+        if plan.keyed:
+            # Only a split or a shadow needs the conversation key (and a minted one for a
+            # new conversation); at 0 % or 100 % unshadowed every key lands on one stack.
             is_json = _is_json(headers.get(b"content-type", b""))
             sticky = self.sticky.find(path, method, headers, body or b"", is_json)
             key = sticky.key
@@ -237,7 +256,10 @@ class Gateway:
             facts = Facts(path, plan.owners, override.decode("latin-1"), key, token)
         decision = choose(routes.policy, facts, self._draw)
         self.metrics.decisions[decision[:2]] += 1
-        return plan.route, decision, body, dropped, minted
+        mirrored = plan.shadowed and mirrors(
+            routes.shadow_salt, key, routes.rollout.shadow_percent, self._draw
+        )
+        return plan.route, decision, body, dropped, minted, mirrored
 
     async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
         """503 at once: the backend's admission refused the request."""
@@ -318,7 +340,10 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "websocket":
-            # Only the ASGI stack can hold a websocket.
+            # Only the ASGI stack can hold a websocket; a client's shadow marker stays out.
+            headers = scope["headers"]
+            if any(name == _SHADOW for name, _ in headers):
+                scope = {**scope, "headers": [h for h in headers if h[0] != _SHADOW]}
             await self.stacks.fastapi(scope, receive, send)
 
     async def _serve_admin(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -354,6 +379,8 @@ class Gateway:
                     state, admin = await stack.enter_async_context(self._control())
                     step = f"the ASGI app ({self.settings.fastapi_app})"
                     await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
+                    # Closed first at shutdown: no shadow runs against a stopped stack.
+                    stack.push_async_callback(self.shadow.close)
             except TimeoutError:
                 message = f"{step} did not start within {limit:g} s"
                 await send({"type": "lifespan.startup.failed", "message": message})
@@ -382,6 +409,8 @@ _MINTED = contract.MINTED_KEY_HEADER.lower().encode()
 _GROWN = frozenset({b"x-request-id", b"content-length", b"transfer-encoding", _MINTED})
 _TOKEN = frozenset({b"x-request-id", _OVERRIDE_TOKEN})
 _GROWN_AND_TOKEN = _GROWN | _TOKEN
+_SHADOW = contract.SHADOW_HEADER.lower().encode()
+_ID_AND_SHADOW = frozenset({b"x-request-id", _SHADOW})
 _BACKEND_MARKS = {name: (_BACKEND_NAME, name.encode()) for name in ("flask", "fastapi", "gateway")}
 
 
@@ -417,6 +446,11 @@ class _Plan(NamedTuple):
     owners: frozenset[Backend]
     split: bool
     """Whether the percentage splits this path's traffic, so the conversation key counts."""
+    shadowed: bool
+    """Whether some requests to this path are shadowed: both stacks serve it, and the
+    shadowed share is above 0."""
+    keyed: bool
+    """Whether the conversation key is looked for: the path is split or shadowed."""
     decided: Decision | None
     """The decision when the percentage cannot split the path (one stack owns it, or the
     share is 0 or 100 %, which every draw and key obeys); None when it splits. Used unless
@@ -445,6 +479,7 @@ class _Routes:
             None if token is None else token.get_secret_value().encode("ascii"),
         )
         self.ownership = ownership
+        self.shadow_salt = shadow_salt(salt)
         self.plans: dict[str, _Plan] = {}
 
     def plan(self, path: str) -> _Plan:
@@ -452,12 +487,16 @@ class _Routes:
         owners, route = self.ownership.resolve(path)
         owned = len(owners) == 1
         split = not owned and self.rollout.percent_for(path) not in (0.0, 100.0)
-        decided = None if split else choose(self.policy, Facts(path, owners), _any_draw)
+        shadowed = len(owners) == 2 and self.rollout.shadow_percent > 0
+        keyed = split or shadowed
+        decided = None if keyed else choose(self.policy, Facts(path, owners), _any_draw)
         label = ("flask", "") if decided is None else (decided.backend, decided.reason)
         overridable = not owned and self.policy.override_enabled
         if len(self.plans) >= self.MAX_PATHS:
             self.plans.clear()
-        plan = self.plans[path] = _Plan(route, owners, split, decided, label, overridable)
+        plan = self.plans[path] = _Plan(
+            route, owners, split, shadowed, keyed, decided, label, overridable
+        )
         return plan
 
 

@@ -7,13 +7,14 @@ path never waits on DynamoDB and every worker converges within one polling inter
 Layout, in a table keyed by `session_id` (the session table's schema; none of these keys is a
 valid session id, since `#` is outside the id pattern):
 
-- `gateway#rollout`: `fastapi_percent` (N), `routes` (M of N), `version` (N), `updated_at`
+- `gateway#rollout`: `fastapi_percent` (N), `routes` (M of N), `version` (N),
+  `shadow_percent` (N; absent in items written before shadowing: 0), `updated_at`
   (S, ISO 8601 UTC). Small on purpose: every worker reads it every interval, and DynamoDB
   charges a read by the whole item's size.
 - `gateway#rollout#change#<version>`, one per change: `change_id` (S), `at` (S), `actor` (S),
-  `old` and `new` (M `{fastapi_percent, routes, version}`). Written in the same transaction
-  as the rollout (so a change is never applied unaudited), which also deletes the change
-  `HISTORY_LIMIT` versions older: the newest 200 are kept.
+  `old` and `new` (M `{fastapi_percent, routes, version, shadow_percent}`). Written in the
+  same transaction as the rollout (so a change is never applied unaudited), which also
+  deletes the change `HISTORY_LIMIT` versions older: the newest 200 are kept.
 - `gateway#salt`: `salt` (S), `origin` (S: `generated`, or `legacy` for the public salt a
   deployment already routed by), `created_at` (S). The routing salt, secret per deployment,
   read once when a gateway starts and never polled: a salt changing under a split would move
@@ -151,6 +152,7 @@ def _rollout_attributes(rollout: Rollout) -> Item:
         "fastapi_percent": _number(rollout.fastapi_percent),
         "routes": {"M": {prefix: _number(p) for prefix, p in rollout.routes.items()}},
         "version": {"N": str(rollout.version)},
+        "shadow_percent": _number(rollout.shadow_percent),
     }
 
 
@@ -159,6 +161,8 @@ def _rollout_from(data: Mapping[str, Any]) -> Rollout:
         fastapi_percent=float(data["fastapi_percent"]["N"]),
         routes={k: float(v["N"]) for k, v in data.get("routes", {}).get("M", {}).items()},
         version=int(data["version"]["N"]),
+        # Absent from rollouts written before shadowing existed: none then.
+        shadow_percent=float(data.get("shadow_percent", {"N": "0"})["N"]),
     )
 
 
@@ -344,20 +348,29 @@ class RolloutStore:
         *,
         fastapi_percent: float | None = None,
         routes: Mapping[str, float | None] | None = None,
+        shadow_percent: float | None = None,
         actor: str,
     ) -> Change:
-        """Change the default percentage and/or route overrides (a percent, or None to remove
-        that prefix's override), bump the version and audit the change; returns it.
+        """Change the default percentage, route overrides (a percent, or None to remove
+        that prefix's override) and/or the shadowed share, bump the version and audit the
+        change; returns it.
 
         Raises ValueError for an invalid value (nothing is written), `RolloutUnavailable`
         when DynamoDB cannot be reached, `RolloutConflict` when other writers kept winning.
         """
-        if fastapi_percent is None and not routes:
-            raise ValueError("Nothing to change: give fastapi_percent and/or routes")
+        if fastapi_percent is None and shadow_percent is None and not routes:
+            raise ValueError(
+                "Nothing to change: give fastapi_percent, shadow_percent and/or routes"
+            )
         percent = (
             None
             if fastapi_percent is None
             else _labelled("fastapi_percent", validate_percent, fastapi_percent)
+        )
+        shadow = (
+            None
+            if shadow_percent is None
+            else _labelled("shadow_percent", validate_percent, shadow_percent)
         )
         route_changes = _validated_routes(routes or {})
         # Recorded with the change, so that a write which landed although its reply was lost
@@ -373,6 +386,7 @@ class RolloutStore:
                 fastapi_percent=old.fastapi_percent if percent is None else percent,
                 routes=new_routes,
                 version=old.version + 1,
+                shadow_percent=old.shadow_percent if shadow is None else shadow,
             )
             change = Change(at=iso(self._clock()), actor=actor, old=old, new=new)
             try:

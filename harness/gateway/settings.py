@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harness.gateway.policy import OverrideMode
+from harness.gateway.shadow_rules import load_rules
 
 
 class StickyRule(BaseModel):
@@ -97,12 +98,37 @@ class GatewaySettings(BaseSettings):
     """The whole start-up (the rollout store's first read, the ASGI app's lifespan): past
     it the gateway does not start, naming the part that hung."""
     sticky_rules: list[StickyRule] = Field(default_factory=default_sticky_rules)
+    shadow_percent: float = Field(default=0.0, ge=0, le=100)
+    """The share of conversations mirrored to the stack that did not serve them, when the
+    deployment's rollout is first created (then `PUT /_gateway/rollout` changes it)."""
+    shadow_max_in_flight: int = Field(default=16, ge=1)
+    """Shadow requests under way at once, per worker; one more is dropped (and counted),
+    never queued."""
+    shadow_wsgi_threads: int = Field(default=8, ge=1)
+    """WSGI threads only shadow requests use, added to `wsgi_threads`: a shadow request
+    never takes a thread a primary one needs. Past them, Flask-bound shadows are dropped."""
+    shadow_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A shadow answer not complete by then is judged an error."""
+    shadow_rules: str | None = None
+    """A JSON rules file the shadow answers are judged by (the diff engine's grammar);
+    unset: the parity suite's rules (`harness.gateway.shadow_rules.PARITY_RULES`)."""
+    shadow_diffs_kept: int = Field(default=100, ge=1, le=10_000)
+    """The newest differing exchanges `GET /_gateway/shadow/diffs` keeps, per worker."""
+    shadow_log: str | None = None
+    """A file each differing exchange is appended to, as one JSON line."""
 
-    @field_validator("salt", "override_token", mode="before")
+    @field_validator("salt", "override_token", "shadow_rules", "shadow_log", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `GATEWAY_SALT=` (docker compose's `${GATEWAY_SALT:-}`) means "not set".
         return None if value == "" else value
+
+    @field_validator("shadow_rules")
+    @classmethod
+    def _rules_load(cls, path: str | None) -> str | None:
+        # Read at start-up, so a broken file stops it with one line, not the first shadow.
+        load_rules(path)
+        return path
 
     @field_validator("override_header")
     @classmethod

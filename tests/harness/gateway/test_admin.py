@@ -95,7 +95,12 @@ def test_get_rollout_shows_the_current_rollout(
         async with running_admin(open_client, rollout_table, token=None, mounted=mounted) as a:
             response = await a.http.get("/rollout")
             assert response.status_code == 200
-            assert response.json() == {"fastapi_percent": 10.0, "routes": {}, "version": 0}
+            assert response.json() == {
+                "fastapi_percent": 10.0,
+                "routes": {},
+                "version": 0,
+                "shadow_percent": 0.0,
+            }
 
     run(scenario)
 
@@ -120,8 +125,13 @@ def test_an_authorised_change_is_applied_shown_audited_and_logged(
     expected = {
         "at": AT,
         "actor": ACTOR,
-        "old": {"fastapi_percent": 10.0, "routes": {}, "version": 0},
-        "new": {"fastapi_percent": 60.0, "routes": {"/api/v1/chat": 25.0}, "version": 1},
+        "old": {"fastapi_percent": 10.0, "routes": {}, "version": 0, "shadow_percent": 0.0},
+        "new": {
+            "fastapi_percent": 60.0,
+            "routes": {"/api/v1/chat": 25.0},
+            "version": 1,
+            "shadow_percent": 0.0,
+        },
     }
 
     async def scenario() -> None:
@@ -158,6 +168,7 @@ def test_a_route_override_is_removed_with_null(rollout_table: str, open_client: 
                 "fastapi_percent": 10.0,
                 "routes": {"/b": 7.0},
                 "version": 2,
+                "shadow_percent": 0.0,
             }
 
     run(scenario)
@@ -215,10 +226,11 @@ def test_changes_need_the_configured_token(
         (b'{"fastapi_percent": \xff}', "Request body must be valid JSON"),
         (b"[60]", "Request body must be a JSON object"),
         (b"60", "Request body must be a JSON object"),
-        (b"{}", "Give fastapi_percent and/or routes"),
+        (b"{}", "Give fastapi_percent, shadow_percent and/or routes"),
         (
             b'{"percent": 60, "route": {}}',
-            "Unknown field(s): percent, route; expected fastapi_percent and/or routes",
+            "Unknown field(s): percent, route; "
+            "expected fastapi_percent, shadow_percent and/or routes",
         ),
         (
             b'{"fastapi_percent": null}',
@@ -242,7 +254,10 @@ def test_changes_need_the_configured_token(
             b'{"routes": [["/a", 5]]}',
             "routes must be a JSON object mapping path prefixes to a percent or null",
         ),
-        (b'{"routes": {}}', "Nothing to change: give fastapi_percent and/or routes"),
+        (
+            b'{"routes": {}}',
+            "Nothing to change: give fastapi_percent, shadow_percent and/or routes",
+        ),
         (b'{"routes": {"api": 5}}', "route prefix must start with '/', not 'api'"),
         (b'{"routes": {"/a b": 5}}', "route prefix must not contain whitespace, not '/a b'"),
         # Hostile text: a lone surrogate (cannot be stored or answered as UTF-8), NUL.
@@ -303,7 +318,12 @@ def test_an_unreachable_store_answers_503(rollout_table: str, open_client: OpenC
                 assert response.headers["retry-after"] == "5"
             # Reading the rollout needs no store: this worker's view is still served.
             current = await a.http.get("/rollout")
-            assert current.json() == {"fastapi_percent": 10.0, "routes": {}, "version": 0}
+            assert current.json() == {
+                "fastapi_percent": 10.0,
+                "routes": {},
+                "version": 0,
+                "shadow_percent": 0.0,
+            }
             assert a.state.current == INITIAL
 
     run(scenario)

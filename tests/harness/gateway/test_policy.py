@@ -296,9 +296,14 @@ def test_validate_prefix_refuses(prefix: object, message: str) -> None:
 
 
 def test_rollout_round_trips_through_json() -> None:
-    rollout = Rollout(fastapi_percent=30, routes={"/b": 75.5, "/a": 0}, version=7)
+    rollout = Rollout(fastapi_percent=30, routes={"/b": 75.5, "/a": 0}, version=7, shadow_percent=5)
     data = rollout.to_json()
-    assert data == {"fastapi_percent": 30.0, "routes": {"/a": 0.0, "/b": 75.5}, "version": 7}
+    assert data == {
+        "fastapi_percent": 30.0,
+        "routes": {"/a": 0.0, "/b": 75.5},
+        "version": 7,
+        "shadow_percent": 5.0,
+    }
     assert list(data["routes"]) == ["/a", "/b"]  # sorted: the same rollout, the same JSON
     assert Rollout.from_json(data) == rollout
     assert Rollout.from_json({"fastapi_percent": 12}) == Rollout(12.0, {}, 0)

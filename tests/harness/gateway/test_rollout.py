@@ -125,6 +125,7 @@ def test_first_load_creates_the_item_from_initial(
         "fastapi_percent": {"N": "10.0"},
         "routes": {"M": {}},
         "version": {"N": "0"},
+        "shadow_percent": {"N": "0.0"},
         "updated_at": {"S": AT},
     }
 
@@ -200,8 +201,18 @@ def test_history_is_newest_first_with_old_new_and_actor(
                 {
                     "at": AT,
                     "actor": "c",
-                    "old": {"fastapi_percent": 20.0, "routes": {"/x": 70.0}, "version": 2},
-                    "new": {"fastapi_percent": 40.0, "routes": {}, "version": 3},
+                    "old": {
+                        "fastapi_percent": 20.0,
+                        "routes": {"/x": 70.0},
+                        "version": 2,
+                        "shadow_percent": 0.0,
+                    },
+                    "new": {
+                        "fastapi_percent": 40.0,
+                        "routes": {},
+                        "version": 3,
+                        "shadow_percent": 0.0,
+                    },
                 }
             ]
 
@@ -300,8 +311,8 @@ def test_a_write_whose_reply_was_lost_is_applied_once(
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({}, "Nothing to change: give fastapi_percent and/or routes"),
-        ({"routes": {}}, "Nothing to change: give fastapi_percent and/or routes"),
+        ({}, "Nothing to change: give fastapi_percent, shadow_percent and/or routes"),
+        ({"routes": {}}, "Nothing to change: give fastapi_percent, shadow_percent and/or routes"),
         ({"fastapi_percent": 101}, "fastapi_percent: percent must be from 0 to 100, not 101"),
         (
             {"fastapi_percent": "60"},
