@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,44 @@ def test_the_reference_stacks_match_on_requests_that_write_nothing(
         found
         == [[("$.error_code", "added", "expected"), ("$.request_id", "added", "additive")]] * 3
     )
+
+
+def test_shadowed_conversations_leave_the_primary_table_as_it_would_be(
+    start_gateway: StartGateway, emulators: LocalEmulators, make_settings: Any
+) -> None:
+    # At 0 % FastAPI and 100 % shadowed, every answer is Flask's; each turn's copy goes to
+    # FastAPI, which (honouring the marker) writes the shadow table, never the primary's.
+    settings = make_settings()
+    sessions = [f"shadowed-{uuid.uuid4().hex}" for _ in range(3)]
+    with (
+        start_gateway(settings, fastapi_percent=0, shadow_percent=100) as gw,
+        gw.client() as client,
+    ):
+        served = set()
+        for turn in ("hello", "and again"):
+            for sid in sessions:
+                response = client.post("/api/v1/chat", json={"message": turn, "session_id": sid})
+                assert response.status_code == 200, response.text
+                served.add(response.headers["x-dualstack-backend"])
+        routes = _wait_until_judged(client, 2 * len(sessions))
+    assert served == {"flask"}
+    # FastAPI's chat answers add `timestamp` (new, checked: additive) and `tokens_used`
+    # (expected); no answer breaks, none is lost.
+    assert routes == {
+        "/api/v1/chat": {"match": 0, "additive": 6, "breaking": 0, "error": 0, "dropped": 0}
+    }
+    raw = emulators.dynamodb.client()
+    try:
+
+        def item(table: str, sid: str) -> dict[str, Any] | None:
+            found: dict[str, Any] | None = raw.get_item(
+                TableName=table, Key={"session_id": {"S": sid}}, ConsistentRead=True
+            ).get("Item")
+            return found
+
+        primary = [item(settings.dynamodb_table, sid) for sid in sessions]
+        shadow = [item(settings.shadow_table, sid) for sid in sessions]
+    finally:
+        raw.close()
+    assert [p["turns"]["N"] if p else None for p in primary] == ["2"] * 3
+    assert [s["turns"]["N"] if s else None for s in shadow] == ["2"] * 3
