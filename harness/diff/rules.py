@@ -333,6 +333,13 @@ class Rules:
         elif (field := next((v for v in self.volatile if matches(v.path, path)), None)) is not None:
             clock = time.time() if now is None else now
             rule, verdict = field, _judge(field, difference, clock)
+            new = difference.kind in ("added", "header_added") and verdict[0] != "breaking"
+            if new and (known := self._expected(difference, endpoint)) is not None:
+                # A volatile field new in the candidate, its value checked, which an expected
+                # rule accepts where it appears (FastAPI's chat `timestamp`): expected.
+                if usage is not None:
+                    usage.record(field)
+                rule, verdict = known, ("expected", known.reason)
         elif (known := self._expected(difference, endpoint)) is not None:
             rule, verdict = known, ("expected", known.reason)
         if rule is not None and usage is not None:

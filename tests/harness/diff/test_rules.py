@@ -605,3 +605,32 @@ def test_masks_covers_ignored_and_volatile_paths_only() -> None:
     assert [
         rules.masks(path) for path in ("$.debug.a.b", "$.h[3].at", "$.h[3].text", "$.version")
     ] == [True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "severity"),
+    [(NOW, "expected"), ("yesterday", "breaking")],
+    ids=["checked-then-expected", "failing-its-check"],
+)
+def test_a_volatile_field_new_in_the_candidate_may_be_expected_where_it_appears(
+    stamp: object, severity: str
+) -> None:
+    rules = Rules(
+        volatile=(Volatile("$.timestamp", "timestamp"),),
+        expected=(Expected("$.timestamp", "stamped", kind="added", endpoint="POST /chat"),),
+    )
+    usage = RuleUsage()
+    [found] = diff(
+        response({"ok": True}),
+        response({"ok": True, "timestamp": stamp}),
+        rules=rules,
+        now=NOW,
+        endpoint="POST /chat",
+        usage=usage,
+    )
+    assert found.severity == severity
+    # Elsewhere the expected rule does not apply: a new volatile field stays additive.
+    [elsewhere] = diff(
+        response({"ok": True}), response({"ok": True, "timestamp": NOW}), rules=rules, now=NOW
+    )
+    assert elsewhere.severity == "additive"
