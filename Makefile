@@ -25,6 +25,8 @@ help:
 	@echo "            changes included; fails on errors and leaks; reports in reports/soak/"
 	@echo "make fuzz   FUZZ_CASES (1000) generated and raw requests to both stacks and the gateway;"
 	@echo "            fails on a 5xx, a difference or a broken OpenAPI promise; logs in reports/fuzz/"
+	@echo "DYNAMODB=moto|dynalite|auto  the local DynamoDB of run, emulators and bench (default"
+	@echo "            auto: dynalite, installed into .cache/ by npm, where Node 20+ is; else moto)"
 
 # The production dependencies, the `tools` extra (emulators, parity suite, load test) and the
 # dev group (tests, lint), into $(VENV) whatever its name (uv would otherwise sync .venv).

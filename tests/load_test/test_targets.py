@@ -10,6 +10,8 @@ import httpx
 import pytest
 
 from harness.gateway.apps import AppLoadError
+from harness.local.emulators.dynalite import installed
+from harness.local.emulators.dynamodb import ExternalDynamoDB
 from load_test import a2wsgi_app, targets
 from load_test.targets import Launch, Workers
 
@@ -129,6 +131,26 @@ def test_a_started_target_serves_is_measured_and_is_gone_after(tmp_path: Path) -
     assert process.returncode == 0  # it stopped itself on SIGTERM, and was not killed
     with pytest.raises(httpx.ConnectError):
         httpx.get(target.url)
+
+
+@pytest.mark.skipif(installed() is None, reason="dynalite is not installed")
+def test_dynalite_runs_as_the_emulators_store_and_its_cpu_is_read_apart(tmp_path: Path) -> None:
+    with targets.emulators_process(0.0, tmp_path, dynamodb="dynalite") as emulators:
+        store = emulators.processes["dynamodb"]
+        assert "serve-dynalite.js" in " ".join(store.process.args)  # type: ignore[arg-type]
+        url = emulators.env["AWS_ENDPOINT_URL_DYNAMODB"]
+        assert url.startswith("http://127.0.0.1:")
+        emulators.create_table("load_sessions")  # in that store, through its url
+        client = ExternalDynamoDB(url).client()
+        try:  # the agent emulator's process made the session tables there too
+            assert {"chat_sessions", "load_sessions"} <= set(client.list_tables()["TableNames"])
+        finally:
+            client.close()
+        cpu = emulators.cpu_seconds()
+        assert set(cpu) == {"dynamodb", "agent"}
+        assert cpu["dynamodb"] is not None and cpu["dynamodb"] > 0  # Node's own, not ours
+        node = store.process
+    assert node.returncode is not None  # stopped with the rest
 
 
 def test_the_a2wsgi_target_loads_its_app_by_import_string(
