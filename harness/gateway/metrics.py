@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from harness.gateway.admission import Admission
+from harness.gateway.capture import CaptureStats
 from harness.gateway.policy import Rollout
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -43,6 +44,8 @@ class GatewayMetrics:
         self.shed: defaultdict[str, int] = defaultdict(int)
         self.abandoned = 0
         self.unminted = 0
+        self.capture: CaptureStats | None = None
+        """The capture writer's counts, when capturing is on."""
         # Per-bucket counts of queued requests' waits for a thread, then the sum of seconds.
         self.queue_wait = [0.0] * (len(WAIT_BUCKETS) + 2)
         self.admission: Admission | None = None
@@ -157,6 +160,16 @@ class _Collector(Collector):
                 percent.add_metric([prefix], value)
         yield percent
         yield from _shadow_metrics(m)
+        if m.capture is not None:
+            captured = CounterMetricFamily(
+                "dualstack_captured_requests",
+                "Requests captured for replay, by outcome: written, dropped (the writer was "
+                "behind: never waited for), failed (could not be written).",
+                labels=["outcome"],
+            )
+            for outcome in ("written", "dropped", "failed"):
+                captured.add_metric([outcome], getattr(m.capture, outcome))
+            yield captured
 
 
 def _shadow_metrics(m: GatewayMetrics) -> Iterator[Metric]:

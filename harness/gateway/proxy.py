@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.gateway.admission import Admission
 from harness.gateway.body import BodyTooLarge, ClientGone, Watched, read_body, replay
+from harness.gateway.capture import CaptureConfig, CaptureWriter
 from harness.gateway.lifespan import run_lifespan
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership
@@ -93,6 +95,8 @@ class Gateway:
         self._apps: dict[str, ASGIApp] = {"flask": stacks.flask, "fastapi": stacks.fastapi}
         self._admin: ASGIApp | None = None
         self.shadow = shadow or build_shadow(self._apps, self.metrics, settings)
+        self.capture: CaptureWriter | None = None
+        """Capturing requests for replay (`GATEWAY_CAPTURE_PATH`): set up at start-up."""
 
     @property
     def state(self) -> RolloutState:
@@ -135,7 +139,7 @@ class Gateway:
             if body is None:
                 return
         try:
-            route, decision, body, dropped, minted, mirrored = self._decide(
+            route, decision, body, dropped, minted, mirrored, key = self._decide(
                 path, method, headers, body
             )
         except InvalidOverride as error:  # the override counts here, and names no stack
@@ -148,8 +152,10 @@ class Gateway:
         forwarded["headers"] = _forwarded_headers(
             scope["headers"], rid, given, body, dropped, minted
         )
+        captured = self.capture is not None and self.capture.wants(key)
         if mirrored:  # at 0 %, this and the test after the answer are all shadowing costs
             copy = mark(forwarded, rid)  # before the primary's app can add to the scope
+        if mirrored or captured:
             recorder = Recorder(send)  # the answer, as it goes out
             send = recorder.send
         if backend != "flask":
@@ -170,12 +176,38 @@ class Gateway:
                 admission.finish(perf_counter() - began)
                 if watched is not None:
                     watched.close()
+        if captured and recorder.answer.status is not None and self.capture is not None:
+            query: bytes = scope.get("query_string", b"")
+            self.capture.offer(
+                method, path, query, forwarded["headers"], body, key, recorder.answer.status
+            )
         if mirrored and recorder.answer.status is not None:
             # The primary's answer is complete: the shadow starts now, and never waits.
             exchange = Exchange(
                 rid, route, backend, copy, body or b"", recorder.answer, perf_counter() - started
             )
             self.shadow.submit(exchange)
+
+    def _start_capture(self, salt: str, stack: contextlib.AsyncExitStack) -> None:
+        """The capture writer, when `GATEWAY_CAPTURE_PATH` asks for one: keyed by the
+        deployment's salt, its thread stopped (what is queued written) at shutdown."""
+        s = self.settings
+        if s.capture_path is None:
+            return
+        config = CaptureConfig(
+            Path(s.capture_path),
+            s.capture_percent,
+            tuple(s.capture_redact),
+            s.capture_max_bytes,
+            s.capture_backups,
+            s.capture_queue,
+        )
+        writer = CaptureWriter(config, salt)
+        writer.start()
+        stack.callback(writer.stop)
+        self.capture = writer
+        self.metrics.capture = writer.stats
+        self._routes = None  # plans are made again, keyed for the sample
 
     async def _queue(self, receive: Receive, send: Send, rid: str) -> Watched | None:
         """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
@@ -216,23 +248,26 @@ class Gateway:
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
-    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None, str | None, bool]:
+    ) -> tuple[str, Decision, bytes | None, frozenset[bytes] | None, str | None, bool, str | None]:
         """The stack for this request (the pure `choose`, given the facts), the route
         template that labels its metrics, the body to forward, which grows by a minted
         conversation key when a new conversation is split, and the request headers the
         stack must not get as sent (None, the usual case: all of them): the length of a
-        grown body, the override token; the minted key, if any; and whether the request is
-        shadowed. InvalidOverride where the override header counts and names no stack."""
+        grown body, the override token; the minted key, if any; whether the request is
+        shadowed; and its conversation key (None where none was looked for). InvalidOverride
+        where the override header counts and names no stack."""
         routes = self._routes
         state = self._state or self.state
         rollout = state.current
         if routes is None or routes.rollout is not rollout:  # made once per rollout change
-            routes = self._routes = _Routes(rollout, state.salt, self.settings, self.ownership)
+            routes = self._routes = _Routes(
+                rollout, state.salt, self.settings, self.ownership, self.capture is not None
+            )
         plan = routes.plans.get(path) or routes.plan(path)
         decision = plan.decided
         if decision is not None and not (plan.overridable and _OVERRIDE in headers):
             self.metrics.decisions[plan.label] += 1
-            return plan.route, decision, body, None, None, False
+            return plan.route, decision, body, None, None, False, None
         key: str | None = None
         minted: str | None = None
         dropped: frozenset[bytes] | None = None
@@ -259,7 +294,7 @@ class Gateway:
         mirrored = plan.shadowed and mirrors(
             routes.shadow_salt, key, routes.rollout.shadow_percent, self._draw
         )
-        return plan.route, decision, body, dropped, minted, mirrored
+        return plan.route, decision, body, dropped, minted, mirrored, key
 
     async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
         """503 at once: the backend's admission refused the request."""
@@ -381,6 +416,7 @@ class Gateway:
                     await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
                     # Closed first at shutdown: no shadow runs against a stopped stack.
                     stack.push_async_callback(self.shadow.close)
+                    self._start_capture(state.salt, stack)
             except TimeoutError:
                 message = f"{step} did not start within {limit:g} s"
                 await send({"type": "lifespan.startup.failed", "message": message})
@@ -468,9 +504,15 @@ class _Routes:
     MAX_PATHS = 8192
 
     def __init__(
-        self, rollout: Rollout, salt: str, settings: GatewaySettings, ownership: Ownership
+        self,
+        rollout: Rollout,
+        salt: str,
+        settings: GatewaySettings,
+        ownership: Ownership,
+        capturing: bool = False,
     ) -> None:
         self.rollout = rollout
+        self.capturing = capturing
         token = settings.override_token
         self.policy = Policy(
             rollout,
@@ -488,7 +530,7 @@ class _Routes:
         owned = len(owners) == 1
         split = not owned and self.rollout.percent_for(path) not in (0.0, 100.0)
         shadowed = len(owners) == 2 and self.rollout.shadow_percent > 0
-        keyed = split or shadowed
+        keyed = split or shadowed or (self.capturing and bool(owners))
         decided = None if keyed else choose(self.policy, Facts(path, owners), _any_draw)
         label = ("flask", "") if decided is None else (decided.backend, decided.reason)
         overridable = not owned and self.policy.override_enabled

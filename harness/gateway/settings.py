@@ -116,8 +116,22 @@ class GatewaySettings(BaseSettings):
     """The newest differing exchanges `GET /_gateway/shadow/diffs` keeps, per worker."""
     shadow_log: str | None = None
     """A file each differing exchange is appended to, as one JSON line."""
+    capture_path: str | None = None
+    """Capture requests for replay (`python -m parity_tests --corpus FILE.jsonl`) to this
+    JSON-lines file; unset: nothing is captured."""
+    capture_percent: float = Field(default=100.0, ge=0, le=100)
+    """The share of conversations captured (whole), with `capture_path`."""
+    capture_redact: list[str] = Field(default_factory=list)
+    """JSON paths of body fields written as keyed pseudonyms (`["$.user_id"]`)."""
+    capture_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    """Past it the file rotates (`FILE.1.jsonl` the newest of `capture_backups`)."""
+    capture_backups: int = Field(default=3, ge=0)
+    capture_queue: int = Field(default=1024, ge=1)
+    """Captured requests waiting to be written; one more is dropped (and counted)."""
 
-    @field_validator("salt", "override_token", "shadow_rules", "shadow_log", mode="before")
+    @field_validator(
+        "salt", "override_token", "shadow_rules", "shadow_log", "capture_path", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `GATEWAY_SALT=` (docker compose's `${GATEWAY_SALT:-}`) means "not set".

@@ -511,4 +511,3 @@ def _prior_turns(body: dict[str, Any]) -> int:
     if not isinstance(messages, list):
         return 0
     return sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
-
