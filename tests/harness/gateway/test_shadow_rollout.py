@@ -213,3 +213,29 @@ def test_shadowed_conversations_leave_the_primary_table_as_it_would_be(
         raw.close()
     assert [p["turns"]["N"] if p else None for p in primary] == ["2"] * 3
     assert [s["turns"]["N"] if s else None for s in shadow] == ["2"] * 3
+
+
+@pytest.mark.parametrize("primary", [0, 100])
+def test_a_conversation_begun_before_shadowing_matches_once_it_is_on(
+    start_gateway: StartGateway, emulators: LocalEmulators, primary: float
+) -> None:
+    # Two turns unshadowed; then shadowing is switched on at run time and the third turn's
+    # copy, seeded from the primary's record as it stood before it, answers as the primary.
+    with (
+        start_gateway(fastapi_percent=primary, admin_token=TOKEN) as gw,
+        gw.client() as client,
+    ):
+        sid = client.post("/api/v1/chat", json={"message": "one"}).json()["session_id"]
+        assert client.post("/api/v1/chat", json={"message": "two", "session_id": sid}).is_success
+        changed = client.put(
+            "/_gateway/rollout",
+            json={"shadow_percent": 100},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert changed.status_code == 200, changed.text
+        third = client.post("/api/v1/chat", json={"message": "three", "session_id": sid})
+        assert third.json()["response"].endswith("This is turn 3 of our conversation.")
+        routes = _wait_until_judged(client, 1)
+    assert routes == {
+        "/api/v1/chat": {"match": 1, "additive": 0, "breaking": 0, "error": 0, "dropped": 0}
+    }
