@@ -1,5 +1,7 @@
-"""An altered candidate for the capture-replay test: the FastAPI app, its "Message is
-required" answers reworded (same length, so the framing stands)."""
+"""An altered candidate for the capture-replay and shadow tests: the FastAPI app, its
+"Message is required" answers reworded (same length, so the framing stands). By import
+string: `capture_altered:create_app` (the parity suite) or `capture_altered:create_app()`
+(the gateway, settings from the environment)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from fastapi_app import create_app as create_fastapi_app
 from shared.settings import Settings
 
 
-def create_app(settings: Settings) -> Any:
-    app = create_fastapi_app(settings)
+def create_app(settings: Settings | None = None) -> Any:
+    app = create_fastapi_app(settings or Settings())
 
     async def altered(scope: Any, receive: Any, send: Any) -> None:
         async def reworded(message: Any) -> None:
@@ -22,4 +24,5 @@ def create_app(settings: Settings) -> Any:
         await app(scope, receive, reworded if scope["type"] == "http" else send)
 
     altered.state = app.state  # type: ignore[attr-defined]
+    altered.app = app  # type: ignore[attr-defined]  # middleware's way: routes stay readable
     return altered

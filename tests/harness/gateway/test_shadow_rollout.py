@@ -17,12 +17,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from gateway import create_gateway
 from harness.diff import parse_rules
 from harness.gateway.build import build_gateway
 from harness.gateway.policy import Rollout
 from harness.gateway.rollout import ROLLOUT_KEY, RolloutStore
 from harness.gateway.shadow_rules import PARITY_RULES, load_rules
 from harness.local.emulators import LocalEmulators
+from harness.local.servers import ASGIServer, environment
 
 from .conftest import TOKEN, OpenClient, StartGateway, gateway_settings
 from .test_admin import AUTH, running_admin
@@ -239,3 +241,43 @@ def test_a_conversation_begun_before_shadowing_matches_once_it_is_on(
     assert routes == {
         "/api/v1/chat": {"match": 1, "additive": 0, "breaking": 0, "error": 0, "dropped": 0}
     }
+
+
+def test_an_altered_candidate_is_breaking_on_exactly_its_altered_answers(
+    emulators: LocalEmulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The candidate by import string, as a team would name theirs: its "Message is required"
+    # answers are reworded, and only those.
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    table = f"gw_altered_{uuid.uuid4().hex[:8]}"
+    emulators.dynamodb.create_table(table)
+    settings = gateway_settings(
+        fastapi_app="capture_altered:create_app()",
+        fastapi_percent=0,
+        shadow_percent=100,
+        state_table=table,
+    )
+    with environment({**emulators.env(), "LOG_LEVEL": "WARNING"}):
+        app = create_gateway(gateway_settings=settings)
+        server = ASGIServer(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/health").status_code == 200
+            assert client.post("/api/v1/chat", json={"message": "hello"}).status_code == 200
+            assert client.post("/api/v1/chat", json={"message": ""}).status_code == 400
+            assert client.post("/api/v1/chat", json={"message": 7}).status_code == 400
+            routes = _wait_until_judged(client, 4)
+            diffs = client.get(
+                "/_gateway/shadow/diffs", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+    finally:
+        server.stop()
+    assert routes == {
+        "/health": {"match": 1, "additive": 0, "breaking": 0, "error": 0, "dropped": 0},
+        "/api/v1/chat": {"match": 2, "additive": 0, "breaking": 1, "error": 0, "dropped": 0},
+    }
+    [sample] = diffs.json()["diffs"]
+    breaking = [d for d in sample["differences"] if d["severity"] == "breaking"]
+    assert [(d["path"], d["legacy"], d["candidate"]) for d in breaking] == [
+        ("$.error", "Message is required", "Message is REQUIRED")
+    ]
