@@ -88,7 +88,12 @@ def load_capture(path: str | Path) -> list[Case]:
         conversations[group].append(captured)
     if not order:
         raise CorpusError(f"{file}: no captured requests")
-    return [_case(conversations[group], n, file.stem) for n, group in enumerate(order, start=1)]
+    # A conversation's requests in the order they came (`time`): lines are written as
+    # answers complete, which a fast client's next turn can overtake.
+    return [
+        _case(sorted(conversations[group], key=lambda c: c.time), n, file.stem)
+        for n, group in enumerate(order, start=1)
+    ]
 
 
 def _parse(line: str, where: str) -> Captured:

@@ -104,10 +104,13 @@ class CaptureWriter:
         body: bytes | None,
         key: str | None,
         status: int,
+        arrived: float | None = None,
     ) -> bool:
-        """Queue one request for writing; False (and counted) when the queue is full."""
+        """Queue one request for writing; False (and counted) when the queue is full.
+        `arrived`: when the request came (the clock's time when None); it orders a
+        conversation's requests, whose answers may complete in another order."""
         record = {
-            "time": self.clock(),
+            "time": self.clock() if arrived is None else arrived,
             "method": method,
             "path": path + (f"?{query.decode('latin-1')}" if query else ""),
             "headers": headers,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, time
 from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -153,6 +153,7 @@ class Gateway:
             scope["headers"], rid, given, body, dropped, minted
         )
         captured = self.capture is not None and self.capture.wants(key)
+        arrived = time() if captured else 0.0  # orders a conversation's requests
         if mirrored:  # at 0 %, this and the test after the answer are all shadowing costs
             copy = mark(forwarded, rid)  # before the primary's app can add to the scope
         if mirrored or captured:
@@ -179,7 +180,14 @@ class Gateway:
         if captured and recorder.answer.status is not None and self.capture is not None:
             query: bytes = scope.get("query_string", b"")
             self.capture.offer(
-                method, path, query, forwarded["headers"], body, key, recorder.answer.status
+                method,
+                path,
+                query,
+                forwarded["headers"],
+                body,
+                key,
+                recorder.answer.status,
+                arrived,
             )
         if mirrored and recorder.answer.status is not None:
             # The primary's answer is complete: the shadow starts now, and never waits.

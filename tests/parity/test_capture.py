@@ -138,3 +138,14 @@ def test_captured_traffic_replays_clean_on_identical_stacks_and_fails_an_altered
     out = capsys.readouterr().out
     assert code == 1
     assert "result: FAIL, 1 of 2 cases" in out
+
+
+def test_a_conversation_replays_in_the_order_its_requests_came(tmp_path: Path) -> None:
+    # Written as answers completed: the second turn's line came first.
+    path = _write(
+        tmp_path,
+        _line("k", {"message": "second", "session_id": "k"}, time=20.0),
+        _line("k", {"message": "first", "session_id": "k"}, time=10.0),
+    )
+    [case] = load_capture(path)
+    assert [step.request.body["message"] for step in case.steps] == ["first", "second"]

@@ -44,10 +44,11 @@ def test_captured_conversations_replay_against_the_stacks(
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 7
     assert "s3cret" not in path.read_text() and "alice" not in path.read_text()
-    turns = [json.loads(line["body"]) for line in lines if line["status"] == 200]
+    turns = [(json.loads(line["body"]), line["key"]) for line in lines if line["status"] == 200]
     # Every turn names its session (minted ones included): conversations group by it.
-    assert all(turn["session_id"] == line["key"] for turn, line in zip(turns, lines, strict=False))
-    assert len({turn["user_id"] for turn in turns}) == 1
+    assert [turn["session_id"] for turn, _ in turns] == [key for _, key in turns]
+    assert len({key for _, key in turns}) == 3
+    assert len({turn["user_id"] for turn, _ in turns}) == 1
 
     with environment(emulators.env()):
         assert main(["--corpus", str(path)]) == 0, capsys.readouterr()
