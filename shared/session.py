@@ -375,13 +375,15 @@ def _trim(table: str, session_id: str, item: Mapping[str, Any], history_limit: i
     length = len(item["history"]["L"])
     if length <= history_limit:
         return
-    removals = [f"#h[{i}]" for i in range(length - history_limit)]
+    # Highest index first: DynamoDB names every element by the list as it was before the
+    # update, but an emulator that removes them one at a time (dynalite) then agrees too.
+    removals = [f"#h[{i}]" for i in reversed(range(length - history_limit))]
     # Turn ids are kept for as many turns as history is: enough to spot a retry.
     names = {"#h": "history"}
     extra_ids = len(item.get(TURN_IDS, {}).get("L", [])) - history_limit
     if extra_ids > 0:
         names["#ids"] = TURN_IDS
-        removals += [f"#ids[{i}]" for i in range(extra_ids)]
+        removals += [f"#ids[{i}]" for i in reversed(range(extra_ids))]
     # A failed condition means a later append changed the length: its writer trims instead.
     with contextlib.suppress(ConditionFailed):
         yield Call(

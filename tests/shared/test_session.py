@@ -191,7 +191,7 @@ def test_turn_trims_only_what_exceeds_the_limit() -> None:
     plan = _turn_plan(limit=4)
     next(plan)
     trim = plan.send(_attributes(6, turn_ids=("a", "b", "c", "d", "T1")))
-    assert trim.kwargs["UpdateExpression"] == "REMOVE #h[0], #h[1], #ids[0]"
+    assert trim.kwargs["UpdateExpression"] == "REMOVE #h[1], #h[0], #ids[0]"
     assert trim.kwargs["ExpressionAttributeNames"] == {"#h": "history", "#ids": "turn_ids"}
     assert trim.kwargs["ConditionExpression"] == "size(#h) = :len"
     assert trim.kwargs["ExpressionAttributeValues"] == {":len": {"N": "6"}}
