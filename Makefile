@@ -13,7 +13,8 @@ STAMP := $(VENV)/.synced-$(UV_VERSION)
 DYNAMODB ?= auto
 DYNALITE := $(PY) -m harness.local.emulators.dynalite
 
-.PHONY: help install dynalite run emulators test lint format clean parity bench soak fuzz
+.PHONY: help install dynalite run emulators test lint format clean parity bench soak fuzz \
+	shadow-bench
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
@@ -23,6 +24,8 @@ help:
 	@echo "make bench  the standard load-test comparison; reports in reports/bench/"
 	@echo "make soak   the gateway under load for SOAK_MINUTES (10), faults and rollout"
 	@echo "            changes included; fails on errors and leaks; reports in reports/soak/"
+	@echo "make shadow-bench  the primary's p50/p99 at shadow_percent 100 against 0 (about 2 min);"
+	@echo "            fails past 1.1x; figures in reports/shadow/shadow.json"
 	@echo "make fuzz   FUZZ_CASES (1000) generated and raw requests to both stacks and the gateway;"
 	@echo "            fails on a 5xx, a difference or a broken OpenAPI promise; logs in reports/fuzz/"
 	@echo "DYNAMODB=moto|dynalite|auto  the local DynamoDB of run, emulators and bench (default"
@@ -72,6 +75,9 @@ bench: $(STAMP)
 SOAK_MINUTES ?= 10
 soak: $(STAMP)
 	$(PY) -m load_test soak --minutes $(SOAK_MINUTES) --report reports/soak
+
+shadow-bench: $(STAMP)
+	$(PY) -m load_test shadow --dynamodb $(DYNAMODB) --json reports/shadow/shadow.json
 
 # `make fuzz FUZZ_CASES=5000 FUZZ_SEED=7` for a longer run, or other cases.
 FUZZ_CASES ?= 1000

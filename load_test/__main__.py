@@ -15,9 +15,14 @@
         change every minute, 1 % injected agent faults; its memory, descriptors, sheds and
         latency read every few seconds; fails on an unexpected answer, a leak, or memory
         growth over 10 % after the warm-up.
+    python -m load_test shadow [--rounds 4] [--duration 30] [--rate 20] [--json PATH]
+        what shadowing costs the primary: the gateway at 50 %, runs at shadow_percent 0
+        and 100 in ABBA order, switched through the admin API; fails when the p50 or p99
+        at 100 exceeds --max-ratio (1.1) times that at 0, or the CPU passes --max-cpu.
 
 Exit status: 0 when every run was measured (errors the servers answered are figures, not
-failures) or the soak passed, 1 when the soak failed, 2 on a usage or set-up error.
+failures) or the soak or shadow benchmark passed, 1 when it failed, 2 on a usage or set-up
+error.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.faults import FAULTS, is_fault
-from load_test import overhead, report, soak, soak_report, targets
+from load_test import overhead, report, shadow, soak, soak_report, targets
 from load_test.bench import Plan, compare, machine
 from load_test.client import parse_origin
 from load_test.engine import ClosedLoop, Load, OpenLoop
@@ -190,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
             "soak",
             help="the gateway under a long load, watched for errors and leaks",
             description=soak.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    shadow.add_options(
+        commands.add_parser(
+            "shadow",
+            help="the primary's latency with every conversation shadowed against none",
+            description=shadow.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -543,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "soak":
         return _soak(args, parser)
+    if args.command == "shadow":
+        return shadow.command(args, parser)
     if args.command == "overhead":
         if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
             parser.error("--rounds, --requests, --users and --duration must be positive")
