@@ -154,6 +154,10 @@ class Gateway:
         )
         captured = self.capture is not None and self.capture.wants(key)
         arrived = time() if captured else 0.0  # orders a conversation's requests
+        if mirrored and not self.shadow.has_room(backend):
+            # The shadow side is behind: dropped now, the answer not even recorded.
+            self.shadow.drop(route)
+            mirrored = False
         if mirrored:  # at 0 %, this and the test after the answer are all shadowing costs
             copy = mark(forwarded, rid)  # before the primary's app can add to the scope
         if mirrored or captured:

@@ -227,6 +227,17 @@ class Shadow:
         """Shadow requests under way (a Flask one until its thread is free)."""
         return len(self._tasks)
 
+    def has_room(self, primary: str) -> bool:
+        """Whether a copy of a request `primary` serves could start now: checked before its
+        answer is recorded, so a shadow side that is behind costs the primary nothing."""
+        return len(self._tasks) < self.max_in_flight and (
+            _OTHER[primary] != "flask" or self.flask_busy < self.wsgi_threads
+        )
+
+    def drop(self, route: str) -> None:
+        """Count a copy dropped before it was recorded."""
+        self.metrics.shadowed[(route, "dropped")] += 1
+
     def submit(self, exchange: Exchange) -> None:
         """Starts `exchange`'s shadow request in a task of its own, or drops it (counted)
         when as many are under way as allowed, or every WSGI thread kept for shadows is

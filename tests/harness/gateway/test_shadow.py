@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.gateway import proxy
 from harness.gateway.admin import build_admin
 from harness.gateway.build import wsgi_app
 from harness.gateway.lifespan import run_lifespan
@@ -409,10 +410,18 @@ def test_a_shadow_that_never_answers_is_an_error_after_its_timeout() -> None:
 # --- bounds ----------------------------------------------------------------------------------
 
 
-def test_a_shadow_side_behind_is_dropped_not_queued() -> None:
+def test_a_shadow_side_behind_is_dropped_not_queued(monkeypatch: pytest.MonkeyPatch) -> None:
     flask, fastapi = Stack("flask"), Stack("fastapi")
     gateway = shadow_gateway(flask, fastapi, State(fastapi=0, shadow=100), shadow_max_in_flight=2)
     statuses: list[int] = []
+    recorded: list[object] = []  # primary answers recorded for a copy: memory a copy holds
+
+    class Counting(proxy.Recorder):
+        def __init__(self, send: object) -> None:
+            recorded.append(self)
+            super().__init__(send)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(proxy, "Recorder", Counting)
 
     async def scenario() -> None:
         fastapi.gate = asyncio.Event()
@@ -430,6 +439,9 @@ def test_a_shadow_side_behind_is_dropped_not_queued() -> None:
     assert statuses == [200] * 5
     assert len(fastapi.calls) == 2
     assert outcomes(gateway) == {("/x/{n}", "dropped"): 3, ("/x/{n}", "match"): 2}
+    # Only the copies that could start held their primary's answer: the dropped ones were
+    # dropped before it was recorded, so a slow side holds no more than the bound.
+    assert len(recorded) == 2
 
 
 def test_flask_bound_shadows_have_threads_of_their_own() -> None:
