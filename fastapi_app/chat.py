@@ -56,22 +56,15 @@ class JSONBodyRoute(APIRoute):
 
 def _shadow_of(request: Request, trust_header: bool) -> str | None:
     """The primary's request id when this is a shadow request (the gateway's marker in the
-    scope's extensions, or, where trusted, the header); None for a request of its own."""
-    marker = request.scope.get("extensions", {}).get(contract.SHADOW_SCOPE_KEY) or {}
-    marked = marker.get("request_id")
-    if marked is None and trust_header:
-        marked = request.headers.get(contract.SHADOW_HEADER)
-    if marked:
+    scope's extensions); its log lines then say so."""
+    marker = (request.scope.get("extensions", {}).get(contract.SHADOW_SCOPE_KEY) or {}).get(
+        "request_id"
+    )
+    header = request.headers.get(contract.SHADOW_HEADER)
+    shadow = contract.shadow_of(marker, header, trust_header)
+    if shadow:
         structlog.contextvars.bind_contextvars(shadow=True)
-        return str(marked)
-    return None
-
-
-def _may_exist(body: ChatRequest, request: Request) -> bool:
-    """Whether the turn's session may exist already: not when it names none, or the one
-    the gateway minted for it (`contract.MINTED_KEY_HEADER`)."""
-    minted = request.headers.get(contract.MINTED_KEY_HEADER)
-    return body.session_id is not None and body.session_id != minted
+    return shadow
 
 
 router = APIRouter(tags=["chat"], route_class=JSONBodyRoute)
@@ -111,7 +104,9 @@ async def chat(body: ChatRequest, request: Request, services: ServicesDep) -> Ch
         current, seeded = await store.seed(session_id, turn_id)
         history = current.history if seeded and current else None
     else:
-        current = await store.get(session_id) if _may_exist(body, request) else None
+        minted = request.headers.get(contract.MINTED_KEY_HEADER)
+        fresh = not contract.may_exist(body.session_id, minted)
+        current = None if fresh else await store.get(session_id)
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id

@@ -38,7 +38,8 @@ def chat() -> Response:
         current, seeded = store.seed(session_id, turn_id)
         history = current.history if seeded and current else None
     else:
-        current = store.get(session_id) if _may_exist(body) else None
+        minted = request.headers.get(contract.MINTED_KEY_HEADER)
+        current = store.get(session_id) if contract.may_exist(body.session_id, minted) else None
     if not session.may_continue(current, body.user_id):
         raise SessionNotFound()
     owner = current.user_id if current else body.user_id
@@ -56,21 +57,13 @@ def chat() -> Response:
 
 def _shadow_of(trust_header: bool) -> str | None:
     """The primary's request id when this is a shadow request (the gateway's marker in the
-    environ, or, where trusted, the header); None for a request of its own."""
-    marked = request.environ.get(contract.SHADOW_ENVIRON_KEY)
-    if marked is None and trust_header:
-        marked = request.headers.get(contract.SHADOW_HEADER)
-    if marked:
+    environ); its log lines then say so."""
+    marker = request.environ.get(contract.SHADOW_ENVIRON_KEY)
+    header = request.headers.get(contract.SHADOW_HEADER)
+    shadow = contract.shadow_of(marker, header, trust_header)
+    if shadow:
         structlog.contextvars.bind_contextvars(shadow=True)
-        return str(marked)
-    return None
-
-
-def _may_exist(body: ChatRequest) -> bool:
-    """Whether the turn's session may exist already: not when it names none, or the one
-    the gateway minted for it (`contract.MINTED_KEY_HEADER`)."""
-    minted = request.headers.get(contract.MINTED_KEY_HEADER)
-    return body.session_id is not None and body.session_id != minted
+    return shadow
 
 
 def _read_chat_request() -> ChatRequest:

@@ -124,6 +124,20 @@ class ChatRequest(BaseModel):
     user_id: Annotated[str | None, BeforeValidator(_identifier(INVALID_USER_ID))] = None
 
 
+def shadow_of(marker: object, header: str | None, trust_header: bool) -> str | None:
+    """The primary's request id when a request is a shadow copy: the gateway's in-process
+    `marker` (scope extension or environ key), else, where trusted, the `SHADOW_HEADER`
+    value; None for a request of its own."""
+    marked = header if marker is None and trust_header else marker
+    return str(marked) if marked else None
+
+
+def may_exist(session_id: str | None, minted: str | None) -> bool:
+    """Whether a turn's session may exist already: not when the turn names none, nor when
+    it is the one the gateway minted for it (`MINTED_KEY_HEADER`, `minted`)."""
+    return session_id is not None and session_id != minted
+
+
 def header_bytes(headers: Iterable[tuple[str | bytes, str | bytes]]) -> int:
     """The size of a request's header names and values, in total: what the setting
     `MAX_HEADER_BYTES` limits (16 KiB, the gateway's `GATEWAY_MAX_HEADER_BYTES` default, so

@@ -158,7 +158,13 @@ def may_continue(record: SessionRecord | None, user_id: str | None) -> bool:
     none, and the turn starts it). The owner is fixed when a session is created: an owned
     session takes turns from its owner only; an anonymous one from anyone, and stays
     anonymous."""
-    return record is None or record.user_id is None or record.user_id == user_id
+    return record is None or _may_take_turns(record.user_id, user_id)
+
+
+def _may_take_turns(owner: str | None, user_id: str | None) -> bool:
+    """The owner rule itself: an anonymous session takes anyone's turns, an owned one its
+    owner's only."""
+    return owner is None or owner == user_id
 
 
 def record_turn_plan(
@@ -232,8 +238,8 @@ def record_turn_plan(
         if current is not None and _has_turn(current, turn_id):
             return from_item(current, history_limit=history_limit)
         create = current is None or is_expired(current, now)
-        if current is not None and not create and _owner(current) not in (None, user_id):
-            return None  # another user's: `may_continue` says no
+        if current is not None and not create and not _may_take_turns(_owner(current), user_id):
+            return None  # another user's
     raise RuntimeError("session record kept changing under the turn")  # pragma: no cover
 
 

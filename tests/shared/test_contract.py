@@ -152,3 +152,28 @@ def test_message_for_status(status: int, expected: str) -> None:
 )
 def test_is_identifier(value: str, expected: bool) -> None:
     assert contract.is_identifier(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("marker", "header", "trust", "expected"),
+    [
+        ("rid-1", None, False, "rid-1"),  # the gateway's in-process marker
+        (None, "rid-2", False, None),  # a header alone marks nothing by default
+        (None, "rid-2", True, "rid-2"),  # unless the deployment trusts it
+        ("rid-1", "rid-2", True, "rid-1"),  # the in-process marker first
+        (None, None, True, None),
+    ],
+)
+def test_a_shadow_request_is_known_by_the_marker_or_a_trusted_header(
+    marker: str | None, header: str | None, trust: bool, expected: str | None
+) -> None:
+    assert contract.shadow_of(marker, header, trust) == expected
+
+
+def test_a_session_may_exist_unless_absent_or_minted_for_the_turn() -> None:
+    assert [
+        contract.may_exist(None, None),
+        contract.may_exist("s1", "s1"),
+        contract.may_exist("s1", None),
+        contract.may_exist("s1", "s2"),
+    ] == [False, False, True, True]
