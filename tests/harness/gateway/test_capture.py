@@ -108,3 +108,13 @@ def test_what_it_writes_the_parity_suite_replays(tmp_path: Path) -> None:
         ["first", "second"],
         ["other"],
     ]
+
+
+def test_a_record_that_cannot_be_written_is_counted_not_raised(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    (tmp_path / "capture.jsonl").mkdir()  # the file's place taken: every write fails
+    writer.start()
+    writer.offer("GET", "/health", b"", [], None, None, 200)
+    writer.offer("GET", "/health", b"", [], None, None, 200)
+    writer.stop()
+    assert (writer.stats.written, writer.stats.failed) == (0, 2)
