@@ -42,6 +42,9 @@ class GatewayMetrics:
         self.in_flight: defaultdict[str, int] = defaultdict(int)
         self.decisions: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.shed: defaultdict[str, int] = defaultdict(int)
+        self.shed_routes: defaultdict[tuple[str, str], int] = defaultdict(int)
+        """(backend, route) -> shed requests: the rollout's gates count them as errors of
+        the stack that shed, per route."""
         self.abandoned = 0
         self.unminted = 0
         self.capture: CaptureStats | None = None

@@ -170,7 +170,7 @@ class Gateway:
             admission = self.admission
             watched = None
             if not admission.try_start():
-                watched = await self._queue(receive, send, rid)
+                watched = await self._queue(receive, send, rid, route)
                 if watched is None:
                     return  # shed, or the client left: nothing to shadow
                 receive = watched.receive
@@ -221,13 +221,15 @@ class Gateway:
         self.metrics.capture = writer.stats
         self._routes = None  # plans are made again, keyed for the sample
 
-    async def _queue(self, receive: Receive, send: Send, rid: str) -> Watched | None:
+    async def _queue(
+        self, receive: Receive, send: Send, rid: str, route: str
+    ) -> Watched | None:
         """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
         request once it holds one; None when it was shed (503 at once when it could not
         start within the maximum wait, or when that wait ran out) or the client left."""
         admission = self.admission
         if not admission.can_wait():
-            await self._shed(send, rid, "flask")
+            await self._shed(send, rid, "flask", route)
             return None
         watched = Watched(receive)
         waited = await admission.wait(watched.gone())
@@ -235,7 +237,7 @@ class Gateway:
             return watched
         watched.close()
         if waited == "late":
-            await self._shed(send, rid, "flask")
+            await self._shed(send, rid, "flask", route)
         else:  # the client left while queued: its request is never started
             self.metrics.abandoned += 1
         return None
@@ -308,9 +310,10 @@ class Gateway:
         )
         return plan.route, decision, body, dropped, minted, mirrored, key
 
-    async def _shed(self, send: Send, rid: str, backend: Backend) -> None:
+    async def _shed(self, send: Send, rid: str, backend: Backend, route: str) -> None:
         """503 at once: the backend's admission refused the request."""
         self.metrics.shed[backend] += 1
+        self.metrics.shed_routes[(backend, route)] += 1
         retry = {"Retry-After": str(self.settings.shed_retry_after_seconds)}
         await self._refuse(send, rid, 503, OVERLOADED, retry)
 
