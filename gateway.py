@@ -9,9 +9,9 @@ trailing `()` calls a factory). The gateway's other settings are `GATEWAY_*`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from harness.gateway import AppLoadError, Gateway, GatewaySettings, build_gateway, load_app
 from shared.schema_errors import one_line
@@ -47,6 +47,14 @@ def _load(setting: str, spec: str) -> Any:
         raise AppLoadError(f"{setting}: {error}") from None
 
 
+_SECRETS = frozenset(
+    name
+    for name, field in GatewaySettings.model_fields.items()
+    if "token" in name or SecretStr in get_args(field.annotation)
+)
+"""Settings whose value an error never shows: tokens and secrets."""
+
+
 def _variable(field: str) -> str:
     # The environment variable a person set for a settings field.
     return f"GATEWAY_{field.upper()}" if field in GatewaySettings.model_fields else field.upper()
@@ -59,7 +67,7 @@ def __getattr__(name: str) -> Any:
         try:
             gateway_settings = GatewaySettings()
         except ValidationError as error:
-            raise SystemExit(f"gateway: {one_line(error, _variable)}") from None
+            raise SystemExit(f"gateway: {one_line(error, _variable, _SECRETS)}") from None
         try:
             return create_gateway(gateway_settings=gateway_settings)
         except AppLoadError as error:

@@ -4,7 +4,7 @@ field, the wrong type or the bound named in words a person reads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -130,17 +130,22 @@ def _type_at(schema: Any, loc: tuple[int | str, ...]) -> Any:
     return kind
 
 
-def one_line(error: BaseException, name: Callable[[str], str] = str.upper) -> str:
+def one_line(
+    error: BaseException,
+    name: Callable[[str], str] = str.upper,
+    secret: Collection[str] = (),
+) -> str:
     """Any error as one line for a person: a pydantic error as `NAME: message (got value)`
     for each field at fault, `name` turning a field into what the person set (an environment
-    variable: upper case by default); any other error its text, whitespace squeezed, or its
-    type when it has none."""
+    variable: upper case by default), the value left out for the `secret` fields; any other
+    error its text, whitespace squeezed, or its type when it has none."""
     if isinstance(error, ValidationError):
         problems = []
         for problem in error.errors():
             field, *rest = [str(part) for part in problem["loc"]] or [error.title]
             where = ".".join([name(field), *rest])
-            problems.append(f"{where}: {problem['msg']} (got {show(problem.get('input'))})")
+            got = "" if field in secret else f" (got {show(problem.get('input'))})"
+            problems.append(f"{where}: {problem['msg']}{got}")
         return "; ".join(problems)
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -96,7 +96,7 @@ class GatewaySettings(BaseSettings):
     fastapi_percent: float = Field(default=0.0, ge=0, le=100)
     admin_token: str | None = None
     """The admin API's token, its holder named "admin" in the rollout history."""
-    admin_tokens: str | None = None
+    admin_tokens: SecretStr | None = None
     """Named admin tokens, `name:token` pairs separated by commas (`alice:s3cret,ci:t0k`),
     beside or instead of `admin_token`: the rollout history names who made each change.
     Names are letters, digits, `.`, `_`, `-` and `@`; a token holds no comma or space."""
@@ -188,17 +188,18 @@ class GatewaySettings(BaseSettings):
 
     @field_validator("admin_tokens")
     @classmethod
-    def _tokens_parse(cls, value: str | None) -> str | None:
+    def _tokens_parse(cls, value: SecretStr | None) -> SecretStr | None:
         # Parsed at start-up, so a malformed list stops it with one line naming the entry
         # (never the token), not the first admin request.
         if value is not None:
-            parse_admin_tokens(value)
+            parse_admin_tokens(value.get_secret_value())
         return value
 
     def named_tokens(self) -> dict[str, str]:
         """Every admin token by its holder's name: `admin_tokens`, and `admin_token` as
         "admin". Empty: the admin API refuses changes."""
-        named = {} if self.admin_tokens is None else parse_admin_tokens(self.admin_tokens)
+        tokens = self.admin_tokens
+        named = {} if tokens is None else parse_admin_tokens(tokens.get_secret_value())
         if self.admin_token:
             named.setdefault("admin", self.admin_token)
         return named
