@@ -13,6 +13,8 @@ from aiobotocore.config import AioConfig
 from starlette.types import ASGIApp
 
 from harness.gateway.admin import build_admin
+from harness.gateway.controller import Controller, FleetMeasure, PlanCollector, Webhooks
+from harness.gateway.fleet import FleetCounters
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership, asgi_matcher, wsgi_matcher
 from harness.gateway.policy import Rollout
@@ -78,16 +80,38 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
                 interval=settings.refresh_seconds,
             )
             await state.start()
+            fleet = FleetCounters(
+                client, settings.state_table, metrics, flush_seconds=settings.fleet_flush_seconds
+            )
+            webhooks = Webhooks()
+            controller = Controller(
+                state.store,
+                state,
+                FleetMeasure(fleet),
+                webhooks,
+                lease_seconds=settings.controller_lease_seconds,
+                # Every worker's last flush of an interval lands within a flush period of
+                # its end, plus the write's own time.
+                grace_seconds=settings.fleet_flush_seconds + 1.0,
+            )
+            metrics.registry.register(PlanCollector(state))
+            fleet.start()
+            controller.start()
             try:
                 admin = build_admin(
                     state,
-                    token=settings.admin_token,
+                    tokens=settings.named_tokens(),
                     metrics=metrics.render,
                     about={"override_header": settings.override_header},
                     shadow=shadow,
+                    controller=controller,
+                    webhooks=webhooks,
                 )
                 yield state, admin
             finally:
+                await controller.stop()
+                await fleet.stop()
+                await webhooks.close()
                 await state.stop()
 
     return Gateway(stacks, ownership, settings, control, metrics=metrics, shadow=shadow)

@@ -22,10 +22,9 @@ here is a valid session id, since `#` is outside the id pattern):
   - `s|<backend>|<route>`: the sum of those latencies, in seconds;
   - `o|<route>|<outcome>`: shadow requests by outcome (match, additive, breaking, error,
     dropped);
-  - `expires_at`: epoch seconds, `ttl_seconds` after the item's second, set by its first
-    write. DynamoDB deletes the item after that only if the table's TTL attribute is
-    `expires_at`: the session table's is `ttl`, so a state table set up as a copy of it
-    keeps these items until its TTL is pointed here.
+  - `ttl`: epoch seconds, `ttl_seconds` after the item's second, set by its first write:
+    the attribute the state table's TTL is on (it is created as the session table is), so
+    DynamoDB deletes the item after it.
 
   `<route>` is the route template (`/api/v1/chat/sessions/{session_id}`, or `unmatched`),
   so there are as many as the apps have routes; it may hold any character, `|` included,
@@ -77,7 +76,7 @@ __all__ = [
 FLEET_KEY = "gateway#fleet"
 """Each second's item is at `f"{FLEET_KEY}#{second}"`."""
 
-TTL_ATTRIBUTE = "expires_at"
+TTL_ATTRIBUTE = "ttl"
 """When an item may be deleted, in epoch seconds."""
 
 MAX_TERMS = 40

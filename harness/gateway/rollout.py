@@ -15,6 +15,14 @@ valid session id, since `#` is outside the id pattern):
   `old` and `new` (M `{fastapi_percent, routes, version, shadow_percent}`). Written in the
   same transaction as the rollout (so a change is never applied unaudited), which also
   deletes the change `HISTORY_LIMIT` versions older: the newest 200 are kept.
+- `gateway#rollout#plan`: the progressive rollout plan (`plan.py`): `plan` (S, its JSON)
+  and `seq` (N, bumped by every write). Written in the rollout's transactions when a
+  change is audited (a plan's start, check, step, pause...), so the version of the rollout
+  orders plan events too, and a worker that polls the rollout sees a plan changed; alone,
+  conditional on `seq`, for the one update nobody needs audited (another interval waiting).
+  Change items of plan events carry `event` (S, JSON: what happened, the check's values).
+- `gateway#controller#lease`: `holder` (S), `expires_at` (N, epoch seconds): which worker
+  runs the plan's checks. Taken with a conditional write where it is free or expired.
 - `gateway#salt`: `salt` (S), `origin` (S: `generated`, or `legacy` for the public salt a
   deployment already routed by), `created_at` (S). The routing salt, secret per deployment,
   read once when a gateway starts and never polled: a salt changing under a split would move
@@ -26,18 +34,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 import structlog
 from botocore.exceptions import ClientError
 
+from harness.gateway import plan as plan_events
+from harness.gateway.plan import Plan
 from harness.gateway.policy import LEGACY_SALT, Rollout, validate_percent, validate_prefix
 from shared.aws import error_code, is_store_down
 from shared.session import iso
@@ -49,11 +60,13 @@ __all__ = [
     "ROLLOUT_KEY",
     "SALT_KEY",
     "Change",
+    "Decided",
     "RolloutConflict",
     "RolloutState",
     "RolloutStore",
     "RolloutUnavailable",
     "Salt",
+    "VersionConflict",
 ]
 
 ROLLOUT_KEY = "gateway#rollout"
@@ -61,6 +74,12 @@ ROLLOUT_KEY = "gateway#rollout"
 
 SALT_KEY = "gateway#salt"
 """The routing salt's item."""
+
+PLAN_KEY = f"{ROLLOUT_KEY}#plan"
+"""The progressive rollout plan's item."""
+
+LEASE_KEY = "gateway#controller#lease"
+"""The rollout controller's lease."""
 
 HISTORY_LIMIT = 200
 """The newest changes kept."""
@@ -94,6 +113,18 @@ class RolloutConflict(RolloutUnavailable):
     A kind of `RolloutUnavailable`: to the caller it is the same (a transient refusal)."""
 
 
+class VersionConflict(Exception):
+    """A change based on a version of the rollout that is no longer current (409)."""
+
+    def __init__(self, based_on: int, current: int) -> None:
+        super().__init__(
+            f"The rollout changed since version {based_on}: it is at version {current} now; "
+            "read it again and redo the change"
+        )
+        self.based_on = based_on
+        self.current = current
+
+
 class _ConditionFailed(Exception):
     """DynamoDB rejected a write's condition (or a transaction on the same item won)."""
 
@@ -106,15 +137,36 @@ class Change:
     actor: str
     old: Rollout
     new: Rollout
+    event: Mapping[str, Any] | None = None
+    """What a plan event did (`plan.py`), for changes a plan made or that changed a plan."""
 
     def to_json(self) -> dict[str, Any]:
         """The change as JSON-ready data, as the admin API shows it."""
-        return {
+        shown = {
             "at": self.at,
             "actor": self.actor,
             "old": self.old.to_json(),
             "new": self.new.to_json(),
         }
+        if self.event is not None:
+            shown["event"] = dict(self.event)
+        return shown
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a `RolloutStore.transact` decision asks for: rollout changes (the `update`
+    arguments), the plan after it (None: unchanged), what the history records, and whether
+    the history records it at all (the plan alone is written otherwise)."""
+
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
+    event: Mapping[str, Any] | None = None
+    audited: bool = True
+
+
+Decide = Callable[[Rollout, "Plan | None"], Decided]
+"""Given the rollout and the plan as stored, what to change; raises to refuse."""
 
 
 @dataclass(frozen=True)
@@ -171,13 +223,39 @@ def _rollout_item(rollout: Rollout, updated_at: str) -> Item:
 
 
 def _change_item(change: Change, change_id: str) -> Item:
-    return {
+    item = {
         **_change_key(change.new.version),
         "change_id": {"S": change_id},
         "at": {"S": change.at},
         "actor": {"S": change.actor},
         "old": {"M": _rollout_attributes(change.old)},
         "new": {"M": _rollout_attributes(change.new)},
+    }
+    if change.event is not None:
+        item["event"] = {"S": json.dumps(change.event, separators=(",", ":"))}
+    return item
+
+
+def _plan_item(plan: Plan) -> Item:
+    return {
+        **_key(PLAN_KEY),
+        "plan": {"S": json.dumps(plan.to_json(), separators=(",", ":"))},
+        "seq": {"N": str(plan.seq)},
+    }
+
+
+def _plan_from(item: Mapping[str, Any]) -> Plan:
+    return Plan.from_json(json.loads(item["plan"]["S"]))
+
+
+def _plan_condition(stored: Plan | None) -> dict[str, Any]:
+    """The condition that the plan item is still as `stored` was read."""
+    if stored is None:
+        return {"ConditionExpression": "attribute_not_exists(session_id)"}
+    return {
+        "ConditionExpression": "#s = :s",
+        "ExpressionAttributeNames": {"#s": "seq"},
+        "ExpressionAttributeValues": {":s": {"N": str(stored.seq)}},
     }
 
 
@@ -196,12 +274,35 @@ def _salt_from(item: Mapping[str, Any]) -> Salt:
 
 
 def _change_from(item: Mapping[str, Any]) -> Change:
+    event = item.get("event")
     return Change(
         at=item["at"]["S"],
         actor=item["actor"]["S"],
         old=_rollout_from(item["old"]["M"]),
         new=_rollout_from(item["new"]["M"]),
+        event=None if event is None else json.loads(event["S"]),
     )
+
+
+def _changed(old: Rollout, changes: Mapping[str, Any]) -> Rollout:
+    """`old` with `changes` (the `update` arguments, validated) and the next version."""
+    routes = _routes_after(old.routes, changes.get("routes") or {})
+    if len(routes) > MAX_ROUTES:
+        raise ValueError(f"At most {MAX_ROUTES} route overrides are allowed")
+    return Rollout(
+        fastapi_percent=changes.get("fastapi_percent", old.fastapi_percent),
+        routes=routes,
+        version=old.version + 1,
+        shadow_percent=changes.get("shadow_percent", old.shadow_percent),
+    )
+
+
+def _moves_share(changes: Mapping[str, Any], plan: Plan) -> bool:
+    """Whether `changes` set the share `plan` moves."""
+    prefix = plan.spec.prefix
+    if prefix is None:
+        return "fastapi_percent" in changes
+    return prefix in (changes.get("routes") or {})
 
 
 def _routes_after(
@@ -350,47 +451,77 @@ class RolloutStore:
         routes: Mapping[str, float | None] | None = None,
         shadow_percent: float | None = None,
         actor: str,
+        version: int | None = None,
     ) -> Change:
         """Change the default percentage, route overrides (a percent, or None to remove
         that prefix's override) and/or the shadowed share, bump the version and audit the
-        change; returns it.
+        change; returns it. `version`: the version the change was based on.
 
-        Raises ValueError for an invalid value (nothing is written), `RolloutUnavailable`
-        when DynamoDB cannot be reached, `RolloutConflict` when other writers kept winning.
+        A running plan whose share this changes is paused by it, in the same change: a
+        person has taken the share over (`plan.py`).
+
+        Raises ValueError for an invalid value (nothing is written), `VersionConflict` when
+        `version` is no longer current, `RolloutUnavailable` when DynamoDB cannot be
+        reached, `RolloutConflict` when other writers kept winning.
         """
         if fastapi_percent is None and shadow_percent is None and not routes:
             raise ValueError(
                 "Nothing to change: give fastapi_percent, shadow_percent and/or routes"
             )
-        percent = (
-            None
-            if fastapi_percent is None
-            else _labelled("fastapi_percent", validate_percent, fastapi_percent)
-        )
-        shadow = (
-            None
-            if shadow_percent is None
-            else _labelled("shadow_percent", validate_percent, shadow_percent)
-        )
-        route_changes = _validated_routes(routes or {})
+        changes: dict[str, Any] = {}
+        if fastapi_percent is not None:
+            changes["fastapi_percent"] = _labelled(
+                "fastapi_percent", validate_percent, fastapi_percent
+            )
+        if shadow_percent is not None:
+            changes["shadow_percent"] = _labelled(
+                "shadow_percent", validate_percent, shadow_percent
+            )
+        if routes:
+            changes["routes"] = _validated_routes(routes)
+
+        def decide(old: Rollout, plan: Plan | None) -> Decided:
+            if plan is None or not plan.running or not _moves_share(changes, plan):
+                return Decided(changes)
+            paused = plan_events.pause(plan, self._clock(), f"paused: {actor} changed the share")
+            return Decided(changes, paused.plan, paused.event)
+
+        return await self.transact(actor, decide, version=version)
+
+    async def transact(self, actor: str, decide: Decide, *, version: int | None = None) -> Change:
+        """One audited change, decided by `decide(rollout, plan)` on what is stored now and
+        written in one transaction: the rollout (its version bumped), the change item and,
+        when the decision changes it, the plan. Redone on a fresh read when another writer
+        got in between, so `decide` may run more than once; it raises to refuse (ValueError,
+        `PlanError`), and nothing is written then. A decision that is not `audited` writes
+        the plan alone and returns the change it would have been (version not bumped).
+
+        Raises `VersionConflict` when `version` is given and no longer current,
+        `RolloutUnavailable` when DynamoDB cannot be reached, `RolloutConflict` when other
+        writers kept winning.
+        """
         # Recorded with the change, so that a write which landed although its reply was lost
         # (botocore then retries it, and the retry's condition fails) is recognised as ours
         # instead of being applied a second time.
         change_id = uuid.uuid4().hex
         for attempt in range(MAX_ATTEMPTS):
             old = await self.load()
-            new_routes = _routes_after(old.routes, route_changes)
-            if len(new_routes) > MAX_ROUTES:
-                raise ValueError(f"At most {MAX_ROUTES} route overrides are allowed")
-            new = Rollout(
-                fastapi_percent=old.fastapi_percent if percent is None else percent,
-                routes=new_routes,
-                version=old.version + 1,
-                shadow_percent=old.shadow_percent if shadow is None else shadow,
-            )
-            change = Change(at=iso(self._clock()), actor=actor, old=old, new=new)
+            if version is not None and old.version != version:
+                raise VersionConflict(version, old.version)
+            stored = await self.load_plan()
+            decided = decide(old, stored)
+            new = _changed(old, decided.changes)
+            event = decided.event
+            if event is not None and decided.plan is not None:
+                was = None if stored is None else stored.phase
+                event = {**event, "previous_phase": was}
+            change = Change(at=iso(self._clock()), actor=actor, old=old, new=new, event=event)
             try:
-                await self._write(change, change_id)
+                if not decided.audited:
+                    if decided.plan is not None:
+                        await self._put_plan(decided.plan, stored)
+                    return replace(change, new=old)
+                await self._write(change, change_id, decided.plan, stored)
             except _ConditionFailed:
                 landed = await self._get(_change_key(new.version))
                 if landed is not None and landed.get("change_id", {}).get("S") == change_id:
@@ -401,6 +532,54 @@ class RolloutStore:
                 continue
             return change
         raise RolloutConflict(f"the rollout changed under {MAX_ATTEMPTS} attempts to update it")
+
+    async def load_plan(self) -> Plan | None:
+        """The stored plan (any phase), or None when none was ever started."""
+        item = await self._get(_key(PLAN_KEY))
+        return None if item is None else _plan_from(item)
+
+    async def lease(self) -> tuple[str, float] | None:
+        """The controller's lease as stored: its holder and when it expires (epoch s)."""
+        item = await self._get(_key(LEASE_KEY))
+        if item is None:
+            return None
+        return item["holder"]["S"], float(item["expires_at"]["N"])
+
+    async def take_lease(self, holder: str, seconds: float) -> float | None:
+        """Take or renew the controller's lease for `seconds`: its expiry when `holder`
+        has it now, None when another holder's lease has not expired."""
+        now = self._clock()
+        expires = now + seconds
+        try:
+            await self._call(
+                "put_item",
+                TableName=self._table,
+                Item={
+                    **_key(LEASE_KEY),
+                    "holder": {"S": holder},
+                    "expires_at": _number(expires),
+                    "taken_at": {"S": iso(now)},
+                },
+                ConditionExpression="attribute_not_exists(session_id) OR #h = :h OR #e < :now",
+                ExpressionAttributeNames={"#h": "holder", "#e": "expires_at"},
+                ExpressionAttributeValues={":h": {"S": holder}, ":now": _number(now)},
+            )
+        except _ConditionFailed:
+            return None
+        return expires
+
+    async def release_lease(self, holder: str) -> None:
+        """Give the lease up (at shutdown), so another worker need not wait for it to
+        expire; nothing when `holder` no longer has it."""
+        with contextlib.suppress(_ConditionFailed):
+            await self._call(
+                "delete_item",
+                TableName=self._table,
+                Key=_key(LEASE_KEY),
+                ConditionExpression="#h = :h",
+                ExpressionAttributeNames={"#h": "holder"},
+                ExpressionAttributeValues={":h": {"S": holder}},
+            )
 
     async def history(self, limit: int = 100) -> list[Change]:
         """The newest `limit` changes (at most `HISTORY_LIMIT` are kept), newest first."""
@@ -430,7 +609,18 @@ class RolloutStore:
             expected = change.old
         return history
 
-    async def _write(self, change: Change, change_id: str) -> None:
+    async def _put_plan(self, plan: Plan, stored: Plan | None) -> None:
+        await self._call(
+            "put_item", TableName=self._table, Item=_plan_item(plan), **_plan_condition(stored)
+        )
+
+    async def _write(
+        self,
+        change: Change,
+        change_id: str,
+        plan: Plan | None = None,
+        stored: Plan | None = None,
+    ) -> None:
         writes: list[Item] = [
             {
                 "Put": {
@@ -446,6 +636,11 @@ class RolloutStore:
             # writer the only one for this version.
             {"Put": {"TableName": self._table, "Item": _change_item(change, change_id)}},
         ]
+        if plan is not None:
+            # Conditional too: the plan is also written alone (`_put_plan`), outside the
+            # rollout's version.
+            put = {"TableName": self._table, "Item": _plan_item(plan), **_plan_condition(stored)}
+            writes.append({"Put": put})
         stale = change.new.version - HISTORY_LIMIT
         if stale > 0:
             writes.append({"Delete": {"TableName": self._table, "Key": _change_key(stale)}})
@@ -525,6 +720,7 @@ class RolloutState:
         self._store = store
         self._interval = interval
         self._current: Rollout | None = None
+        self._plan: Plan | None = None
         self._salt: Salt | None = None
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -553,6 +749,12 @@ class RolloutState:
         if self._current is None:
             raise RuntimeError("RolloutState.current read before start()")
         return self._current
+
+    @property
+    def plan(self) -> Plan | None:
+        """The plan as of the last rollout version this worker saw (every audited plan
+        event bumps the version, so a phase or step change is seen within one poll)."""
+        return self._plan
 
     def health(self) -> dict[str, Any]:
         """How this worker's view of the rollout stands: `ok`, or `degraded` while the store
@@ -586,7 +788,9 @@ class RolloutState:
                 "can work out which stack a conversation lands on; rotate it at 0 % or 100 % "
                 "(README, 'The routing salt')",
             )
-        self._set(await self._store.load())
+        rollout = await self._store.load()
+        self._plan = await self._store.load_plan()
+        self._set(rollout)
         self._last_read = time.time()
         self._task = asyncio.create_task(self._poll(), name="rollout-poll")
 
@@ -598,13 +802,16 @@ class RolloutState:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def apply(self, change: Change) -> None:
-        """Route by `change.new` at once: the worker that made a change sees it immediately.
+    async def apply(self, change: Change, plan: Plan | None = None) -> None:
+        """Route by `change.new` at once: the worker that made a change sees it immediately,
+        and the plan it wrote, if any.
 
         A change older than what a poll has already brought in is ignored.
         """
         self._generation += 1
         if self._current is None or change.new.version >= self._current.version:
+            if plan is not None:
+                self._plan = plan
             self._set(change.new)
 
     def _set(self, rollout: Rollout) -> None:
@@ -624,6 +831,10 @@ class RolloutState:
             generation = self._generation
             try:
                 rollout = await self._store.load()
+                if self._current is None or rollout.version != self._current.version:
+                    plan = await self._store.load_plan()  # only read when it may have changed
+                    if generation == self._generation:
+                        self._plan = plan
             except Exception as exc:
                 # Keep routing by the last known rollout: the store being down must not
                 # change where traffic goes.

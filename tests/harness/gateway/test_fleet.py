@@ -267,7 +267,7 @@ def test_the_item_layout_and_its_expiry(
     assert item is not None
     assert by_value(item) == {
         "session_id": {"S": f"gateway#fleet#{T}"},
-        "expires_at": T + 86400,
+        "ttl": T + 86400,
         f"n|flask|{route}": 2,
         f"e|flask|{route}": 1,
         f"b{FAST_BUCKET}|flask|{route}": 1,
@@ -308,9 +308,9 @@ def test_a_flush_writes_only_what_changed_and_leaves_the_metrics_alone(
             written = client.updates[-1]["ExpressionAttributeNames"]
             assert sorted(written.values()) == [
                 f"b{SLOW_BUCKET}|fastapi|{SESSION}",
-                "expires_at",
                 f"n|fastapi|{SESSION}",
                 f"s|fastapi|{SESSION}",
+                "ttl",
             ]
             assert (await fleet.window(T, T + 2)).stack("fastapi") == StackWindow(
                 2, 0, buckets(b2=1, b14=1)
