@@ -334,6 +334,20 @@ def test_an_unusable_import_string_stops_uvicorn_in_one_line(
             "'header' (got 'cookie')",
             id="sticky-rules",
         ),
+        pytest.param(
+            "GATEWAY_ADMIN_TOKENS",
+            "alice:s3cret-a,bob:s3cret-a",
+            "gateway: GATEWAY_ADMIN_TOKENS: Value error, two names share one token: the "
+            "history could not tell them apart",  # and the tokens are not shown
+            id="named-tokens-shared",
+        ),
+        pytest.param(
+            "GATEWAY_ADMIN_TOKENS",
+            "alice s3cret-b",
+            "gateway: GATEWAY_ADMIN_TOKENS: Value error, entry 1 must be name:token, the name "
+            "of letters, digits, '.', '_', '-' or '@' (at most 64)",
+            id="named-tokens-malformed",
+        ),
     ],
 )
 def test_an_invalid_gateway_setting_stops_uvicorn_in_one_line(
