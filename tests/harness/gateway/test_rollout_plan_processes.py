@@ -223,7 +223,7 @@ def test_without_traffic_the_plan_waits_and_nothing_moves_or_fails(
 ) -> None:
     with gateways(emulators, tmp_path) as (gateway,):
         put_plan(gateway.url, steps=[10, 100], interval_seconds=1, min_requests=1)
-        plan = wait_plan(gateway.url, lambda p: p["checks_made"] >= 3, within=30)
+        plan = wait_plan(gateway.url, lambda p: p["checks_made"] >= 2, within=30)
         assert (plan["phase"], plan["step"], plan["failed_checks"]) == ("waiting", 1, 0)
         assert percent(gateway.url) == 10
         assert {c["verdict"] for c in plan["checks"]} == {"waiting"}
