@@ -221,9 +221,7 @@ class Gateway:
         self.metrics.capture = writer.stats
         self._routes = None  # plans are made again, keyed for the sample
 
-    async def _queue(
-        self, receive: Receive, send: Send, rid: str, route: str
-    ) -> Watched | None:
+    async def _queue(self, receive: Receive, send: Send, rid: str, route: str) -> Watched | None:
         """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
         request once it holds one; None when it was shed (503 at once when it could not
         start within the maximum wait, or when that wait ran out) or the client left."""
@@ -427,6 +425,9 @@ class Gateway:
                 # the server exit, saying which, instead of hanging with it.
                 async with asyncio.timeout_at(deadline):
                     state, admin = await stack.enter_async_context(self._control())
+                    step = "the metrics directory"
+                    metrics = self.metrics.share(self.settings.metrics_dir, admin)
+                    admin = await stack.enter_async_context(metrics)
                     step = f"the ASGI app ({self.settings.fastapi_app})"
                     await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
                     # Closed first at shutdown: no shadow runs against a stopped stack.
