@@ -154,9 +154,11 @@ class GatewaySettings(BaseSettings):
     """How often each worker adds its counts (requests, errors, latency, shadow outcomes)
     to the fleet's per-second items in the state table, which the controller's checks read."""
     metrics_dir: str | None = None
-    """A directory the workers of one server share, so a scrape of `/_gateway/metrics`
-    covers all of them. Unset: a directory of its own for the workers `uvicorn --workers`
-    starts; a single process needs none."""
+    """A directory the workers of one server share (their counts, one file each), so a
+    scrape of `/_gateway/metrics` covers all of them. Set it for gunicorn or another process
+    manager that forks its workers; it must belong to that one server on one host. Unset:
+    the workers `uvicorn --workers` starts share a private directory under the system's
+    temporary directory, named after their parent process; a single process shares nothing."""
     capture_path: str | None = None
     """Capture requests for replay (`python -m parity_tests --corpus FILE.jsonl`) to this
     JSON-lines file; unset: nothing is captured."""
