@@ -51,18 +51,30 @@ run: $(STAMP)
 emulators: $(STAMP)
 	$(PY) -m harness.local.emulators --dynamodb $(DYNAMODB)
 
-# The whole suite against moto, then tests/stacks (the contract, sessions, concurrency, rate
-# limit, faults) once more against dynalite where Node can run it: a behaviour that differs
-# between the two stores fails here. dynalite is installed before pytest starts, never by it.
+# The whole suite against moto and, beside it, tests/stacks (the contract, sessions,
+# concurrency, rate limit, faults) once more against dynalite where Node can run it: a
+# behaviour that differs between the two stores fails here. The two runs share nothing (each
+# starts its own emulators on free ports) and mostly wait on I/O, so they run at once on two
+# cores; the dynalite run's output is shown after the main one's. dynalite is installed
+# before pytest starts, never by it.
+DYNALITE_LOG := reports/tests/dynalite.log
+
 test: $(STAMP)
 	@if $(DYNALITE) check; then $(DYNALITE) install; fi
-	$(PY) -m pytest
-	@if $(DYNALITE) check 2>/dev/null; then \
-	    echo "== tests/stacks again, against dynalite"; \
-	    DUALSTACK_TEST_DYNAMODB=dynalite $(PY) -m pytest tests/stacks; \
+	@mkdir -p $(dir $(DYNALITE_LOG)); second=; \
+	if $(DYNALITE) check 2>/dev/null; then \
+	    DUALSTACK_TEST_DYNAMODB=dynalite $(PY) -m pytest tests/stacks -p no:cacheprovider \
+	        > $(DYNALITE_LOG) 2>&1 & second=$$!; \
+	fi; \
+	$(PY) -m pytest; first=$$?; \
+	if [ -n "$$second" ]; then \
+	    wait $$second; again=$$?; \
+	    echo "== tests/stacks again, against dynalite ($(DYNALITE_LOG))"; \
+	    cat $(DYNALITE_LOG); \
 	else \
-	    echo "== tests/stacks ran against moto only: no Node 20+ with npm for dynalite"; \
-	fi
+	    again=0; echo "== tests/stacks ran against moto only: no Node 20+ with npm for dynalite"; \
+	fi; \
+	[ $$first -eq 0 ] && [ $$again -eq 0 ]
 
 parity: $(STAMP)
 	$(PY) -m parity_tests --report reports/parity

@@ -56,7 +56,10 @@ class FleetMeasure:
         self._fleet = fleet
 
     async def measure(self, start: float, end: float, prefix: str | None) -> Measured:
-        window = await self._fleet.window(start, end)
+        # The counters are per second: take the seconds nearest the interval's ends (at
+        # least one), so a short interval is not shifted by up to a whole second.
+        first = round(start)
+        window = await self._fleet.window(first, max(round(end), first + 1))
         flask, fastapi = window.stack("flask", prefix), window.stack("fastapi", prefix)
         breaking, compared = window.shadow(prefix)
         return Measured(

@@ -25,7 +25,8 @@ from structlog.testing import capture_logs
 
 from harness.gateway import plan as plans
 from harness.gateway.admin import build_admin
-from harness.gateway.controller import Controller, PlanCollector, Webhooks
+from harness.gateway.controller import Controller, FleetMeasure, PlanCollector, Webhooks
+from harness.gateway.fleet import Window
 from harness.gateway.gates import StackWindow
 from harness.gateway.metrics import LATENCY_BUCKETS
 from harness.gateway.plan import Measured, PlanSpec
@@ -494,3 +495,24 @@ def test_a_webhook_that_cannot_be_reached_is_logged_and_blocks_nothing(
             assert len(failed) == 1 and failed[0]["phase"] == "progressing"
 
     asyncio.run(refused())
+
+
+def test_a_check_reads_the_seconds_nearest_its_interval_and_at_least_one() -> None:
+    asked: list[tuple[float, float]] = []
+
+    class Fleet:
+        async def window(self, start: float, end: float) -> Any:
+            asked.append((start, end))
+            return Window(int(start), int(end))
+
+    async def scenario() -> None:
+        measure = FleetMeasure(Fleet())  # type: ignore[arg-type]
+        measured = await measure.measure(59.989, 60.989, None)
+        await measure.measure(10.2, 10.3, "/api")
+        await measure.measure(10.6, 20.4, "/api")
+        assert measured == Measured(StackWindow(0, 0, (0,) * 15), StackWindow(0, 0, (0,) * 15))
+
+    asyncio.run(scenario())
+    # Seconds 60..60, not 59 (almost all before the interval); a sub-second interval still
+    # reads one second; a long one its own seconds.
+    assert asked == [(60, 61), (10, 11), (11, 20)]
