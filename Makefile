@@ -14,7 +14,7 @@ DYNAMODB ?= auto
 DYNALITE := $(PY) -m harness.local.emulators.dynalite
 
 .PHONY: help install dynalite run emulators test lint format clean parity bench soak fuzz \
-	shadow-bench
+	shadow-bench browser
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
@@ -59,7 +59,7 @@ emulators: $(STAMP)
 # before pytest starts, never by it.
 DYNALITE_LOG := reports/tests/dynalite.log
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@if $(DYNALITE) check; then $(DYNALITE) install; fi
 	@mkdir -p $(dir $(DYNALITE_LOG)); second=; \
 	if $(DYNALITE) check 2>/dev/null; then \
@@ -78,6 +78,24 @@ test: $(STAMP)
 
 parity: $(STAMP)
 	$(PY) -m parity_tests --report reports/parity
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright (never a browser
+# Playwright downloads). Installed here when missing and this is a root shell with apt-get,
+# as on CI; elsewhere `CHROMIUM=/path/to/chromium make test`.
+CHROMIUM ?= /usr/bin/chromium
+export DUALSTACK_CHROMIUM := $(CHROMIUM)
+
+browser:
+	@if ! [ -x "$(CHROMIUM)" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        echo "== installing Debian's chromium for the dashboard's browser tests"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	    else \
+	        echo "make test needs Chromium at $(CHROMIUM) for the dashboard's browser tests:" \
+	            "apt-get install chromium (Debian), or CHROMIUM=/path/to/chromium make test"; \
+	        exit 1; \
+	    fi; \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m load_test bench --dynamodb $(DYNAMODB) --report reports/bench \
