@@ -17,7 +17,7 @@ import contextlib
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from harness.gateway import plan as plans
 from harness.gateway.controller import Controller, Webhooks
@@ -191,13 +191,15 @@ def build_admin(
     controller: Controller | None = None,
     webhooks: Webhooks | None = None,
     clock: Callable[[], float] = time.time,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The admin app over `state`; `tokens` (holder name -> token) or `token` (held by
     "admin") enable changes (none: refused); `metrics()` renders the metrics body and its
     content type; `about` (the gateway's settings that say how it routes, never a secret)
     is shown with the health; `shadow` is what `/shadow` and `/shadow/diffs` show (None:
     404); `controller` is this worker's rollout controller, shown with the plan and the
-    health; `webhooks` tells a plan's webhook of the phases admins change."""
+    health; `webhooks` tells a plan's webhook of the phases admins change; `routes` are
+    more routes (the dashboard and its data)."""
     shown = dict(about or {})
     holders: dict[str, str] = dict(tokens or {})
     if token and not holders:
@@ -460,6 +462,7 @@ def build_admin(
             Route("/health", get_health, methods=["GET"]),
             Route("/shadow", get_shadow, methods=["GET"]),
             Route("/shadow/diffs", get_shadow_diffs, methods=["GET"]),
+            *routes,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

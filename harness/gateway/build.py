@@ -22,6 +22,8 @@ from harness.gateway.proxy import Gateway, Stacks
 from harness.gateway.rollout import RolloutState, RolloutStore
 from harness.gateway.settings import GatewaySettings
 from harness.gateway.shadow import build_shadow
+from harness.gateway.stats import stats_routes
+from harness.gateway.ui import ui_routes
 from shared import contract
 
 _SHADOW_ENVIRON = "HTTP_" + contract.SHADOW_HEADER.upper().replace("-", "_")
@@ -106,6 +108,7 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
                     shadow=shadow,
                     controller=controller,
                     webhooks=webhooks,
+                    routes=[*stats_routes(fleet, metrics), *ui_routes()],
                 )
                 yield state, admin
             finally:
