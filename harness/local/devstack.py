@@ -44,6 +44,7 @@ def _banner(
         [
             "dualstack is running (Ctrl-C stops everything):",
             f"  gateway (Flask + FastAPI)  {url}   {env['GATEWAY_FASTAPI_PERCENT']}% to FastAPI",
+            f"  dashboard                  {url}/_gateway/ui",
             f"  FastAPI docs               {url}/docs",
             f"  rollout and metrics        {url}/_gateway/rollout   {url}/_gateway/metrics",
             f"  {f'DynamoDB ({emulators.dynamodb.kind})':<27}{emulators.dynamodb_url}",

@@ -51,6 +51,7 @@ def test_devstack_serves_the_gateway_logs_to_a_file_and_stops_on_ctrl_c(tmp_path
         assert f"{url}   50% to FastAPI" in text
         assert f"logs (both stacks, JSON)   {log_file}" in text
         assert "override header            open" in text  # for trying things on loopback
+        assert f"dashboard                  {url}/_gateway/ui\n" in text
         token = next(line.split()[2] for line in banner if line.strip().startswith("admin token"))
         sid = "devstack-test"
         served = set()
