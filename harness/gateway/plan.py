@@ -323,7 +323,7 @@ def check(plan: Plan, measured: Measured, now: float, *, shadowing: bool) -> Tra
         "requests": requests,
         "min_requests": spec.min_requests,
     }
-    fresh = {"window_start": now, "next_check_at": now + spec.interval_seconds, "updated_at": now}
+    fresh = {**_next_interval(plan, now), "updated_at": now}
     short = [name for name, n in requests.items() if n < spec.min_requests]
     if short:
         record.update(verdict="waiting", gates=[])
@@ -400,6 +400,19 @@ def check(plan: Plan, measured: Measured, now: float, *, shadowing: bool) -> Tra
         _event("promoted" if last else "check", after, check=record),
         phase_changed=plan.phase != after.phase,
     )
+
+
+def _next_interval(plan: Plan, now: float) -> dict[str, float]:
+    """The interval after the one just checked: the next one on the plan's cadence, so
+    checks come every `interval_seconds` however long each took to be made (the wait for
+    the fleet's counts does not add up over a run); from now when the controller fell a
+    whole interval behind (a handover, a store outage), as counts that old are stale."""
+    assert plan.next_check_at is not None
+    interval = plan.spec.interval_seconds
+    following = plan.next_check_at + interval
+    if following <= now:
+        return {"window_start": now, "next_check_at": now + interval}
+    return {"window_start": plan.next_check_at, "next_check_at": following}
 
 
 def _gates(spec: PlanSpec, measured: Measured, shadowing: bool) -> list[GateResult]:

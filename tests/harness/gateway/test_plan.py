@@ -122,6 +122,21 @@ def test_too_few_requests_on_either_stack_is_waiting_with_no_verdict_and_nothing
     assert back.phase_changed
 
 
+def test_checks_keep_the_plans_cadence_however_late_each_is_made() -> None:
+    plan = started()  # interval 10: the first ends at T0 + 10
+    late = plans.check(plan, HEALTHY, T0 + 12.5, shadowing=False).plan
+    # The next interval is the next ten seconds on the cadence: waiting for the fleet's
+    # counts must not stretch a run of n checks by n waits.
+    assert (late.window_start, late.next_check_at) == (T0 + 10, T0 + 20)
+    waited = plans.check(late, Measured(window(0), window(0)), T0 + 22.5, shadowing=False)
+    assert waited.plan.phase == "waiting"
+    assert (waited.plan.window_start, waited.plan.next_check_at) == (T0 + 20, T0 + 30)
+    # A controller a whole interval behind (a handover, an outage) starts afresh from now.
+    idle = Measured(window(0), window(0))
+    behind = plans.check(waited.plan, idle, T0 + 41, shadowing=False).plan
+    assert (behind.window_start, behind.next_check_at) == (T0 + 41, T0 + 51)
+
+
 def test_the_shadow_gate_counts_only_when_shadowing() -> None:
     breaking = Measured(window(100), window(100), breaking=30, compared=100)
     plan = started(max_failed_checks=1)
