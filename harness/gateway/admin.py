@@ -321,7 +321,7 @@ def build_admin(
             changes = plans.with_share(current, spec.prefix, moved.plan.percent)
             return Decided(changes, moved.plan, moved.event)
 
-        return await plan_change(actor, decide, version, status=201)
+        return await plan_change(actor, decide, version)
 
     def plan_action(name: str) -> Callable[[Request], Awaitable[Response]]:
         async def act(request: Request) -> Response:

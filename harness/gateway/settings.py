@@ -6,6 +6,7 @@ app beside any ASGI app), while `Settings` describes the chatbot stacks.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -58,17 +59,32 @@ _NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
 def parse_admin_tokens(text: str) -> dict[str, str]:
-    """`name:token,name:token` as {name: token}; ValueError naming the bad entry by its
+    """`name:token,name:token` (commas, semicolons or whitespace between pairs) or a JSON
+    object `{"name": "token"}` as {name: token}; ValueError naming the bad entry by its
     position and name, never showing a token."""
+    if text.lstrip().startswith("{"):
+        try:
+            given = json.loads(text)
+        except ValueError:
+            raise ValueError("a JSON object of names and tokens, not valid JSON") from None
+        if not isinstance(given, dict) or not all(isinstance(t, str) for t in given.values()):
+            raise ValueError('a JSON object must map each name to its token: {"name": "token"}')
+        entries = [f"{name}:{token}" for name, token in given.items()]
+    else:
+        entries = [e for e in re.split(r"[,;\s]+", text) if e]
+    if not entries:
+        raise ValueError("no name:token pair given")
     named: dict[str, str] = {}
-    for position, entry in enumerate(text.split(","), start=1):
-        name, colon, token = entry.strip().partition(":")
+    for position, entry in enumerate(entries, start=1):
+        name, colon, token = entry.partition(":")
         if not colon or not _NAME.fullmatch(name):
             raise ValueError(
                 f"entry {position} must be name:token, the name of letters, digits, '.', '_', "
                 "'-' or '@' (at most 64)"
             )
-        if not token or any(char.isspace() or not char.isprintable() for char in token):
+        if not token:
+            raise ValueError(f"the token of {name!r} is empty")
+        if any(char.isspace() or not char.isprintable() for char in token):
             raise ValueError(f"the token of {name!r} must be printable, without spaces")
         if name in named:
             raise ValueError(f"{name!r} is named twice")
@@ -97,7 +113,8 @@ class GatewaySettings(BaseSettings):
     admin_token: str | None = None
     """The admin API's token, its holder named "admin" in the rollout history."""
     admin_tokens: SecretStr | None = None
-    """Named admin tokens, `name:token` pairs separated by commas (`alice:s3cret,ci:t0k`),
+    """Named admin tokens, `name:token` pairs separated by commas (`alice:s3cret,ci:t0k`;
+    semicolons or spaces work too, as does a JSON object `{"alice": "s3cret"}`),
     beside or instead of `admin_token`: the rollout history names who made each change.
     Names are letters, digits, `.`, `_`, `-` and `@`; a token holds no comma or space."""
     salt: SecretStr | None = None

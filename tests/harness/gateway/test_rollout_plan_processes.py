@@ -97,7 +97,7 @@ class Traffic:
 
 def put_plan(url: str, **body: Any) -> dict[str, Any]:
     answer = httpx.put(f"{url}/_gateway/rollout/plan", json=body, headers=AUTH, timeout=10)
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 200, answer.text
     shown: dict[str, Any] = answer.json()
     return shown
 
