@@ -11,7 +11,7 @@ import structlog
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
 
-from fastapi_app import chat, errors, health, openapi, sessions
+from fastapi_app import chat, docs, errors, health, openapi, sessions
 from fastapi_app.middleware import (
     HeadAsGetMiddleware,
     HeaderGuardMiddleware,
@@ -73,12 +73,15 @@ def create_app(
         version=VERSION,
         lifespan=lifespan,
         redirect_slashes=False,  # the legacy app answers 404, not a redirect
+        docs_url=None,  # FastAPI's pages load their assets from a CDN; docs.install's do not
+        redoc_url=None,
     )
     app.include_router(chat.router, prefix="/api/v1")
     app.include_router(sessions.router, prefix="/api/v1")
     app.include_router(health.router)
     errors.register(app)
     openapi.install(app)  # the published contract, for both stacks
+    docs.install(app, docs_url="/docs", redoc_url="/redoc")
     app.add_middleware(HeaderGuardMiddleware, limit=settings.max_header_bytes)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(LegacyCORSMiddleware, origins=settings.cors_origins)
