@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from starlette.routing import compile_path
+from starlette.routing import Mount, compile_path
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -64,11 +64,17 @@ def asgi_templates(app: Any) -> list[str] | None:
             templates += [u for u in (found.openapi_url, found.docs_url, found.redoc_url) if u]
             if found.docs_url and found.swagger_ui_oauth2_redirect_url:
                 templates.append(found.swagger_ui_oauth2_redirect_url)
-            return templates
+            return templates + _mounted(found.routes)
         routes = getattr(found, "routes", None)
         if isinstance(routes, list):
             return [route.path for route in routes if hasattr(route, "path")]
     return None
+
+
+def _mounted(routes: list[Any]) -> list[str]:
+    # What a FastAPI app mounts (static files such as the docs' assets, sub-apps) is in no
+    # OpenAPI document: everything under the mount is the app's.
+    return [f"{route.path}/{{path:path}}" for route in routes if isinstance(route, Mount)]
 
 
 def wsgi_matcher(app: Any) -> Matcher:

@@ -12,11 +12,6 @@ from .conftest import StartGateway
 BACKEND = "x-dualstack-backend"
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    reason="harness/gateway/ownership.py reads a FastAPI app's OpenAPI paths and docs URLs, not"
-    " its Mounts: /docs/assets/* is unmatched and split by the percentage (to Flask: 404)",
-)
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_and_their_assets_go_to_fastapi(start_gateway: StartGateway, page: str) -> None:
     pinned = {BACKEND: "flask"}  # ownership comes before the override header

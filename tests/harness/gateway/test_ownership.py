@@ -27,6 +27,7 @@ def _fastapi() -> FastAPI:
     app.get("/health")(lambda: "ok")
     app.post("/api/v1/chat")(lambda: "ok")
     app.get("/api/v1/chat/sessions/{session_id}")(lambda session_id: "ok")
+    app.mount("/docs/assets", FastAPI())  # in no OpenAPI document: static files, a sub-app
     return app
 
 
@@ -42,6 +43,8 @@ OWNERSHIP = Ownership(wsgi_matcher(_flask()), asgi_matcher(_fastapi()))
         ("/legacy/7", {"flask"}, "/legacy/<int:item>"),
         ("/legacy/seven", set(), "unmatched"),
         ("/docs", {"fastapi"}, "/docs"),
+        ("/docs/assets/swagger-ui.css", {"fastapi"}, "/docs/assets/{path:path}"),
+        ("/docs/assets", set(), "unmatched"),
         ("/openapi.json", {"fastapi"}, "/openapi.json"),
         ("/health/", set(), "unmatched"),
         ("/nope", set(), "unmatched"),
