@@ -181,6 +181,8 @@ class Controller:
         self._clock = clock
         self._expires: float | None = None
         self._next_lease_turn = 0.0
+        self._plan: Plan | None = None
+        """The plan as this controller last read or wrote it."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -225,17 +227,42 @@ class Controller:
             await asyncio.sleep(tick)
 
     async def turn(self) -> Change | None:
-        """One round: the lease kept or looked for, then the plan checked when due; the
-        change a check made, if any."""
-        await self._keep_lease()
-        if not self.holds_lease:
+        """One round: without a running plan, nothing (no lease is kept: a deployment
+        without a rollout under way pays nothing for the controller); with one, the lease
+        kept or looked for, then the plan checked when due; the change a check made, if any.
+
+        The plan comes from this worker's view (`RolloutState.plan`, brought in by the
+        rollout's poll whenever a plan event bumps the version) or from this controller's
+        own last read and write, whichever is newer: the store is read only when a check is
+        due, to confirm it, so the holder costs no DynamoDB read per tick."""
+        plan = self._known_plan()
+        if plan is None or not plan.running:
+            await self._give_up_lease()
             return None
-        plan = await self._store.load_plan()
-        if plan is None or not plan.running or plan.next_check_at is None:
+        await self._keep_lease()
+        if not self.holds_lease or plan.next_check_at is None:
             return None
         if self._clock() < plan.next_check_at + self._grace:
             return None
-        return await self.check(plan)
+        fresh = await self._store.load_plan()
+        self._plan = fresh
+        if fresh is None or not fresh.running or fresh.next_check_at is None:
+            return None
+        if self._clock() < fresh.next_check_at + self._grace:
+            return None
+        return await self.check(fresh)
+
+    def _known_plan(self) -> Plan | None:
+        seen, own = self._state.plan, self._plan
+        if own is not None and (seen is None or (own.id == seen.id and own.seq >= seen.seq)):
+            return own
+        return seen
+
+    async def _give_up_lease(self) -> None:
+        if self._expires is not None:
+            self._expires = None
+            self._next_lease_turn = 0.0
+            await self._store.release_lease(self.holder)
 
     async def check(self, plan: Plan) -> Change | None:
         """Check `plan`'s interval and apply the verdict; None when the plan moved on
@@ -266,6 +293,7 @@ class Controller:
         except PlanError:
             return None
         assert transition is not None
+        self._plan = transition.plan
         if transition.audited:
             await self._state.apply(change, transition.plan)
         log.info("rollout.plan_checked", **(change.event or {}))

@@ -29,9 +29,10 @@ from harness.gateway.controller import Controller, FleetMeasure, PlanCollector, 
 from harness.gateway.fleet import Window
 from harness.gateway.gates import StackWindow
 from harness.gateway.metrics import LATENCY_BUCKETS
-from harness.gateway.plan import Measured, PlanSpec
+from harness.gateway.plan import Measured, Plan, PlanSpec
 from harness.gateway.policy import Rollout
 from harness.gateway.rollout import (
+    PLAN_KEY,
     Decided,
     RolloutState,
     RolloutStore,
@@ -79,14 +80,23 @@ class Counters:
 SPEC = PlanSpec(steps=(10, 50, 100), interval_seconds=10, min_requests=20, max_failed_checks=2)
 
 
-async def start_plan(store: RolloutStore, spec: PlanSpec, clock: Clock) -> None:
+async def start_plan(
+    store: RolloutStore, spec: PlanSpec, clock: Clock, state: RolloutState | None = None
+) -> None:
+    """A plan started as the admin API starts one; seen by `state` at once (as by the
+    worker that made it), where others see it at their next poll."""
+    started: list[Plan] = []
+
     def decide(rollout: Rollout, stored: Any) -> Decided:
         moved = plans.start(spec, rollout, clock(), stored)
+        started[:] = [moved.plan]
         return Decided(
             plans.with_share(rollout, spec.prefix, moved.plan.percent), moved.plan, moved.event
         )
 
-    await store.transact("alice", decide)
+    change = await store.transact("alice", decide)
+    if state is not None:
+        await state.apply(change, started[0])
 
 
 @asynccontextmanager
@@ -124,7 +134,7 @@ def test_the_lease_holder_checks_once_the_interval_and_its_grace_are_over(
     async def scenario() -> None:
         async with controllers(open_client, rollout_table, clock, counters) as (store, state, cs):
             (controller,) = cs
-            await start_plan(store, SPEC, clock)
+            await start_plan(store, SPEC, clock, state)
             assert (await store.load()).fastapi_percent == 10
             clock.now = T0 + 10 + GRACE - 0.01  # the interval is over, its grace not yet
             assert await controller.turn() is None and counters.asked == []
@@ -155,8 +165,10 @@ def test_one_controller_holds_the_lease_and_another_takes_it_within_two_periods(
     clock = Clock()
 
     async def scenario() -> None:
-        async with controllers(open_client, rollout_table, clock, Counters(), 2) as (s, _, cs):
+        async with controllers(open_client, rollout_table, clock, Counters(), 2) as (s, st, cs):
             first, second = cs
+            assert await first.turn() is None and await s.lease() is None  # no plan: no lease
+            await start_plan(s, PlanSpec(steps=(10, 100), interval_seconds=3600), clock, st)
             await first.turn()
             await second.turn()
             assert (first.holds_lease, second.holds_lease) == (True, False)
@@ -195,9 +207,9 @@ def test_a_verdict_is_applied_once_however_many_times_it_is_attempted(
     clock = Clock()
 
     async def scenario() -> None:
-        async with controllers(open_client, rollout_table, clock, Counters()) as (s, _, cs):
+        async with controllers(open_client, rollout_table, clock, Counters()) as (s, st, cs):
             (controller,) = cs
-            await start_plan(s, SPEC, clock)
+            await start_plan(s, SPEC, clock, st)
             await controller.turn()  # takes the lease
             read = await s.load_plan()
             assert read is not None
@@ -219,9 +231,9 @@ def test_no_lease_no_check(rollout_table: str, open_client: OpenClient) -> None:
     clock = Clock()
 
     async def scenario() -> None:
-        async with controllers(open_client, rollout_table, clock, Counters(), 2) as (s, _, cs):
+        async with controllers(open_client, rollout_table, clock, Counters(), 2) as (s, st, cs):
             holder, other = cs
-            await start_plan(s, SPEC, clock)
+            await start_plan(s, SPEC, clock, st)
             while clock.now < T0 + 10 + GRACE - 1:  # the holder lives, renewing its lease
                 await holder.turn()
                 await other.turn()
@@ -516,3 +528,76 @@ def test_a_check_reads_the_seconds_nearest_its_interval_and_at_least_one() -> No
     # Seconds 60..60, not 59 (almost all before the interval); a sub-second interval still
     # reads one second; a long one its own seconds.
     assert asked == [(60, 61), (10, 11), (11, 20)]
+
+
+def test_the_holder_reads_the_plan_only_when_a_check_is_due_and_idles_without_one(
+    rollout_table: str, open_client: OpenClient
+) -> None:
+    clock = Clock()
+    reads: list[str] = []
+
+    class Counted:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, operation: str) -> Any:
+            call = getattr(self.client, operation)
+
+            async def counted(**kwargs: Any) -> Any:
+                key = kwargs.get("Key", {}).get("session_id", {}).get("S")
+                reads.append(f"{operation}:{key}")
+                return await call(**kwargs)
+
+            return counted
+
+    async def scenario() -> None:
+        async with open_client() as client:
+            store = RolloutStore(Counted(client), rollout_table, initial=Rollout(0), clock=clock)
+            state = RolloutState(store, interval=60)
+            await state.start()
+            try:
+                controller = Controller(
+                    store,
+                    state,
+                    Counters(),
+                    Webhooks(),
+                    lease_seconds=LEASE,
+                    grace_seconds=GRACE,
+                    holder="only",
+                    clock=clock,
+                )
+                reads.clear()
+                for _ in range(20):  # no plan: no lease, no read at all
+                    await controller.turn()
+                    clock.now += 0.25
+                assert reads == []
+                clock.now = T0
+                await start_plan(store, SPEC, clock, state)
+                reads.clear()
+                while clock.now < T0 + 10 + GRACE - 0.25:  # running, not due: the lease only
+                    await controller.turn()
+                    clock.now += 0.25
+                assert not [r for r in reads if r.endswith(PLAN_KEY)]
+                assert controller.holds_lease
+                clock.now = T0 + 10 + GRACE
+                assert await controller.turn() is not None  # due: read, checked
+                assert [r for r in reads if r.endswith(PLAN_KEY)]
+                # The plan ends (an abort elsewhere, seen at the next poll): the lease goes.
+                await store.transact(
+                    "alice",
+                    lambda rollout, stored: Decided(
+                        plan=plans.abort(stored, clock()).plan, event={"action": "aborted"}
+                    ),
+                )
+                await state.apply(*await _latest(store))
+                await controller.turn()
+                assert not controller.holds_lease and await store.lease() is None
+            finally:
+                await state.stop()
+
+    asyncio.run(scenario())
+
+
+async def _latest(store: RolloutStore) -> tuple[Any, Plan | None]:
+    (change, *_) = await store.history(1)
+    return change, await store.load_plan()
