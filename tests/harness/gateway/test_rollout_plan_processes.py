@@ -142,14 +142,16 @@ def test_a_healthy_fastapi_under_steady_traffic_is_promoted_through_every_step_i
 ) -> None:
     with gateways(emulators, tmp_path) as (gateway,):
         with Traffic(gateway.url) as traffic:
-            put_plan(gateway.url, steps=[10, 50, 100], interval_seconds=1, min_requests=5)
+            # Samples of 20 a stack at least: a healthy FastAPI's warm-up (its first
+            # turns) must not read as a slower p99 on a handful of requests.
+            put_plan(gateway.url, steps=[20, 50, 100], interval_seconds=1, min_requests=20)
             plan = wait_plan(gateway.url, lambda p: p["phase"] in FINISHED, within=60)
         assert percent(gateway.url) == 100
         events = plan_events(gateway.url)
     assert plan["phase"] == "promoted", plan
     moved = [(c["event"]["action"], c["new"]["fastapi_percent"]) for c in events]
     assert [m for m in moved if m[0] != "waiting"] == [
-        ("started", 10),
+        ("started", 20),
         ("check", 50),
         ("promoted", 100),
     ]
@@ -175,7 +177,8 @@ def test_a_fastapi_failing_a_fifth_of_chat_turns_is_rolled_back_to_where_the_pla
                 gateway.url,
                 steps=[50, 100],
                 interval_seconds=1,
-                min_requests=20,
+                # Every fifth FastAPI turn fails: fifty turns hold ten errors, beyond doubt.
+                min_requests=50,
                 max_failed_checks=2,
             )
             plan = wait_plan(gateway.url, lambda p: p["phase"] in FINISHED, within=60)
@@ -193,7 +196,7 @@ def test_a_fastapi_failing_a_fifth_of_chat_turns_is_rolled_back_to_where_the_pla
     measured = gate["measured"]
     assert measured["flask_error_rate"] == 0
     assert 0.1 < measured["fastapi_error_rate"] < 0.3  # one in five, over a window
-    assert measured["fastapi_requests"] >= 20 and measured["flask_requests"] >= 20
+    assert measured["fastapi_requests"] >= 50 and measured["flask_requests"] >= 50
 
 
 def test_a_fastapi_300_ms_slower_than_flask_fails_the_latency_gate(
