@@ -17,11 +17,17 @@ here is a valid session id, since `#` is outside the id pattern):
 
   - `n|<backend>|<route>`: requests answered, every status class, plus those shed;
   - `e|<backend>|<route>`: errors: 5xx answers plus requests shed with a 503 by admission;
+  - `x|<backend>|<route>`: requests shed by admission (also in `n|` and `e|`);
   - `b<i>|<backend>|<route>`: requests whose latency fell in `LATENCY_BUCKETS[i]` (per
     bucket, not cumulative; `i == len(LATENCY_BUCKETS)` is +Inf); shed ones have none;
   - `s|<backend>|<route>`: the sum of those latencies, in seconds;
   - `o|<route>|<outcome>`: shadow requests by outcome (match, additive, breaking, error,
     dropped);
+  - `wb|<worker>` and `wt|<worker>`: gauges, not counters: the WSGI pool's busy threads and
+    its threads in that worker (`worker` an id per `FleetCounters`), SET by each flush that
+    writes, so a second's fleet-wide pool use is the sum over the workers that wrote in it.
+    A flush writes when counts changed or a thread is busy: a pool stuck on hung requests
+    still reports, an idle worker does not;
   - `ttl`: epoch seconds, `ttl_seconds` after the item's second, set by its first write:
     the attribute the state table's TTL is on (it is created as the session table is), so
     DynamoDB deletes the item after it.
@@ -30,8 +36,8 @@ here is a valid session id, since `#` is outside the id pattern):
   so there are as many as the apps have routes; it may hold any character, `|` included,
   which is why a backend (`flask`, `fastapi`) must not. Only counters that changed are
   written, so an item holds the series that saw traffic in that second: at most
-  `len(LATENCY_BUCKETS) + 4` attributes per backend and route, which keeps an item of two
-  backends on a hundred routes well under DynamoDB's 400 KB.
+  `len(LATENCY_BUCKETS) + 5` attributes per backend and route (and two per worker), which
+  keeps an item of two backends on a hundred routes well under DynamoDB's 400 KB.
 
 A count lands in the second its flush ran, up to `flush_seconds` after the request finished.
 A write that fails (the store down or throttled) loses nothing: its counts stay unflushed and
@@ -43,12 +49,20 @@ every item, a condition on it, and retries pinned to the first attempt's second;
 duplicate is cheaper, and skews the rollout's checks little, as they compare rates: each
 series' requests, errors and latency buckets go in one write, so a duplicate scales them
 together.
+
+`seconds()` reads the fleet's counts per second, every route summed, for a dashboard that
+asks for the last hour every few seconds: a second is final once every worker's flush of it
+has landed (`final_before()`), and a final second is read once and kept (for an hour and
+ten minutes); the others are read again each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -66,10 +80,12 @@ from shared.aws import is_store_down
 
 __all__ = [
     "FLEET_KEY",
+    "KEPT_SECONDS",
     "MAX_TERMS",
     "TTL_ATTRIBUTE",
     "FleetCounters",
     "FleetUnavailable",
+    "SecondCounts",
     "Window",
 ]
 
@@ -82,6 +98,16 @@ TTL_ATTRIBUTE = "ttl"
 MAX_TERMS = 40
 """`ADD` terms per UpdateItem: its expression stays far below DynamoDB's 4 KB (placeholders
 keep it short whatever the routes' names)."""
+
+KEPT_SECONDS = 3600 + 600
+"""How far before `final_before()` `seconds()` keeps final seconds: an hour, and the longest
+step a dashboard aligns its hour to (`harness.gateway.stats`), so all of it is kept."""
+
+_FINAL_AFTER = 2.0
+"""Seconds past a flush period after which a second's item is taken to be final: every
+worker's last flush of it has run, and its write has landed, as one does within
+milliseconds. A write slower than that (timed out and retried) still lands, but a reader
+that kept the second does not see it."""
 
 _BATCH = 100
 """Keys per BatchGetItem, DynamoDB's maximum."""
@@ -124,6 +150,11 @@ class Window:
     """(backend, route) -> the sum of latencies."""
     shadowed: Mapping[Series, int] = field(default_factory=dict)
     """(route, outcome) -> shadow requests."""
+    shed: Mapping[Series, int] = field(default_factory=dict)
+    """(backend, route) -> requests shed by admission (in `requests` and `errors` too)."""
+    pool: Mapping[int, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
+    """second -> worker -> (busy threads, threads) of the WSGI pool, as the worker last set
+    them in that second; only seconds and workers that wrote any."""
 
     def stack(self, backend: str, prefix: str | None = None) -> StackWindow:
         """`backend`'s requests, errors (5xx and shed) and per-bucket latency counts
@@ -150,9 +181,24 @@ class Window:
         breaking = outcomes["breaking"]
         return breaking, outcomes["match"] + outcomes["additive"] + breaking
 
+    def sheds(self, backend: str, prefix: str | None = None) -> int:
+        """`backend`'s requests shed by admission on the route templates under `prefix`."""
+        return _total(self.shed, backend, prefix)
+
+    def pool_use(self) -> dict[int, tuple[int, int]]:
+        """second -> the fleet's (busy threads, threads) of the WSGI pool: the sums over the
+        workers that wrote in it."""
+        return {
+            second: (
+                sum(busy for busy, _ in workers.values()),
+                sum(threads for _, threads in workers.values()),
+            )
+            for second, workers in sorted(self.pool.items())
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The window as JSON-ready data: per backend and route, then shadow outcomes per
-        route."""
+        route (sheds and the pool aside, as before they were counted)."""
         stacks: dict[str, dict[str, Any]] = {}
         series = {*self.requests, *self.errors, *self.latency, *self.seconds}
         for backend, route in sorted(series):
@@ -174,6 +220,59 @@ class Window:
         }
 
 
+@dataclass(frozen=True)
+class SecondCounts:
+    """The whole fleet's counts in one second, every route summed: what a dashboard draws.
+
+    `items` is 1 when the second has an item, else 0 (no worker wrote in it)."""
+
+    second: int
+    items: int = 0
+    requests: Mapping[str, int] = field(default_factory=dict)
+    """backend -> requests, shed ones included."""
+    errors: Mapping[str, int] = field(default_factory=dict)
+    """backend -> 5xx answers and shed requests."""
+    shed: Mapping[str, int] = field(default_factory=dict)
+    """backend -> requests shed by admission."""
+    latency: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """backend -> per-bucket latency counts (`len(LATENCY_BUCKETS) + 1`, +Inf last)."""
+    shadowed: Mapping[str, int] = field(default_factory=dict)
+    """outcome -> shadow requests."""
+    pool: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """worker -> (busy threads, threads) of its WSGI pool; the workers that wrote."""
+
+    @classmethod
+    def of(cls, window: Window) -> SecondCounts:
+        """A one-second window's counts, its routes summed."""
+        requests: defaultdict[str, int] = defaultdict(int)
+        errors: defaultdict[str, int] = defaultdict(int)
+        shed: defaultdict[str, int] = defaultdict(int)
+        latency: dict[str, list[int]] = {}
+        shadowed: defaultdict[str, int] = defaultdict(int)
+        for (backend, _), count in window.requests.items():
+            requests[backend] += count
+        for (backend, _), count in window.errors.items():
+            errors[backend] += count
+        for (backend, _), count in window.shed.items():
+            shed[backend] += count
+        for (backend, _), counts in window.latency.items():
+            summed = latency.setdefault(backend, [0] * _BUCKETS)
+            for i, count in enumerate(counts):
+                summed[i] += count
+        for (_, outcome), count in window.shadowed.items():
+            shadowed[outcome] += count
+        return cls(
+            second=window.start,
+            items=window.items,
+            requests=dict(requests),
+            errors=dict(errors),
+            shed=dict(shed),
+            latency={backend: tuple(counts) for backend, counts in latency.items()},
+            shadowed=dict(shadowed),
+            pool=dict(window.pool.get(window.start, {})),
+        )
+
+
 def _under(prefix: str | None, route: str) -> bool:
     return prefix is None or _matches(prefix, route)
 
@@ -189,6 +288,12 @@ def _key(second: int) -> Item:
     return {"session_id": {"S": f"{FLEET_KEY}#{second}"}}
 
 
+def _second_of(item: Item) -> int | None:
+    """The second an item is for; None for an item that is no second's."""
+    _, _, second = item.get("session_id", {}).get("S", "").rpartition("#")
+    return int(second) if second.isascii() and second.isdigit() else None
+
+
 def _totals(metrics: GatewayMetrics) -> dict[str, float]:
     """Every counter this worker has, by attribute name, since it started."""
     totals: defaultdict[str, float] = defaultdict(int)
@@ -199,6 +304,7 @@ def _totals(metrics: GatewayMetrics) -> dict[str, float]:
     for (backend, route), count in metrics.shed_routes.items():
         totals[f"n|{backend}|{route}"] += count
         totals[f"e|{backend}|{route}"] += count
+        totals[f"x|{backend}|{route}"] += count
     for (backend, route), counts in metrics.latency.items():
         for i, in_bucket in enumerate(counts[:-1]):
             totals[f"b{i}|{backend}|{route}"] += int(in_bucket)
@@ -217,7 +323,7 @@ def _series(name: str) -> str:
 
 def _chunks(deltas: Mapping[str, float]) -> list[dict[str, float]]:
     """The deltas in groups of at most `MAX_TERMS`, never splitting a series (one has at
-    most `len(LATENCY_BUCKETS) + 4` counters, far fewer than `MAX_TERMS`)."""
+    most `len(LATENCY_BUCKETS) + 5` counters, far fewer than `MAX_TERMS`)."""
     by_series: defaultdict[str, dict[str, float]] = defaultdict(dict)
     for name in sorted(deltas):
         by_series[_series(name)][name] = deltas[name]
@@ -236,19 +342,34 @@ def _number(value: float) -> Item:
     return {"N": format(Decimal(repr(value)), "f")}
 
 
-def _update(table: str, second: int, terms: Mapping[str, float], expires_at: int) -> Item:
-    """The UpdateItem adding `terms` to the second's item, setting its TTL on first write."""
+def _update(
+    table: str,
+    second: int,
+    terms: Mapping[str, float],
+    expires_at: int,
+    gauges: Mapping[str, int] | None = None,
+) -> Item:
+    """The UpdateItem adding `terms` to the second's item and setting `gauges` in it,
+    setting its TTL on first write."""
     names = {"#exp": TTL_ATTRIBUTE}
     values = {":exp": {"N": str(expires_at)}}
+    sets = ["#exp = if_not_exists(#exp, :exp)"]
+    for i, (name, value) in enumerate((gauges or {}).items()):
+        names[f"#g{i}"] = name
+        values[f":g{i}"] = _number(value)
+        sets.append(f"#g{i} = :g{i}")
     adds: list[str] = []
     for i, (name, delta) in enumerate(terms.items()):
         names[f"#a{i}"] = name
         values[f":a{i}"] = _number(delta)
         adds.append(f"#a{i} :a{i}")
+    expression = f"SET {', '.join(sets)}"
+    if adds:
+        expression += f" ADD {', '.join(adds)}"
     return {
         "TableName": table,
         "Key": _key(second),
-        "UpdateExpression": f"SET #exp = if_not_exists(#exp, :exp) ADD {', '.join(adds)}",
+        "UpdateExpression": expression,
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
@@ -261,10 +382,21 @@ def _window_from(start: int, end: int, items: Iterable[Item]) -> Window:
     latency: dict[Series, list[int]] = {}
     seconds: defaultdict[Series, float] = defaultdict(float)
     shadowed: defaultdict[Series, int] = defaultdict(int)
+    shed: defaultdict[Series, int] = defaultdict(int)
+    pool: dict[int, dict[str, tuple[int, int]]] = {}
     found = 0
     for item in items:
         found += 1
+        second = _second_of(item)
         for name, value in item.items():
+            gauge = _gauge(name)
+            if gauge is not None:
+                # Busy and threads are set together: one without the other is not a reading.
+                busy, threads = item.get(f"wb|{gauge}"), item.get(f"wt|{gauge}")
+                if second is not None and busy is not None and threads is not None:
+                    reading = (int(Decimal(busy["N"])), int(Decimal(threads["N"])))
+                    pool.setdefault(second, {})[gauge] = reading
+                continue
             parsed = _parsed(name)
             if parsed is None:
                 continue
@@ -278,6 +410,8 @@ def _window_from(start: int, end: int, items: Iterable[Item]) -> Window:
                 seconds[series] += float(number)
             elif kind == "o":
                 shadowed[series] += int(number)
+            elif kind == "x":
+                shed[series] += int(number)
             else:
                 latency.setdefault(series, [0] * _BUCKETS)[bucket] += int(number)
     return Window(
@@ -289,6 +423,8 @@ def _window_from(start: int, end: int, items: Iterable[Item]) -> Window:
         latency={series: tuple(counts) for series, counts in latency.items()},
         seconds=dict(seconds),
         shadowed=dict(shadowed),
+        shed=dict(shed),
+        pool=pool,
     )
 
 
@@ -301,11 +437,17 @@ def _parsed(name: str) -> tuple[str, Series, int] | None:
         route, outcome = rest.rsplit("|", 1)
         return kind, (route, outcome), 0
     backend, route = rest.split("|", 1)
-    if kind in ("n", "e", "s"):
+    if kind in ("n", "e", "s", "x"):
         return kind, (backend, route), 0
     if kind.startswith("b") and kind[1:].isdigit() and int(kind[1:]) < _BUCKETS:
         return "b", (backend, route), int(kind[1:])
     return None
+
+
+def _gauge(name: str) -> str | None:
+    """The worker whose pool reading `name` holds (its `wb|` half); None for another."""
+    kind, sep, worker = name.partition("|")
+    return worker if kind == "wb" and sep else None
 
 
 # --- the counters ---------------------------------------------------------------------------
@@ -313,8 +455,9 @@ def _parsed(name: str) -> tuple[str, Series, int] | None:
 
 class FleetCounters:
     """One worker's counts, added to the fleet's per-second items every `flush_seconds`, and
-    the fleet's counts read back over a window; over an aioboto3 client (or a fake with its
-    methods)."""
+    the fleet's counts read back over a window or per second; over an aioboto3 client (or a
+    fake with its methods). `worker` names this one's WSGI pool readings (default: the
+    process id and a random suffix, so a restarted worker is a new one)."""
 
     def __init__(
         self,
@@ -325,9 +468,11 @@ class FleetCounters:
         flush_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
         ttl_seconds: int = 86400,
+        worker: str | None = None,
     ) -> None:
         if not flush_seconds > 0:
             raise ValueError("flush_seconds must be positive")
+        self.worker = worker or f"{os.getpid()}-{secrets.token_hex(3)}"
         self._client = client
         self._table = table
         self._metrics = metrics
@@ -340,6 +485,13 @@ class FleetCounters:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._final: dict[int, SecondCounts] = {}
+        """Final seconds already read, for `seconds()`."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The epoch clock the counts are filed by."""
+        return self._clock
 
     def start(self) -> None:
         """Flush every `flush_seconds` in a background task (call it in the running loop)."""
@@ -360,9 +512,10 @@ class FleetCounters:
             log.exception("fleet.final_flush_failed")
 
     async def flush(self) -> int:
-        """Add the counts since the last flush to the current second's item; returns how many
-        counters were written. A write that fails is logged, and its counts go with the next
-        flush; nothing is written when nothing changed."""
+        """Add the counts since the last flush to the current second's item, and set this
+        worker's WSGI pool readings in it; returns how many counters were written (the
+        readings aside). A write that fails is logged, and its counts go with the next
+        flush; nothing is written when no count changed and no WSGI thread is busy."""
         async with self._lock:
             totals = _totals(self._metrics)
             deltas = {
@@ -370,12 +523,20 @@ class FleetCounters:
                 for name, total in totals.items()
                 if total != self._flushed.get(name, 0)
             }
-            if not deltas:
+            admission = self._metrics.admission
+            gauges = (
+                {}
+                if admission is None
+                else {f"wb|{self.worker}": admission.busy, f"wt|{self.worker}": admission.threads}
+            )
+            if not deltas and not (admission is not None and admission.busy):
                 return 0
             second = int(self._clock())
             written = 0
-            for terms in _chunks(deltas):
-                request = _update(self._table, second, terms, second + self._ttl_seconds)
+            # The readings go with the first write: set, not added, so a repeat is harmless.
+            for terms in _chunks(deltas) or [{}]:
+                request = _update(self._table, second, terms, second + self._ttl_seconds, gauges)
+                gauges = {}
                 try:
                     await self._client.update_item(**request)
                 except Exception as exc:
@@ -400,6 +561,42 @@ class FleetCounters:
         for offset in range(0, len(keys), _BATCH):
             items += await self._batch_get(keys[offset : offset + _BATCH])
         return _window_from(first, max(first, last), items)
+
+    def final_before(self) -> int:
+        """The first second whose item may still change: those before it are final (every
+        worker's flush of them has run and landed, `flush_seconds` and a little after)."""
+        return math.floor(self._clock() - (self._flush_seconds + _FINAL_AFTER))
+
+    async def seconds(self, start: int, end: int) -> dict[int, SecondCounts]:
+        """The fleet's counts in each second `start <= second < end`, every route summed
+        (`items == 0`: no worker wrote in it). Final seconds (before `final_before()`) are
+        read once and kept, back to `KEPT_SECONDS` before it; the others are read each
+        time. Raises `FleetUnavailable` when the state table cannot be read.
+
+        A count that lands late (a write retried, or a flush after an outage) lands in a
+        later second, the one its flush ran in: a final second is final."""
+        final = self.final_before()
+        horizon = final - KEPT_SECONDS
+        for dropped in [second for second in self._final if second < horizon]:
+            del self._final[dropped]
+        wanted = range(start, end)
+        missing = [second for second in wanted if second not in self._final]
+        read = {second: SecondCounts(second) for second in missing}
+        for offset in range(0, len(missing), _BATCH):
+            keys = [_key(second) for second in missing[offset : offset + _BATCH]]
+            for item in await self._batch_get(keys):
+                at = _second_of(item)
+                if at is not None and at in read:
+                    read[at] = SecondCounts.of(_window_from(at, at + 1, [item]))
+        for second, counts in read.items():
+            if horizon <= second < final:
+                self._final[second] = counts
+        answer: dict[int, SecondCounts] = {}
+        for second in wanted:
+            kept = read.get(second) or self._final.get(second)
+            # None only for a kept second a call with a later clock dropped meanwhile.
+            answer[second] = kept or SecondCounts(second)
+        return answer
 
     def _failed(self, exc: Exception, *, pending: int) -> None:
         self._failures += 1

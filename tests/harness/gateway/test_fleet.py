@@ -7,6 +7,7 @@ pytest-asyncio is not installed: each test runs its scenario with `asyncio.run`.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
+from harness.gateway.admission import Admission
 from harness.gateway.fleet import MAX_TERMS, FleetCounters, FleetUnavailable, Window
 from harness.gateway.gates import StackWindow
 from harness.gateway.metrics import LATENCY_BUCKETS, GatewayMetrics
@@ -275,6 +277,7 @@ def test_the_item_layout_and_its_expiry(
         f"s|flask|{route}": MID + FAST,
         f"n|fastapi|{route}": 1,
         f"e|fastapi|{route}": 1,
+        f"x|fastapi|{route}": 1,
         f"o|{route}|match": 2,
     }
 
@@ -317,6 +320,67 @@ def test_a_flush_writes_only_what_changed_and_leaves_the_metrics_alone(
             )
 
     run(scenario())
+
+
+def test_sheds_and_the_pool_readings_of_two_workers(
+    emulators: LocalEmulators, rollout_table: str, open_client: OpenClient
+) -> None:
+    one, two = GatewayMetrics(), GatewayMetrics()
+    one.admission, two.admission = Admission(8, 1.0), Admission(4, 1.0)
+    one.shed_routes[("flask", CHAT)] += 2
+    one.admission.busy = 8
+    two.observe("flask", SESSION, "GET", 200, FAST)
+    two.shed_routes[("flask", SESSION)] += 1
+
+    async def scenario() -> None:
+        async with open_client() as real:
+            client = Recording(real)
+            clock = Clock()
+            first = counters(client, rollout_table, one, clock, worker="w1")
+            second = counters(client, rollout_table, two, clock, worker="w2")
+            assert await first.flush() == 3
+            assert await second.flush() == 5  # n, e, x, b2 and s of one series
+            # A pool with busy threads is read again though nothing was counted; an idle one
+            # that counted nothing is not.
+            clock.now = T + 1
+            one.admission.busy = 5
+            assert await first.flush() == 0
+            assert await second.flush() == 0
+            assert len(client.updates) == 3
+            assert client.updates[-1]["UpdateExpression"] == (
+                "SET #exp = if_not_exists(#exp, :exp), #g0 = :g0, #g1 = :g1"
+            )
+            one.admission.busy = 0
+            assert await first.flush() == 0
+            assert len(client.updates) == 3
+
+            window = await first.window(T, T + 2)
+            assert window.shed == {("flask", CHAT): 2, ("flask", SESSION): 1}
+            assert window.sheds("flask") == 3
+            assert window.sheds("flask", SESSION) == 1
+            assert window.sheds("fastapi") == 0
+            assert window.stack("flask") == StackWindow(4, 3, buckets(b2=1))
+            assert window.pool == {T: {"w1": (8, 8), "w2": (0, 4)}, T + 1: {"w1": (5, 8)}}
+            assert window.pool_use() == {T: (8, 12), T + 1: (5, 8)}
+
+    run(scenario())
+    item = raw_item(emulators, rollout_table, T + 1)
+    assert item is not None
+    assert by_value(item) == {
+        "session_id": {"S": f"gateway#fleet#{T + 1}"},
+        "ttl": T + 1 + 86400,
+        "wb|w1": 5,
+        "wt|w1": 8,
+    }
+
+
+def test_a_worker_is_named_by_its_process_and_a_random_suffix() -> None:
+    metrics = GatewayMetrics()
+    one, two = FleetCounters(None, "t", metrics), FleetCounters(None, "t", metrics)
+    assert one.worker.startswith(f"{os.getpid()}-")
+    assert two.worker.startswith(f"{os.getpid()}-")
+    assert one.worker != two.worker
+    assert "|" not in one.worker
 
 
 def many(routes: int) -> GatewayMetrics:
