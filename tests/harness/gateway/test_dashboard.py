@@ -320,6 +320,81 @@ def test_the_token_unlocks_the_controls_and_every_change_is_audited(
     )
 
 
+def test_missing_null_and_empty_stats_are_shown_as_such(
+    gw: RunningGateway, watched: Watched
+) -> None:
+    # The page's reads answered here: the fleet's stats as each may come (unavailable, with
+    # gaps, empty), the rollout with a route prefix of its own.
+    stats: dict[str, Any] = {"status": 503, "json": {"error": "Fleet counters unavailable"}}
+    page = watched.page
+    page.route("**/_gateway/stats?*", lambda route: route.fulfill(**stats))
+    page.route(
+        "**/_gateway/rollout",
+        lambda route: route.fulfill(
+            json={
+                "fastapi_percent": 12.5,
+                "routes": {"/api/v1/chat": 25, "/a b": 0},
+                "version": 9,
+                "shadow_percent": 0,
+            }
+        ),
+    )
+    watched.open()
+    expect(page.get_by_test_id("stats-unavailable")).to_have_text(
+        "stats unavailable (503: Fleet counters unavailable)"
+    )
+    expect(page.get_by_test_id("chart-p99").locator("svg text.empty")).to_have_text(
+        "stats unavailable"
+    )
+    # The rest of the page works on.
+    expect(page.get_by_test_id("fastapi-percent")).to_have_text("12.5 %")
+    expect(page.get_by_test_id("flask-percent")).to_have_text("87.5 %")
+    rows = page.get_by_test_id("routes-table").locator("tbody tr")
+    expect(rows).to_have_text(["(default)12.5 %", "/a b0 %", "/api/v1/chat25 %"])
+
+    now = int(time.time())
+    stats = {
+        "json": {
+            "source": "fleet",
+            "now": "2026-01-01T00:00:00Z",
+            "step_seconds": 5,
+            "times": [now - 10, now - 5, now],
+            "stacks": {
+                "flask": {
+                    "requests": [1, None, 2],
+                    "rps": [0.2, None, 0.4],
+                    "p99_ms": [None, None, None],
+                    "error_rate": [],
+                },
+            },
+            "shadow": {"match": [1, 0]},
+            "wsgi": {"busy": None, "threads": [8, 8, 8]},
+            "totals": {"flask": {"requests": 3, "rps": 0.01, "p99_ms": None}},
+        }
+    }
+    expect(page.get_by_test_id("flask-requests")).to_have_text("3")
+    expect(page.get_by_test_id("stats-unavailable")).to_be_hidden()
+    expect(page.get_by_test_id("flask-rps")).to_have_text("0.01 req/s")
+    for absent in ("flask-p99", "flask-error-rate", "fastapi-requests", "fastapi-p50"):
+        expect(page.get_by_test_id(absent)).to_have_text("—")
+    rps = page.get_by_test_id("chart-rps")
+    expect(rps).to_have_attribute("data-points", "3")
+    expect(rps).to_have_attribute("data-sum", "0.6")
+    expect(rps).to_have_attribute("data-last", '{"Flask":0.4,"FastAPI":null}')
+    # A gap in a line is a gap: two pieces of a point each, each point a dot.
+    flask = rps.locator("path.line.flask")
+    expect(flask).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+M[\d.]+,[\d.]+$"))
+    expect(rps.locator("circle.point.flask")).to_have_count(2)
+    expect(page.get_by_test_id("chart-p99").locator("svg text.empty")).to_have_text("no data")
+    expect(page.get_by_test_id("chart-shadow")).to_have_attribute("data-sum", "1")
+
+    stats = {"json": {"times": [], "stacks": {}, "totals": {}}}
+    expect(page.get_by_test_id("flask-requests")).to_have_text("—")
+    expect(rps).to_have_attribute("data-points", "0")
+    expect(rps.locator("svg text.empty")).to_have_text("no data")
+    watched.assert_clean()
+
+
 def test_a_differing_exchange_is_shown_side_by_side_as_text(
     gw: RunningGateway, traffic: None, watched: Watched
 ) -> None:

@@ -253,6 +253,11 @@
             return;
           }
           d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+          const next = values[k][i + 1];
+          if (!pen && (next === null || next === undefined) && i !== n - 1) {
+            // A point between gaps makes no line: a dot shows it.
+            chart.append(svg("circle", { cx: x(i), cy: y(v), r: 1.8, class: `point ${s.cls}` }));
+          }
           pen = true;
           last = i;
         });
@@ -691,6 +696,10 @@
         el("span", { className: `badge ${sample.outcome}`, text: sample.outcome }), " ",
         el("span", { className: "mono", dataset: { testid: "diff-target" }, text: target }),
         el("span", { className: "muted small", text: ` · ${when(sample.at)} · ${sample.request_id}` })),
+      el("details", { className: "request-headers" },
+        el("summary", { text: `Request headers (${(req.headers || []).length})` }),
+        el("pre", { className: "code" }, ...(req.headers || []).flatMap(([name, value]) => [
+          el("span", { className: "line", text: `${name}: ${value}` }), "\n"]))),
       el("h3", { text: "Request body" }), requestBody,
       el("div", { className: "columns" },
         answerColumn("primary", sample.primary, differences),
