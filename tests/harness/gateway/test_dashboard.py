@@ -320,6 +320,48 @@ def test_the_token_unlocks_the_controls_and_every_change_is_audited(
     )
 
 
+def test_a_running_plan_shows_its_checks_against_their_thresholds(
+    gw: RunningGateway, traffic: None, watched: Watched
+) -> None:
+    page = watched.page
+    watched.open()
+    page.get_by_test_id("token-input").fill(TOKEN)
+    page.get_by_test_id("token-use").click()
+    page.get_by_test_id("plan-start").locator("summary").click()
+    # Twenty steps a second apart: far from promoted when it is aborted.
+    steps = list(range(41, 61))
+    page.get_by_test_id("plan-steps-input").fill(" ".join(map(str, steps)))
+    page.get_by_test_id("plan-interval").fill("1")
+    page.get_by_test_id("plan-min-requests").fill("1")
+    page.get_by_test_id("plan-max-failed").fill("50")
+    page.get_by_test_id("gate-p99-floor").fill("5000")
+    page.get_by_test_id("plan-submit").click()
+    expect(page.get_by_test_id("plan-steps").locator("li")).to_have_text([f"{p} %" for p in steps])
+    # The controller's checks, a row per gate: what it measured, against what.
+    gates = page.get_by_test_id("plan-checks").locator("tbody tr")
+    expect(gates.first).to_contain_text("error_rate", timeout=WAIT_MS)
+    page.get_by_test_id("plan-abort").click()
+    expect(page.get_by_test_id("plan-phase")).to_have_text("aborted")
+    expect(page.get_by_test_id("plan-no-checks")).to_be_hidden()
+    with gw.client() as client:
+        checks = client.get("/_gateway/rollout/plan").json()["checks"]  # newest first
+    expected = [
+        (str(check["number"]) if i == 0 else "", check["verdict"] if i == 0 else "", gate)
+        for check in checks
+        for i, gate in enumerate(
+            [g["name"] for g in check["gates"]]
+            or [f"fewer than {check['min_requests']} requests on a stack: no verdict"]
+        )
+    ]
+    shown = gates.evaluate_all(
+        "rows => rows.map(r => [0, 1, 3].map(i => r.cells[i].textContent.replace(/^[✓✗] /, '')))"
+    )
+    assert [tuple(row) for row in shown] == expected
+    floors = page.get_by_test_id("plan-checks").locator("tbody tr", has_text="p99_latency")
+    expect(floors.first.locator("td").nth(5)).to_contain_text("p99_floor_ms 5000")
+    watched.assert_clean()
+
+
 def test_missing_null_and_empty_stats_are_shown_as_such(
     gw: RunningGateway, watched: Watched
 ) -> None:

@@ -422,6 +422,7 @@
       setText("plan-failed", `${plan.failed_checks} of ${plan.max_failed_checks}`);
       setText("plan-checks-made", String(plan.checks_made));
       setText("plan-prefix", plan.prefix || "(default share)");
+      setText("plan-next-at", plan.next_check_at ? `at ${when(plan.next_check_at).slice(11)}` : "");
       state.planDeadline = isNum(plan.next_check_in_seconds) ? Date.now() + plan.next_check_in_seconds * 1000 : null;
       $("plan-steps").replaceChildren(...(plan.steps || []).map((p, i) => {
         const cls = i + 1 < plan.step ? "done" : i + 1 === plan.step ? "current" : "";
@@ -442,10 +443,12 @@
     setEnabled($("plan-rollback"), Boolean(plan && !FINISHED.has(plan.phase)));
   }
 
-  function keyValues(object) {
-    return Object.entries(object || {})
-      .map(([k, v]) => `${k} ${v === null ? "—" : typeof v === "number" ? trimNum(v, 4) : shown(v)}`)
-      .join(", ");
+  // A cell of `name value` lines, one a pair.
+  function pairs(object, extra) {
+    const entries = Object.entries(object || {});
+    if (extra) entries.push(extra);
+    return el("td", { className: "mono pairs" }, ...entries.map(([k, v]) =>
+      el("span", { text: `${k} ${v === null ? "—" : typeof v === "number" ? trimNum(v, 4) : shown(v)}` })));
   }
 
   function renderChecks(checks) {
@@ -468,8 +471,8 @@
         const cells = i === 0 ? head : [el("td"), el("td"), el("td")];
         rows.push(el("tr", { className: `${i === 0 ? "check-first " : ""}${gate.passed ? "pass" : "fail"}` }, ...cells,
           el("td", {}, el("span", { className: gate.passed ? "ok" : "bad", text: gate.passed ? "✓ " : "✗ " }), gate.name || ""),
-          el("td", { className: "mono", text: keyValues(gate.measured) }),
-          el("td", { className: "mono", text: keyValues(gate.thresholds) }),
+          pairs(gate.measured, isNum(gate.p_value) ? ["p_value", gate.p_value] : null),
+          pairs(gate.thresholds),
           el("td", { text: gate.reason || "" })));
       });
     }
