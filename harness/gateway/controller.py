@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from harness.gateway import plan as plans
+from harness.gateway.background import cancel
 from harness.gateway.fleet import FleetCounters
 from harness.gateway.gates import StackWindow
 from harness.gateway.plan import Measured, Plan, PlanError
@@ -205,10 +206,7 @@ class Controller:
     async def stop(self) -> None:
         """Stop, and give the lease up so another worker takes over at once."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if self._expires is not None:
             self._expires = None
             with contextlib.suppress(Exception):

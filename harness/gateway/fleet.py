@@ -59,7 +59,6 @@ ten minutes); the others are read again each time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import secrets
@@ -72,6 +71,7 @@ from typing import Any
 
 import structlog
 
+from harness.gateway.background import cancel
 from harness.gateway.gates import StackWindow
 from harness.gateway.metrics import LATENCY_BUCKETS, GatewayMetrics
 from harness.gateway.policy import _matches
@@ -502,10 +502,7 @@ class FleetCounters:
     async def stop(self) -> None:
         """Stop the task, then flush what is left. Never raises (safe twice, or unstarted)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         try:
             await self.flush()
         except Exception:

@@ -48,6 +48,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from harness.gateway import plan as plan_events
+from harness.gateway.background import cancel
 from harness.gateway.plan import Plan
 from harness.gateway.policy import LEGACY_SALT, Rollout, validate_percent, validate_prefix
 from shared.aws import error_code, is_store_down
@@ -797,10 +798,7 @@ class RolloutState:
     async def stop(self) -> None:
         """Stop polling (safe to call twice, or without a start)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def apply(self, change: Change, plan: Plan | None = None) -> None:
         """Route by `change.new` at once: the worker that made a change sees it immediately,

@@ -40,6 +40,8 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from harness.gateway.background import cancel
+
 log = structlog.get_logger("harness.gateway.workers")
 
 WRITE_SECONDS = 0.25
@@ -265,11 +267,8 @@ class Siblings:
 
     async def stop(self) -> None:
         """Stops writing, after a last snapshot: what this worker counted stays counted."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel(task)
         self._write_logged()
 
     async def refresh(self) -> None:
