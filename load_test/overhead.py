@@ -267,7 +267,7 @@ def measure_instructions(
             # every run, which keeps the count repeatable from one run to the next.
             extra_env={
                 "GATEWAY_REFRESH_SECONDS": "3600",
-                "GATEWAY_FLEET_FLUSH_SECONDS": "60",
+                "GATEWAY_FLEET_FLUSH_SECONDS": "3600",
                 "LOG_LEVEL": log_level,
                 "PYTHONHASHSEED": "0",
             },

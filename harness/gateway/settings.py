@@ -167,7 +167,7 @@ class GatewaySettings(BaseSettings):
     """How long the rollout controller's lease lasts unless renewed (it is renewed every
     third of it). One gateway worker of the whole fleet holds it and runs the plan's checks;
     when it dies, another takes the plan over within two lease periods."""
-    fleet_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    fleet_flush_seconds: float = Field(default=1.0, gt=0, le=3600)
     """How often each worker adds its counts (requests, errors, latency, shadow outcomes)
     to the fleet's per-second items in the state table, which the controller's checks read."""
     metrics_dir: str | None = None
