@@ -101,6 +101,14 @@ bench: $(STAMP)
 	$(PY) -m load_test bench --dynamodb $(DYNAMODB) --report reports/bench \
 	    --json reports/bench/results.json
 
+# The merge gate on CPU cost: instructions per request under callgrind against
+# load_test/baseline.json (about 90 s on 2 cores); fails past a scenario's margin. Reports and
+# the servers' logs in reports/gate/; `make gate GATE_ARGS=--update` rewrites the baseline.
+GATE_ARGS ?=
+.PHONY: gate
+gate: $(STAMP)
+	$(PY) -m load_test gate --report reports/gate $(GATE_ARGS)
+
 # `make soak SOAK_MINUTES=60` for a longer one.
 SOAK_MINUTES ?= 10
 soak: $(STAMP)

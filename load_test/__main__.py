@@ -15,14 +15,18 @@
         change every minute, 1 % injected agent faults; its memory, descriptors, sheds and
         latency read every few seconds; fails on an unexpected answer, a leak, or memory
         growth over 10 % after the warm-up.
+    python -m load_test gate [--update] [--margin 3] [--scenarios NAME,...] [--report DIR]
+        the merge gate on CPU cost: instructions per request under callgrind for /health
+        and chat on each stack alone and through the gateway at 0, 50 and 100 %, against
+        load_test/baseline.json; fails when one got dearer than its margin (3 %).
     python -m load_test shadow [--rounds 4] [--duration 30] [--rate 20] [--json PATH]
         what shadowing costs the primary: the gateway at 50 %, runs at shadow_percent 0
         and 100 in ABBA order, switched through the admin API; fails when the p50 or p99
         at 100 exceeds --max-ratio (1.1) times that at 0, or the CPU passes --max-cpu.
 
 Exit status: 0 when every run was measured (errors the servers answered are figures, not
-failures) or the soak or shadow benchmark passed, 1 when it failed, 2 on a usage or set-up
-error.
+failures) or the soak, shadow benchmark or gate passed, 1 when it failed, 2 on a usage or
+set-up error.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.faults import FAULTS, is_fault
-from load_test import overhead, report, shadow, soak, soak_report, targets
+from load_test import gate, overhead, report, shadow, soak, soak_report, targets
 from load_test.bench import Plan, compare, machine
 from load_test.client import parse_origin
 from load_test.engine import ClosedLoop, Load, OpenLoop
@@ -203,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
             "shadow",
             help="the primary's latency with every conversation shadowed against none",
             description=shadow.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    gate.add_options(
+        commands.add_parser(
+            "gate",
+            help="instructions per request against the committed baseline",
+            description=gate.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -558,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _soak(args, parser)
     if args.command == "shadow":
         return shadow.command(args, parser)
+    if args.command == "gate":
+        return gate.command(args, parser)
     if args.command == "overhead":
         if min(args.rounds, args.requests, args.users) < 1 or args.duration <= 0:
             parser.error("--rounds, --requests, --users and --duration must be positive")

@@ -239,9 +239,7 @@ def measure_instructions(
     """Instructions per request counted by callgrind: `/health` on every target of `PAIRS`,
     and with `chat_requests`, chat conversations on the split gateway and on the stacks it
     fronts (each target started once, both counts read from it)."""
-    for tool in ("valgrind", "callgrind_control"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is not installed (Debian: apt-get install valgrind)")
+    check_callgrind()
     health = [name for pair in PAIRS for name in pair]
     chat = [*SPLIT_STACKS.values(), SPLIT] if chat_requests else []
     figures: dict[str, Figures] = {}
@@ -249,7 +247,7 @@ def measure_instructions(
         out = log_dir / f"callgrind.{name}"
         for old in log_dir.glob(f"callgrind.{name}.*"):
             old.unlink()
-        prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
+        prefix = callgrind_prefix(out)
         say(f"{name}: starting under callgrind (a minute or two)")
         with started(
             name,
@@ -258,22 +256,10 @@ def measure_instructions(
             log_dir=log_dir,
             prefix=prefix,
             ready_timeout_s=900.0,
-            # The gateway reads its rollout once a second, and adds its counts to the
-            # fleet's item in the state table once a second. Under callgrind's slowdown
-            # (some 50 times) each would be charged to 50 times fewer requests than at full
-            # speed, so the count leaves both out (their cost is per second, not per
-            # request: README, "What the gateway costs").
-            # A fixed hash seed: str hashes (and so dict and set layouts) are the same in
-            # every run, which keeps the count repeatable from one run to the next.
-            extra_env={
-                "GATEWAY_REFRESH_SECONDS": "3600",
-                "GATEWAY_FLEET_FLUSH_SECONDS": "3600",
-                "LOG_LEVEL": log_level,
-                "PYTHONHASHSEED": "0",
-            },
+            extra_env={**CALLGRIND_ENV, "LOG_LEVEL": log_level},
         ) as target:
             assert target.process is not None
-            counter = _Callgrind(str(target.process.pid), out)
+            counter = Callgrind(str(target.process.pid), out)
             found = figures[name] = Figures()
             with httpx.Client(base_url=target.url, timeout=120) as client:
                 if name in health:
@@ -285,9 +271,9 @@ def measure_instructions(
                     found.instructions = counted.total // requests
                     say(f"{name}: {found.instructions:,} instructions per /health request")
                 if name in chat:
-                    _warm_chat(client, split=name == SPLIT)
+                    warm_chat(client, split=name == SPLIT)
                     with counter.count() as counted:
-                        found.served = _chat(client, chat_requests, name)
+                        found.served = send_chat(client, chat_requests, name)
                     found.chat_instructions = counted.total // chat_requests
                     say(
                         f"{name}: {found.chat_instructions:,} instructions per chat request"
@@ -300,7 +286,7 @@ def _served(served: dict[str, int]) -> str:
     return ", ".join(f"{backend} {count}" for backend, count in sorted(served.items()))
 
 
-def _chat(client: httpx.Client, count: int, name: str, user: int = 0) -> dict[str, int]:
+def send_chat(client: httpx.Client, count: int, name: str, user: int = 0) -> dict[str, int]:
     """`count` chat requests as a user sends them (conversations of `CHAT_TURNS` turns, the
     first without a `session_id`); the requests each backend served."""
     scenario = build_scenario("chat", turns=CHAT_TURNS).new_user(user)
@@ -322,7 +308,7 @@ def _backend_of(name: str) -> str:
     return next(backend for backend, alone in SPLIT_STACKS.items() if alone == name)
 
 
-def _warm_chat(client: httpx.Client, *, split: bool) -> None:
+def warm_chat(client: httpx.Client, *, split: bool) -> None:
     """Warm-up chat turns: the stacks' AWS clients, pools and caches. Through the split
     gateway each stack is warmed by the override header, so neither starts cold whatever
     the minted ids draw."""
@@ -335,7 +321,41 @@ def _warm_chat(client: httpx.Client, *, split: bool) -> None:
             client.post("/api/v1/chat", json=body, headers=headers).raise_for_status()
 
 
-class _Callgrind:
+CALLGRIND_ENV: dict[str, str] = {
+    # The gateway reads its rollout once a second, and adds its counts to the fleet's item
+    # in the state table once a second. Under callgrind's slowdown (some 50 times) each
+    # would be charged to 50 times fewer requests than at full speed, so the count leaves
+    # both out (their cost is per second, not per request: README, "What the gateway
+    # costs").
+    "GATEWAY_REFRESH_SECONDS": "3600",
+    "GATEWAY_FLEET_FLUSH_SECONDS": "3600",
+    # A fixed hash seed: str hashes (and so dict and set layouts) are the same in every
+    # run, which keeps the count repeatable from one run to the next.
+    "PYTHONHASHSEED": "0",
+}
+"""The environment of a target whose instructions are counted."""
+
+
+def check_callgrind() -> None:
+    """RuntimeError naming the tool missing to count instructions, if one is."""
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed (Debian: apt-get install valgrind)")
+
+
+def callgrind_prefix(out: Path, *, instrumented: bool = True) -> tuple[str, ...]:
+    """The command line that runs a server under callgrind, its dumps in `<out>.<pid>*`.
+    Not `instrumented`: nothing is counted, and it runs several times faster, until
+    `Callgrind.instrument(True)`."""
+    return (
+        "valgrind",
+        "--tool=callgrind",
+        f"--instr-atstart={'yes' if instrumented else 'no'}",
+        f"--callgrind-out-file={out}.%p",
+    )
+
+
+class Callgrind:
     """Zeroes and dumps the counters of a process under callgrind; each dump is a file of
     its own (`<out>.<pid>.<n>`)."""
 
@@ -343,6 +363,11 @@ class _Callgrind:
         self.pid = pid
         self.out = out
         self.dumps = 0
+
+    def instrument(self, on: bool) -> None:
+        """Switch counting on or off (a process started with `--instr-atstart=no` counts
+        nothing until it is switched on)."""
+        _control("-i", "on" if on else "off", self.pid)
 
     @contextlib.contextmanager
     def count(self) -> Iterator[_Count]:
@@ -361,9 +386,9 @@ class _Count:
     total: int = 0
 
 
-def _control(flag: str, pid: str) -> None:
+def _control(*args: str) -> None:
     subprocess.run(  # noqa: S603 - our own argv
-        ["callgrind_control", flag, pid],  # noqa: S607 - found on PATH above
+        ["callgrind_control", *args],  # noqa: S607 - found on PATH above
         check=True,
         capture_output=True,
     )
