@@ -245,13 +245,34 @@ def test_the_baseline_s_own_margin_wins_over_the_default() -> None:
 
 def test_the_own_costs_have_wider_margins_of_their_own() -> None:
     baseline = Baseline(scenarios={"gateway-0-health-own": 50, "gateway-50-chat-own": 200})
-    found = {"gateway-0-health-own": 54, "gateway-50-chat-own": 281, "flask-chat": 9}
+    found = {"gateway-0-health-own": 55, "gateway-50-chat-own": 900, "flask-chat": 9}
     assert [(row.margin, row.verdict) for row in compare(baseline, found, 1.0)] == [
         (10.0, "ok"),
-        (40.0, "slower"),
+        (None, "info"),
         (1.0, "new"),
     ]
-    assert set(MARGINS) == set(OWN)
+    assert MARGINS == {
+        "gateway-0-health-own": 10.0,
+        "gateway-100-health-own": 10.0,
+        "gateway-0-chat-own": None,
+        "gateway-100-chat-own": None,
+        "gateway-50-chat-own": None,
+    }
+
+
+def test_the_baseline_can_gate_or_ungate_a_scenario() -> None:
+    baseline = Baseline(
+        scenarios={"gateway-0-chat-own": 100, "flask-health": 100},
+        margins={"gateway-0-chat-own": 50.0, "flask-health": None},
+    )
+    rows = compare(baseline, {"gateway-0-chat-own": 151, "flask-health": 900}, 3.0)
+    assert [(row.verdict, row.describe()) for row in rows] == [
+        (
+            "slower",
+            "gateway-0-chat-own: 100 -> 151 instructions per request (+51.00 %, margin 50 %)",
+        ),
+        ("info", "flask-health: 100 -> 900 instructions per request (+800.00 %, not gated)"),
+    ]
 
 
 def _write(path: Path, data: object) -> Path:
@@ -333,6 +354,7 @@ ROWS = [
     Row("gateway-100-health-own", 50_000, 70_000, 10.0),
     Row("flask-health", 1_500_000, 1_400_000, 3.0),
     Row("gateway-0-chat", None, 16_000_000, 3.0),
+    Row("gateway-0-chat-own", 100_000, 130_000, None),
 ]
 
 
@@ -350,20 +372,22 @@ def test_the_table_has_each_scenario_s_change_margin_and_verdict() -> None:
         ["gateway-100-health-own", "50,000", "70,000", "+40.00", "%", "10", "%", "slower"],
         ["flask-health", "1,500,000", "1,400,000", "-6.67", "%", "3", "%", "faster"],
         ["gateway-0-chat", "-", "16,000,000", "-", "3", "%", "new"],
+        ["gateway-0-chat-own", "100,000", "130,000", "+30.00", "%", "-", "info"],
     ]
 
 
 def test_the_summary_names_what_failed_or_what_got_cheaper() -> None:
     assert summary(ROWS) == "gate: FAIL, more expensive than allowed: gateway-100-health-own"
-    assert summary([ROWS[0], ROWS[2]]) == (
-        "gate: PASS, 2 scenarios within their margins (flask-health cheaper: `--update` records it)"
+    assert summary([ROWS[0], ROWS[2], ROWS[4]]) == (
+        "gate: PASS, 2 scenarios within their margins, 1 shown, not gated "
+        "(flask-health cheaper: `--update` records it)"
     )
 
 
 def test_junit_has_one_testcase_per_scenario_and_names_the_failure() -> None:
     suite = to_junit(_report(ROWS)).find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "1")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == [row.scenario for row in ROWS]
     assert cases["gateway-100-health-own"].get("classname") == "gate.own"
