@@ -14,7 +14,7 @@ DYNAMODB ?= auto
 DYNALITE := $(PY) -m harness.local.emulators.dynalite
 
 .PHONY: help install dynalite run emulators test lint format clean parity bench soak fuzz \
-	shadow-bench browser
+	shadow-bench browser valgrind gate-check
 
 help:
 	@echo "make run    start the local emulators and both stacks on 127.0.0.1"
@@ -26,6 +26,9 @@ help:
 	@echo "            changes included; fails on errors and leaks; reports in reports/soak/"
 	@echo "make shadow-bench  the primary's p50/p99 at shadow_percent 100 against 0 (about 2 min);"
 	@echo "            fails past 1.1x; figures in reports/shadow/shadow.json"
+	@echo "make gate   instructions per request (callgrind) of each stack and the gateway against"
+	@echo "            load_test/baseline.json (about 2 min); fails past a scenario's margin"
+	@echo "make gate-check  the gate's own test: a deliberately slowed gateway fails it (1.5 min)"
 	@echo "make fuzz   FUZZ_CASES (1000) generated and raw requests to both stacks and the gateway;"
 	@echo "            fails on a 5xx, a difference or a broken OpenAPI promise; logs in reports/fuzz/"
 	@echo "DYNAMODB=moto|dynalite|auto  the local DynamoDB of run, emulators and bench (default"
@@ -57,6 +60,10 @@ emulators: $(STAMP)
 # starts its own emulators on free ports) and mostly wait on I/O, so they run at once on two
 # cores; the dynalite run's output is shown after the main one's. dynalite is installed
 # before pytest starts, never by it.
+# The benchmark gate's own test (a slowed build must fail it) makes three gate runs under
+# callgrind, about a minute and a half: a slow benchmark, so not in make test but in
+# `make gate-check`, which .ci/run runs beside `make gate`.
+GATE_TEST := tests/load_test/test_gate.py::test_a_slower_gateway_fails_the_gate_and_the_same_build_passes
 DYNALITE_LOG := reports/tests/dynalite.log
 
 test: $(STAMP) browser
@@ -66,7 +73,7 @@ test: $(STAMP) browser
 	    DUALSTACK_TEST_DYNAMODB=dynalite $(PY) -m pytest tests/stacks -p no:cacheprovider \
 	        > $(DYNALITE_LOG) 2>&1 & second=$$!; \
 	fi; \
-	$(PY) -m pytest; first=$$?; \
+	$(PY) -m pytest --deselect "$(GATE_TEST)"; first=$$?; \
 	if [ -n "$$second" ]; then \
 	    wait $$second; again=$$?; \
 	    echo "== tests/stacks again, against dynalite ($(DYNALITE_LOG))"; \
@@ -76,6 +83,9 @@ test: $(STAMP) browser
 	fi; \
 	[ $$first -eq 0 ] && [ $$again -eq 0 ]
 
+gate-check: $(STAMP) valgrind
+	$(PY) -m pytest -p no:cacheprovider "$(GATE_TEST)"
+
 parity: $(STAMP)
 	$(PY) -m parity_tests --report reports/parity
 
@@ -84,6 +94,20 @@ parity: $(STAMP)
 # as on CI; elsewhere `CHROMIUM=/path/to/chromium make test`.
 CHROMIUM ?= /usr/bin/chromium
 export DUALSTACK_CHROMIUM := $(CHROMIUM)
+
+# valgrind's callgrind counts instructions: the benchmark gate, `overhead --instructions` and
+# the gate's own test need it. Installed as the browser is.
+valgrind:
+	@if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	        echo "== installing valgrind for the benchmark gate"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; \
+	    else \
+	        echo "make test needs valgrind (callgrind) for the benchmark gate's test:" \
+	            "apt-get install valgrind (Debian)"; \
+	        exit 1; \
+	    fi; \
+	fi
 
 browser:
 	@if ! [ -x "$(CHROMIUM)" ]; then \
@@ -106,7 +130,7 @@ bench: $(STAMP)
 # the servers' logs in reports/gate/; `make gate GATE_ARGS=--update` rewrites the baseline.
 GATE_ARGS ?=
 .PHONY: gate
-gate: $(STAMP)
+gate: $(STAMP) valgrind
 	$(PY) -m load_test gate --report reports/gate $(GATE_ARGS)
 
 # `make soak SOAK_MINUTES=60` for a longer one.
