@@ -92,33 +92,29 @@ parity: $(STAMP)
 # The dashboard's browser tests drive Debian's Chromium through Playwright (never a browser
 # Playwright downloads). Installed here when missing and this is a root shell with apt-get,
 # as on CI; elsewhere `CHROMIUM=/path/to/chromium make test`.
+comma := ,
 CHROMIUM ?= /usr/bin/chromium
 export DUALSTACK_CHROMIUM := $(CHROMIUM)
 
+# $(call apt_install,PACKAGE,WHAT NEEDS IT,ANOTHER WAY): the Debian package, installed when this
+# is a root shell with apt-get (as on CI); elsewhere stop, saying how to get it.
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing $(1) for $(2)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
+	else \
+	    echo "$(2) need $(1): apt-get install $(1) (Debian)$(3)"; exit 1; \
+	fi
+
 # valgrind's callgrind counts instructions: the benchmark gate, `overhead --instructions` and
-# the gate's own test need it. Installed as the browser is.
+# the gate's own test need it.
 valgrind:
 	@if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then \
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	        echo "== installing valgrind for the benchmark gate"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind; \
-	    else \
-	        echo "make test needs valgrind (callgrind) for the benchmark gate's test:" \
-	            "apt-get install valgrind (Debian)"; \
-	        exit 1; \
-	    fi; \
+	    $(call apt_install,valgrind,the benchmark gate and its test,); \
 	fi
 
 browser:
 	@if ! [ -x "$(CHROMIUM)" ]; then \
-	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	        echo "== installing Debian's chromium for the dashboard's browser tests"; \
-	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	    else \
-	        echo "make test needs Chromium at $(CHROMIUM) for the dashboard's browser tests:" \
-	            "apt-get install chromium (Debian), or CHROMIUM=/path/to/chromium make test"; \
-	        exit 1; \
-	    fi; \
+	    $(call apt_install,chromium,the dashboard's browser tests,$(comma) or CHROMIUM=/path/to/chromium make test); \
 	fi
 
 bench: $(STAMP)
