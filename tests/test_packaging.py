@@ -7,8 +7,10 @@ setuptools, to build this project), so nothing is downloaded while the tests run
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +27,9 @@ import yaml
 
 from harness.gateway.settings import GatewaySettings
 from harness.local.emulators import LocalEmulators
+from harness.local.emulators import __main__ as emulators_main
 from harness.local.processes import run_server
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -347,3 +351,62 @@ def test_compose_runs_the_gateway_beside_each_stack_and_the_emulators() -> None:
     # Every build target named exists in the Dockerfile.
     targets = {s["build"]["target"] for s in services.values() if "build" in s}
     assert targets <= set(_stages())
+
+
+def _loads(spec: str) -> object:
+    """What a command's `module:attribute` (gunicorn's `()` dropped) names, imported."""
+    module, _, attribute = spec.removesuffix("()").partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def test_compose_runs_a_gateway_upstream_of_the_two_stacks() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    upstream = services["gateway-upstream"]
+    assert upstream["build"]["target"] == "runtime"
+    assert upstream["command"] == [
+        *("uvicorn", "gateway:app", "--host=0.0.0.0", "--port=8003", "--no-access-log"),
+        "--http=shared.serving:SnapshotHttpToolsProtocol",
+    ]
+    assert upstream["ports"] == ["8003:8003"]
+    # The apps the commands name exist (`gateway:app` is built on first access: its factory).
+    import gateway
+
+    assert callable(gateway.create_gateway)
+    assert callable(_loads(services["flask"]["command"][1]))
+    assert _loads(services["fastapi"]["command"][1]) is not None
+
+    # Each upstream is the service of that name on the port its own command serves.
+    env = upstream["environment"]
+    assert env["GATEWAY_FLASK_URL"] == "http://flask:8001"
+    assert "--bind=0.0.0.0:8001" in services["flask"]["command"]
+    assert env["GATEWAY_FASTAPI_URL"] == "http://fastapi:8002"
+    assert "--port=8002" in services["fastapi"]["command"]
+    assert env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://dynamodb:8000"
+    # Every other variable is a setting (the URLs are checked by their values above).
+    for name in set(env) - {"GATEWAY_FLASK_URL", "GATEWAY_FASTAPI_URL"}:
+        if name.startswith("GATEWAY_"):
+            assert name.removeprefix("GATEWAY_").lower() in GatewaySettings.model_fields, name
+        else:
+            assert name.startswith("AWS_") or name.lower() in Settings.model_fields, name
+
+    # It starts once both stacks answer /health, and each healthcheck asks its own port.
+    assert upstream["depends_on"] == {
+        name: {"condition": "service_healthy"} for name in ("bedrock", "flask", "fastapi")
+    }
+    for name, port in (("flask", 8001), ("fastapi", 8002), ("gateway-upstream", 8003)):
+        probe = f"urllib.request.urlopen('http://127.0.0.1:{port}/health')"
+        assert services[name]["healthcheck"]["test"] == [
+            *("CMD", "python", "-c", f"import urllib.request; {probe}")
+        ]
+
+    # A state table of its own (two deployments, two rollouts), which the emulators'
+    # service creates beside the all-in-one gateway's before it reports healthy.
+    default = GatewaySettings.model_fields["state_table"].default
+    mounted = services["gateway"]["environment"].get("GATEWAY_STATE_TABLE", default)
+    assert env["GATEWAY_STATE_TABLE"] != mounted
+    bedrock = services["bedrock"]["command"]
+    assert bedrock[:3] == ["python", "-m", "harness.local.emulators"]
+    # Compose's ${NAME:-default} read as its default, as docker compose would without NAME.
+    argv = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg) for arg in bedrock[3:]]
+    created = emulators_main._parser().parse_args(argv).gateway_table
+    assert sorted(created) == sorted([mounted, env["GATEWAY_STATE_TABLE"]])

@@ -18,6 +18,7 @@ from harness.local.emulators.dynamodb import (
     DynamoDBEmulator,
     ExternalDynamoDB,
 )
+from harness.local.emulators.setup import TableSetup, harness_tables
 from shared.settings import default_shadow_table
 
 __all__ = [
@@ -46,7 +47,8 @@ class LocalEmulators:
     options (``EmulatorConfig`` field names). ``dynamodb`` picks the local DynamoDB:
     ``"moto"`` (in this process) or ``"dynalite"`` (a Node process, installed beforehand by
     ``dynalite.install()``). With ``external_dynamodb_url`` none starts: the tables are
-    created in that DynamoDB (DynamoDB Local, for instance).
+    created in that DynamoDB (DynamoDB Local, for instance). ``shadow_table`` defaults to
+    the one beside ``table`` (``DYNAMODB_SHADOW_TABLE``'s default).
     """
 
     def __init__(
@@ -61,10 +63,12 @@ class LocalEmulators:
         external_dynamodb_url: str | None = None,
         extra_tables: Sequence[str] = (GATEWAY_TABLE,),
         dynamodb: str = "moto",
+        shadow_table: str | None = None,
     ) -> None:
         if dynamodb not in STORES:
             raise ValueError(f"unknown DynamoDB {dynamodb!r}: expected one of {', '.join(STORES)}")
         self.table = table
+        self.shadow_table = shadow_table or default_shadow_table(table)
         self.extra_tables = tuple(extra_tables)
         self.region = region
         self.bedrock = BedrockAgentEmulator(host, bedrock_port)
@@ -101,13 +105,19 @@ class LocalEmulators:
             )
         return None
 
+    @property
+    def tables(self) -> tuple[TableSetup, ...]:
+        """The tables `start()` creates (`python -m harness.emulators --print-setup` prints
+        these definitions)."""
+        return harness_tables(self.table, shadow=self.shadow_table, gateway=self.extra_tables)
+
     def start(self) -> LocalEmulators:
         """Start DynamoDB, create the tables (the sessions', their shadow copy's, the
         extra ones), start Bedrock; on failure stop what started."""
         try:
             self.dynamodb.start()
-            for name in (self.table, default_shadow_table(self.table), *self.extra_tables):
-                self.dynamodb.create_table(name, self.region)
+            for table in self.tables:
+                self.dynamodb.create_table(table.name, self.region)
             self._bedrock_thread.start()
         except BaseException:
             self.stop()

@@ -1,5 +1,9 @@
 """``python -m harness.local.emulators``: run both emulators until SIGINT/SIGTERM.
 
+``--print-setup`` (AWS CLI commands) or ``--print-setup=json`` (CreateTable and
+UpdateTimeToLive requests) prints the tables the run would create, named by the same
+settings the stacks and the gateway read, and exits: nothing starts, no AWS is needed.
+
 Prints ``export NAME=value`` lines on stdout (``eval "$(python -m harness.local.emulators)"`` does
 not work as the process stays up; redirect to a file and ``source`` it instead). Status
 lines go to stderr so stdout stays machine-readable.
@@ -14,11 +18,15 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from harness.local.emulators import DEFAULT_TABLE, EmulatorConfig, LocalEmulators
+from harness.gateway.settings import GatewaySettings
+from harness.local.emulators import EmulatorConfig, LocalEmulators
 from harness.local.emulators.dynalite import CHOICES, choose_store
 from harness.local.emulators.faults import FAULTS
 from harness.local.emulators.heap import frozen_heap
+from harness.local.emulators.setup import aws_cli_commands, setup_json
 from harness.local.processes import StopSignals
+from shared.schema_errors import one_line
+from shared.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +50,25 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="use this DynamoDB (e.g. DynamoDB Local) instead of starting one",
     )
-    parser.add_argument("--table", default=os.environ.get("DYNAMODB_TABLE", DEFAULT_TABLE))
-    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument(
+        "--table", default=None, help="the sessions table (default: DYNAMODB_TABLE's value)"
+    )
+    parser.add_argument(
+        "--gateway-table",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a gateway state table to create, repeatable (default: GATEWAY_STATE_TABLE's value)",
+    )
+    parser.add_argument("--region", default=None, help="default: AWS_REGION's value")
+    parser.add_argument(
+        "--print-setup",
+        nargs="?",
+        const="cli",
+        choices=("cli", "json"),
+        default=None,
+        help="print the tables to create (AWS CLI commands, or =json: the requests) and exit",
+    )
     parser.add_argument("--latency-ms", type=float, default=defaults.latency_ms)
     parser.add_argument("--chunk-count", type=int, default=defaults.chunk_count)
     parser.add_argument("--chunk-delay-ms", type=float, default=defaults.chunk_delay_ms)
@@ -77,7 +102,8 @@ def _ignore_cpython_3130_wakeup_bug() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags, start both emulators, print the exports, wait for a signal, stop."""
+    """Parse flags, start both emulators, print the exports, wait for a signal, stop (or
+    with ``--print-setup``, print the tables and return)."""
     _ignore_cpython_3130_wakeup_bug()
     args = _parser().parse_args(argv)
     options = {
@@ -89,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
     }
     try:
+        # Names and region the flags leave unset are the ones the stacks and the gateway read.
+        settings, gateway = Settings(), GatewaySettings()
         store = "moto"
-        if args.dynamodb_url is None:
+        if args.dynamodb_url is None and not args.print_setup:
             store, why = choose_store(args.dynamodb)
             if why:
                 print(f"DynamoDB: {why}", file=sys.stderr, flush=True)
@@ -98,15 +126,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             dynamodb_port=args.dynamodb_port,
             bedrock_port=args.bedrock_port,
-            table=args.table,
-            region=args.region,
+            table=args.table or settings.dynamodb_table,
+            shadow_table=settings.dynamodb_shadow_table,
+            extra_tables=args.gateway_table or [gateway.state_table],
+            region=args.region or settings.aws_region,
             bedrock_options=options,
             external_dynamodb_url=args.dynamodb_url,
             dynamodb=store,
         )
-    except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, RuntimeError) as error:  # pydantic's ValidationError is a ValueError
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
+
+    if args.print_setup:
+        # The tables this run would create, listed by the same object, never started.
+        if args.print_setup == "json":
+            print(setup_json(emulators.tables))
+        else:
+            print(aws_cli_commands(emulators.tables, emulators.region))
+        return 0
 
     with StopSignals() as stop, emulators, frozen_heap():
         for name, value in emulators.env().items():

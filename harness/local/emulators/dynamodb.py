@@ -24,6 +24,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from harness.local.emulators.setup import TableSetup
 from harness.local.emulators.wsgi_server import WSGIServerThread
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
 DUMMY_ACCESS_KEY_ID = "testing"
 DUMMY_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - a placeholder, not a secret
 
-_TTL_ATTRIBUTE = "ttl"
 # What a store answers to an operation it does not implement (dynalite: UpdateTimeToLive).
 _UNKNOWN_OPERATION = "UnknownOperationException"
 
@@ -101,23 +101,20 @@ class DynamoDB:
         )
 
     def create_table(self, table_name: str, region: str = "us-east-1") -> None:
-        """Create the session table (key ``session_id``, on-demand, TTL on ``ttl``).
+        """Create a table as `setup.TableSetup` defines it (key ``session_id``, on-demand,
+        TTL on ``ttl``).
 
         Idempotent: an existing table is left as it is, apart from enabling TTL if it is off.
         A store without ``UpdateTimeToLive`` (dynalite) keeps the table without TTL and
         ``ttl_enabled`` says so: nothing there removes expired records, which the stacks
         ignore anyway (DynamoDB itself deletes them up to days late).
         """
+        table = TableSetup(table_name)
         client = self.client(region)
         try:
             # An existing table is fine: creating is idempotent by design.
             with contextlib.suppress(client.exceptions.ResourceInUseException):
-                client.create_table(
-                    TableName=table_name,
-                    AttributeDefinitions=[{"AttributeName": "session_id", "AttributeType": "S"}],
-                    KeySchema=[{"AttributeName": "session_id", "KeyType": "HASH"}],
-                    BillingMode="PAY_PER_REQUEST",
-                )
+                client.create_table(**table.create_request())
             client.get_waiter("table_exists").wait(
                 TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
             )
@@ -127,10 +124,7 @@ class DynamoDB:
                 self.ttl_enabled = True
                 return
             try:
-                client.update_time_to_live(
-                    TableName=table_name,
-                    TimeToLiveSpecification={"Enabled": True, "AttributeName": _TTL_ATTRIBUTE},
-                )
+                client.update_time_to_live(**table.ttl_request())
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != _UNKNOWN_OPERATION:
                     raise
