@@ -10,8 +10,10 @@ import aioboto3
 import structlog
 from aiobotocore.config import AioConfig
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 
 from fastapi_app import chat, docs, errors, health, openapi, sessions
+from fastapi_app.metrics import MetricsBuffer, MetricsMiddleware, MetricsPublisher
 from fastapi_app.middleware import (
     HeadAsGetMiddleware,
     HeaderGuardMiddleware,
@@ -20,12 +22,14 @@ from fastapi_app.middleware import (
 )
 from fastapi_app.services import Services
 from shared.agent import AsyncAgentClient
-from shared.aws import agent_config, store_config
+from shared.aws import agent_config, metrics_config, store_config
 from shared.logs import configure_logging
 from shared.settings import Settings
 from shared.store import AsyncSessionStore
 
 VERSION = "2.0.0"
+GZIP_MINIMUM_BYTES = 1000
+"""Answers at least this long are gzipped for clients that accept it (the guide's setting)."""
 
 log = structlog.get_logger("fastapi_app")
 
@@ -44,6 +48,7 @@ def create_app(
     the client there, instead of reaching into the running app."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    metrics = MetricsBuffer(settings.metrics_buffer_size) if settings.metrics_namespace else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +67,23 @@ def create_app(
                 agent=AsyncAgentClient(runtime, settings),
                 agent_endpoint=str(runtime.meta.endpoint_url),
                 version=VERSION,
+                metrics=metrics,
             )
+            if metrics is not None:
+                cloudwatch = await stack.enter_async_context(
+                    session.client("cloudwatch", config=metrics_config(settings, AioConfig))
+                )
+                publisher = MetricsPublisher(
+                    cloudwatch,
+                    settings.metrics_namespace,
+                    metrics,
+                    timeout=settings.metrics_timeout_seconds,
+                )
+                app.state.metrics_publisher = publisher
+                # Runs before the client closes: the callbacks unwind in reverse order.
+                stack.push_async_callback(
+                    publisher.stop, publisher.start(settings.metrics_flush_seconds)
+                )
             log.info("app.started", version=VERSION)
             yield
             log.info("app.stopping")
@@ -82,8 +103,16 @@ def create_app(
     errors.register(app)
     openapi.install(app)  # the published contract, for both stacks
     docs.install(app, docs_url="/docs", redoc_url="/redoc")
+    # Innermost first. gzip inside HEAD's conversion, so a HEAD answer's headers are its
+    # GET's; metrics outside it, so they see the request's own method, and outside CORS,
+    # so a preflight it answers is counted.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES)
     app.add_middleware(HeaderGuardMiddleware, limit=settings.max_header_bytes)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(LegacyCORSMiddleware, origins=settings.cors_origins)
+    if metrics is not None:
+        app.add_middleware(
+            MetricsMiddleware, buffer=metrics, trust_shadow_header=settings.trust_shadow_header
+        )
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -11,6 +11,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from fastapi_app.middleware import shadow_of
 from fastapi_app.models import ChatResponse, ErrorResponse
 from fastapi_app.services import Services, ServicesDep
 from shared import contract, session
@@ -27,6 +28,24 @@ class JSONBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+
+        async def measured(request: Request) -> Response:
+            # The guide's chat metrics: each turn (but a shadow's) counted by outcome, and
+            # how long a successful one took; appended to the buffer, sent later.
+            services: Services = request.app.state.services
+            metrics = services.metrics
+            if metrics is None or shadow_of(request.scope, services.settings.trust_shadow_header):
+                return await guarded(request)
+            started = time.perf_counter()
+            try:
+                response = await guarded(request)
+            except BaseException:
+                metrics.record("ChatRequest", 1.0, "Count", _FAILED)
+                raise
+            metrics.record("ChatRequest", 1.0, "Count", _SUCCEEDED)
+            elapsed = round((time.perf_counter() - started) * 1000, 1)
+            metrics.record("ProcessingTime", elapsed, "Milliseconds")
+            return response
 
         async def guarded(request: Request) -> Response:
             services: Services = request.app.state.services
@@ -51,17 +70,17 @@ class JSONBodyRoute(APIRoute):
             request._body = raw  # FastAPI's own parsing reuses it
             return await handler(request)
 
-        return guarded
+        return measured
+
+
+_SUCCEEDED = (("Status", "Success"),)
+_FAILED = (("Status", "Error"),)
 
 
 def _shadow_of(request: Request, trust_header: bool) -> str | None:
     """The primary's request id when this is a shadow request (the gateway's marker in the
     scope's extensions); its log lines then say so."""
-    marker = (request.scope.get("extensions", {}).get(contract.SHADOW_SCOPE_KEY) or {}).get(
-        "request_id"
-    )
-    header = request.headers.get(contract.SHADOW_HEADER)
-    shadow = contract.shadow_of(marker, header, trust_header)
+    shadow = shadow_of(request.scope, trust_header)
     if shadow:
         structlog.contextvars.bind_contextvars(shadow=True)
     return shadow

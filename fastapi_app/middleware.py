@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, and CORS exactly as the legacy app's flask-cors."""
+"""Pure ASGI middleware: request ids, and CORS exactly as the legacy app's flask-cors; and
+how a request tells it is a shadow copy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from shared import contract
 from shared.logs import REQUEST_ID_HEADER, request_id
 
 log = structlog.get_logger("fastapi_app")
+
+
+def shadow_of(scope: Scope, trust_header: bool) -> str | None:
+    """The primary's request id when the request in `scope` is a shadow copy (the gateway's
+    marker in the scope's extensions, or the trusted header), else None."""
+    marker = (scope.get("extensions") or {}).get(contract.SHADOW_SCOPE_KEY) or {}
+    header = Headers(scope=scope).get(contract.SHADOW_HEADER) if trust_header else None
+    return contract.shadow_of(marker.get("request_id"), header, trust_header)
 
 
 class RequestIdMiddleware:

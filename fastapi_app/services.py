@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fastapi_app.metrics import MetricsBuffer
 from shared.agent import AsyncAgentClient
 from shared.settings import Settings
 from shared.store import AsyncSessionStore
@@ -21,6 +22,8 @@ class Services:
     agent: AsyncAgentClient
     agent_endpoint: str
     version: str
+    metrics: MetricsBuffer | None = None
+    """Where chat turns record their CloudWatch metrics; None when metrics are off."""
 
 
 def get_services(request: Request) -> Services:

@@ -82,6 +82,18 @@ def store_config(settings: Settings, config_class: type[C] = Config) -> C:  # ty
     )
 
 
+def metrics_config(settings: Settings, config_class: type[C] = Config) -> C:  # type: ignore[assignment]
+    """CloudWatch, for the metrics flush: short timeouts, one retry, two connections (one
+    flush at a time sends its batches one after another)."""
+    return config_class(
+        region_name=settings.aws_region,
+        connect_timeout=settings.metrics_timeout_seconds,
+        read_timeout=settings.metrics_timeout_seconds,
+        retries={"mode": "standard", "total_max_attempts": 2},
+        max_pool_connections=2,
+    )
+
+
 def agent_policy(settings: Settings) -> RetryPolicy:
     """The agent call's schedule: `AGENT_TIMEOUT_SECONDS` for the whole call."""
     return RetryPolicy(

@@ -16,8 +16,9 @@ class Settings(BaseSettings):
 
     Field names map to the legacy environment variables case-insensitively
     (`aws_region` reads `AWS_REGION`, `dynamodb_table` reads `DYNAMODB_TABLE`, ...).
-    Endpoints are not settings: boto3 reads `AWS_ENDPOINT_URL_DYNAMODB` and
-    `AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME` itself, exactly as it would against AWS.
+    Endpoints are not settings: boto3 reads `AWS_ENDPOINT_URL_DYNAMODB`,
+    `AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME` and `AWS_ENDPOINT_URL_CLOUDWATCH` itself,
+    exactly as it would against AWS.
     """
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
@@ -69,6 +70,18 @@ class Settings(BaseSettings):
     # The request's header names and values, in total; past it 431 (as the gateway does).
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
     cors_origins: str = "*"
+
+    # CloudWatch custom metrics (FastAPI only): `ChatRequest` and `ProcessingTime` per chat
+    # turn, `RequestCount` and `RequestDuration` per request, under this namespace; empty
+    # turns them off (no middleware, no client, no background task). Kept in memory (at
+    # most `metrics_buffer_size` observations; past it they are dropped and counted) and
+    # sent every `metrics_flush_seconds` and once at shutdown, never while a request waits;
+    # a value longer than the run leaves only the shutdown flush. boto3 reads
+    # `AWS_ENDPOINT_URL_CLOUDWATCH` itself. `metrics_timeout_seconds` bounds one flush.
+    metrics_namespace: str = "ChatBot/FastAPI"
+    metrics_flush_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    metrics_buffer_size: int = Field(default=100_000, ge=1)
+    metrics_timeout_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
 
     @property
     def shadow_table(self) -> str:

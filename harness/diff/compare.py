@@ -4,7 +4,8 @@ answer to a request and the FastAPI answer to the same request, each classed by 
 Pure functions: replies in, a list of `Difference` values out. Three things are compared:
 
 - the status code;
-- the chosen headers (`DEFAULT_HEADERS` unless told), names case-insensitive. `Content-Type`
+- the chosen headers (`DEFAULT_HEADERS` unless told), names case-insensitive (the body's
+  `Content-Encoding` among them: the bodies compared are decoded, `Response.body`). `Content-Type`
   is compared case-insensitively, ignoring whitespace around `;`. The list headers (`Allow`,
   `Vary`, `Access-Control-Allow-Methods`, `Access-Control-Allow-Headers`) are compared as sets
   of trimmed, case-insensitive tokens; the same tokens in another order is an `order`
@@ -48,12 +49,14 @@ from harness.diff.model import (
     Mask,
     Response,
     flatten,
+    header_tokens,
     json_type,
     key_segment,
 )
 
 DEFAULT_HEADERS: tuple[str, ...] = (
     "content-type",
+    "content-encoding",
     "access-control-allow-origin",
     "access-control-allow-methods",
     "access-control-allow-headers",
@@ -183,17 +186,13 @@ def _compare_bodies(
         out.append(Difference("$", "body", _text(legacy), _text(candidate), "breaking"))
 
 
-def _tokens(value: str) -> list[str]:
-    return [token.strip().lower() for token in value.split(",") if token.strip()]
-
-
 def _media_type(value: str) -> str:
     return ";".join(part.strip() for part in value.lower().split(";"))
 
 
 def _header_change(name: str, legacy: str, candidate: str) -> Kind | None:
     if name in LIST_HEADERS:
-        mine, theirs = _tokens(legacy), _tokens(candidate)
+        mine, theirs = header_tokens(legacy), header_tokens(candidate)
         if mine == theirs:
             return None
         return "order" if set(mine) == set(theirs) else "header_value"

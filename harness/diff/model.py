@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -42,9 +43,14 @@ LONGER_LIST_REASON = "the list is longer than the legacy one"
 HEADER_ORDER_REASON = "same tokens in another order"
 
 
+MAX_DECODED_BYTES = 16 * 1024 * 1024
+"""`decode_body` gives up (keeps the bytes as sent) on a body that would decode past this."""
+
+
 @dataclass(frozen=True)
 class Response:
-    """One HTTP response as captured. Header names are compared case-insensitively."""
+    """One HTTP response as captured. Header names are compared case-insensitively. `body`
+    is what a client reads: any `Content-Encoding` undone (`decode_body`), the header kept."""
 
     status: int
     headers: Mapping[str, str]
@@ -167,6 +173,37 @@ def _flatten(value: Any, path: str, leaves: dict[str, Any]) -> None:
             _flatten(item, f"{path}[{index}]", leaves)
     else:
         leaves[path] = value
+
+
+def header_tokens(value: str) -> list[str]:
+    """The comma-separated tokens of a list header's value, trimmed and in lower case."""
+    return [token.strip().lower() for token in value.split(",") if token.strip()]
+
+
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, content_encoding: str | None, limit: int = MAX_DECODED_BYTES) -> bytes:
+    """`body` with the content codings `content_encoding` names (gzip, deflate, identity)
+    undone, as an HTTP client reads it. Unchanged when there is none, when one is unknown,
+    when it does not decode or would decode past `limit` bytes: a client could not read it
+    either, and the diff shows it as sent."""
+    codings = header_tokens(content_encoding or "")
+    decoded = body
+    for coding in reversed(codings):  # the last coding named was applied last
+        if coding == "identity":
+            continue
+        wbits = _DECODERS.get(coding)
+        if wbits is None:
+            return body
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            decoded = decompressor.decompress(decoded, limit + 1)
+        except zlib.error:
+            return body
+        if len(decoded) > limit or not decompressor.eof or decompressor.unused_data:
+            return body
+    return decoded
 
 
 def json_type(value: Any) -> str:

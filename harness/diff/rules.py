@@ -15,6 +15,9 @@ it from YAML):
         reason: FastAPI reports its environment on /health
         kind: added              # optional: only differences of this kind
         endpoint: GET /health    # optional: only on this endpoint; {name} or * for a segment
+      - path: header:vary
+        tokens: [accept-encoding]  # optional, headers only: the candidate's value is the
+        reason: FastAPI gzips      # legacy one's tokens plus some of these, nothing else
 
 A pattern is `status`, `header:<name>` (or `header:*`), or a JSON path pattern as described in
 `harness.diff.model` (`.*` one key, `[*]` one index, `.**` any depth). Rules are tried in that
@@ -45,7 +48,15 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import ErrorDetails
 
-from harness.diff.model import Difference, Kind, Segment, Severity, Wildcard, parse_path
+from harness.diff.model import (
+    Difference,
+    Kind,
+    Segment,
+    Severity,
+    Wildcard,
+    header_tokens,
+    parse_path,
+)
 from shared.contract import is_identifier
 from shared.schema_errors import UNKNOWN_FIELD, explain_error, first_error, show
 
@@ -225,6 +236,12 @@ def _endpoint_rule(text: str) -> str:
     return text
 
 
+def _token(text: str) -> str:
+    if not text.strip() or "," in text:
+        raise ValueError(f"must be one header token, not {show(text)}")
+    return text.strip().lower()
+
+
 def _none_is_empty(value: object) -> object:
     # An empty section (`ignore:` with nothing under it) is no rules, not an error.
     return () if value is None else value
@@ -234,6 +251,7 @@ def _none_is_empty(value: object) -> object:
 _Pattern = Annotated[str, Strict(), AfterValidator(_pattern)]
 _Reason = Annotated[str, Strict(), AfterValidator(_reason)]
 _Endpoint = Annotated[str, Strict(), AfterValidator(_endpoint_rule)]
+_Token = Annotated[str, Strict(), AfterValidator(_token)]
 _MaxAge = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 _SCHEMA = ConfigDict(extra="forbid")
 
@@ -256,6 +274,23 @@ class Expected:
     reason: _Reason
     kind: Kind | None = None
     endpoint: _Endpoint | None = None
+    tokens: tuple[_Token, ...] = ()
+    """Header rules only: the difference is accepted only when the candidate's value holds
+    every token of the legacy one's (none when it has no such header) plus one or more of
+    these, and nothing else (`Vary: Origin` against `Vary: Origin, Accept-Encoding`)."""
+
+    def __post_init__(self) -> None:
+        if self.tokens and not self.path.startswith("header:"):
+            raise ValueError(f"tokens apply to header paths only, not {self.path!r}")
+
+    def adds_only_tokens(self, difference: Difference) -> bool:
+        """Whether `difference` is the candidate adding some of `tokens` to the header."""
+        if difference.kind not in ("header_added", "header_value"):
+            return False
+        legacy = set(header_tokens(difference.legacy or ""))
+        candidate = set(header_tokens(difference.candidate or ""))
+        added = candidate - legacy
+        return legacy <= candidate and bool(added) and added <= set(self.tokens)
 
 
 Rule = str | Volatile | Expected
@@ -269,7 +304,11 @@ def describe(rule: Rule) -> str:
     if isinstance(rule, Volatile):
         return f"volatile {rule.path} ({rule.check})"
     scope = "".join(
-        [f" {rule.kind}" if rule.kind else "", f" on {rule.endpoint}" if rule.endpoint else ""]
+        [
+            f" {rule.kind}" if rule.kind else "",
+            f" adding {', '.join(rule.tokens)}" if rule.tokens else "",
+            f" on {rule.endpoint}" if rule.endpoint else "",
+        ]
     )
     return f"expected {rule.path}{scope}: {rule.reason}"
 
@@ -351,6 +390,8 @@ class Rules:
             if rule.kind is not None and rule.kind != difference.kind:
                 continue
             if rule.endpoint is not None and not _endpoint_matches(rule.endpoint, endpoint):
+                continue
+            if rule.tokens and not rule.adds_only_tokens(difference):
                 continue
             if matches(rule.path, difference.path):
                 return rule

@@ -35,7 +35,7 @@ from typing import IO, Any, Literal
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from harness.diff import DEFAULT_HEADERS, Difference, Response, Rules, diff
+from harness.diff import DEFAULT_HEADERS, Difference, Response, Rules, decode_body, diff
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.policy import Backend
 from harness.gateway.settings import GatewaySettings
@@ -96,12 +96,14 @@ class Answer:
     """Why the side gave no whole answer (an exception, a timeout), when it did not."""
 
     def response(self) -> Response:
-        """The answer as the diff engine compares it (repeated headers joined by commas)."""
+        """The answer as the diff engine compares it (repeated headers joined by commas,
+        the body decoded as its `Content-Encoding` says)."""
         headers: dict[str, str] = {}
         for raw_name, raw_value in self.headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        return Response(self.status or 0, headers, bytes(self.body))
+        body = decode_body(bytes(self.body), headers.get("content-encoding"))
+        return Response(self.status or 0, headers, body)
 
     @property
     def whole(self) -> bool:
@@ -440,7 +442,7 @@ def _answer(backend: str, answer: Answer, seconds: float) -> dict[str, Any]:
         "backend": backend,
         "status": answer.status,
         "headers": _headers(answer.headers),
-        **_body(answer.body),
+        **_body(answer.response().body),
         "ms": _ms(seconds),
         "complete": answer.complete,
         "failure": answer.failure

@@ -67,6 +67,17 @@ PARITY_RULES: dict[str, Any] = {
             "kind": "added",
             "reason": "FastAPI repeats the request id in its error answers (contract allows it)",
         },
+        {
+            "path": "header:content-encoding",
+            "kind": "header_added",
+            "tokens": ["gzip"],
+            "reason": "FastAPI gzips answers of 1000 bytes or more when the client accepts gzip",
+        },
+        {
+            "path": "header:vary",
+            "tokens": ["accept-encoding"],
+            "reason": "FastAPI's answers of 1000 bytes or more vary by Accept-Encoding (gzip)",
+        },
     ],
 }
 """`parity_tests/rules.yaml` as data (its comments say why each rule is there)."""

@@ -1,8 +1,8 @@
-"""Local stand-ins for the AWS services the stacks use: DynamoDB (moto, or dynalite on Node)
-and Bedrock Agents.
+"""Local stand-ins for the AWS services the stacks use: DynamoDB (moto, or dynalite on Node),
+Bedrock Agents, and CloudWatch (moto) for the FastAPI stack's custom metrics.
 
 The stacks reach them only through boto3's standard ``AWS_ENDPOINT_URL_*`` variables, so the
-code under test is the code that would run against AWS. ``LocalEmulators`` starts both.
+code under test is the code that would run against AWS. ``LocalEmulators`` starts them all.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from harness.local.emulators.bedrock import BedrockAgentEmulator, BedrockEmulatorThread
+from harness.local.emulators.cloudwatch import CloudWatchEmulator
 from harness.local.emulators.config import EmulatorConfig
 from harness.local.emulators.dynamodb import (
     DUMMY_ACCESS_KEY_ID,
@@ -26,6 +27,7 @@ __all__ = [
     "STORES",
     "BedrockAgentEmulator",
     "BedrockEmulatorThread",
+    "CloudWatchEmulator",
     "DynamoDBEmulator",
     "EmulatorConfig",
     "LocalEmulators",
@@ -57,6 +59,7 @@ class LocalEmulators:
         host: str = "127.0.0.1",
         dynamodb_port: int = 0,
         bedrock_port: int = 0,
+        cloudwatch_port: int = 0,
         table: str = DEFAULT_TABLE,
         region: str = "us-east-1",
         bedrock_options: Mapping[str, object] | None = None,
@@ -84,6 +87,7 @@ class LocalEmulators:
         else:
             self.dynamodb = DynamoDBEmulator(host, dynamodb_port)
         self._bedrock_thread = BedrockEmulatorThread(self.bedrock)
+        self.cloudwatch = CloudWatchEmulator(host, cloudwatch_port)
 
     @property
     def dynamodb_url(self) -> str:
@@ -94,6 +98,11 @@ class LocalEmulators:
     def bedrock_url(self) -> str:
         """The Bedrock Agent Runtime endpoint url."""
         return self.bedrock.url
+
+    @property
+    def cloudwatch_url(self) -> str:
+        """The CloudWatch endpoint url."""
+        return self.cloudwatch.url
 
     @property
     def ttl_note(self) -> str | None:
@@ -119,6 +128,7 @@ class LocalEmulators:
             for table in self.tables:
                 self.dynamodb.create_table(table.name, self.region)
             self._bedrock_thread.start()
+            self.cloudwatch.start()
         except BaseException:
             self.stop()
             raise
@@ -128,6 +138,7 @@ class LocalEmulators:
         """Stop both (safe to call twice, or after a failed start)."""
         try:
             self._bedrock_thread.stop()
+            self.cloudwatch.stop()
         finally:
             self.dynamodb.stop()
 
@@ -136,6 +147,7 @@ class LocalEmulators:
         return {
             "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_url,
             "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": self.bedrock_url,
+            "AWS_ENDPOINT_URL_CLOUDWATCH": self.cloudwatch_url,
             "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY_ID,
             "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_ACCESS_KEY,
             "AWS_REGION": self.region,

@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"emulators up: DynamoDB ({emulators.dynamodb.kind}) {emulators.dynamodb_url} "
             f"(table {emulators.table}), "
-            f"Bedrock Agent Runtime {emulators.bedrock_url}; Ctrl-C to stop",
+            f"Bedrock Agent Runtime {emulators.bedrock_url}, "
+            f"CloudWatch {emulators.cloudwatch_url}; Ctrl-C to stop",
             file=sys.stderr,
             flush=True,
         )

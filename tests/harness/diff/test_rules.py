@@ -162,7 +162,8 @@ def test_parse_rules_takes_parsed_data_and_names_its_source() -> None:
         ),
         (
             "expected:\n  - {path: $.a, reason: r, scope: GET /}\n",
-            "expected[0] ($.a): unknown field 'scope' (known: path, reason, kind, endpoint)",
+            "expected[0] ($.a): unknown field 'scope' "
+            "(known: path, reason, kind, endpoint, tokens)",
         ),
         (
             "expected:\n  - {path: $.a, reason: r, kind: removed}\n",

@@ -29,6 +29,7 @@ def test_local_emulators_env_reaches_both_services() -> None:
         assert env == {
             "AWS_ENDPOINT_URL_DYNAMODB": local.dynamodb_url,
             "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": local.bedrock_url,
+            "AWS_ENDPOINT_URL_CLOUDWATCH": local.cloudwatch_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1",
@@ -49,7 +50,16 @@ def test_local_emulators_env_reaches_both_services() -> None:
             endpoint_url=env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"],
             config=config,
         )
+        cloudwatch = session.client(
+            "cloudwatch", endpoint_url=env["AWS_ENDPOINT_URL_CLOUDWATCH"], config=config
+        )
         try:
+            cloudwatch.put_metric_data(
+                Namespace="Test/LocalEmulators",
+                MetricData=[{"MetricName": "Probe", "Value": 1.0, "Unit": "Count"}],
+            )
+            listed = cloudwatch.list_metrics(Namespace="Test/LocalEmulators")["Metrics"]
+            assert {m["MetricName"] for m in listed} == {"Probe"}
             # Described, not listed: the session's emulator holds more than a page of tables.
             table = dynamodb.describe_table(TableName="chat_sessions_local")["Table"]
             assert table["TableStatus"] == "ACTIVE"
@@ -63,6 +73,7 @@ def test_local_emulators_env_reaches_both_services() -> None:
         finally:
             dynamodb.close()
             agent.close()
+            cloudwatch.close()
 
 
 def test_cli_prints_exports_and_stops_on_sigterm() -> None:
@@ -77,11 +88,12 @@ def test_cli_prints_exports_and_stops_on_sigterm() -> None:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(6)]
+        lines = [process.stdout.readline() for _ in range(7)]
         exports = dict(line.removeprefix("export ").rstrip("\n").split("=", 1) for line in lines)
         assert list(exports) == [
             "AWS_ENDPOINT_URL_DYNAMODB",
             "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME",
+            "AWS_ENDPOINT_URL_CLOUDWATCH",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_REGION",
@@ -120,7 +132,7 @@ def test_ctrl_c_with_keep_alive_clients_stops_cleanly() -> None:
     connections: list[http.client.HTTPConnection] = []
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(6)]
+        lines = [process.stdout.readline() for _ in range(7)]
         exports = dict(line.removeprefix("export ").rstrip("\n").split("=", 1) for line in lines)
         answers = []
         for name, path in (
