@@ -2,7 +2,9 @@
 
 Which apps: `GATEWAY_FLASK_APP` (default `legacy_flask:create_app()`) and
 `GATEWAY_FASTAPI_APP` (default `fastapi_app.main:app`), import strings in gunicorn's form (a
-trailing `()` calls a factory). The gateway's other settings are `GATEWAY_*`
+trailing `()` calls a factory); or, for a stack that runs elsewhere, `GATEWAY_FLASK_URL` /
+`GATEWAY_FASTAPI_URL` (upstream mode: that side over HTTP, nothing imported for it). The
+gateway's other settings are `GATEWAY_*`
 (`harness.gateway.GatewaySettings`); the chatbot stacks read their own
 (`shared.settings.Settings`).
 """
@@ -29,14 +31,21 @@ def create_gateway(
     pair (the legacy Flask app and the FastAPI app) is built with those settings instead,
     as tests do. AppLoadError (one line, naming the setting) when an app cannot be loaded."""
     gateway_settings = gateway_settings or GatewaySettings()
+    wsgi: Any = None  # None: the side is an upstream (its URL is set)
+    asgi: Any = None
     if settings is not None:
         from fastapi_app import create_app as create_fastapi_app
         from legacy_flask import create_app as create_flask_app
 
-        wsgi, asgi = create_flask_app(settings), create_fastapi_app(settings)
+        if gateway_settings.flask_url is None:
+            wsgi = create_flask_app(settings)
+        if gateway_settings.fastapi_url is None:
+            asgi = create_fastapi_app(settings)
     else:
-        wsgi = _load("GATEWAY_FLASK_APP", gateway_settings.flask_app)
-        asgi = _load("GATEWAY_FASTAPI_APP", gateway_settings.fastapi_app)
+        if gateway_settings.flask_url is None:
+            wsgi = _load("GATEWAY_FLASK_APP", gateway_settings.flask_app)
+        if gateway_settings.fastapi_url is None:
+            asgi = _load("GATEWAY_FASTAPI_APP", gateway_settings.fastapi_app)
     return build_gateway(wsgi, asgi, gateway_settings)
 
 

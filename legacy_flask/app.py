@@ -10,8 +10,9 @@ import boto3
 import structlog
 from flask import Flask, Request, Response, g, request
 from flask_cors import CORS
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_input_stream
 
 from legacy_flask import chat, errors, health
 from legacy_flask.services import Services, services
@@ -25,6 +26,8 @@ from shared.settings import Settings
 from shared.store import SessionStore
 
 VERSION = "1.0.0"
+DRAIN_LIMIT_BYTES = 4 * 1024 * 1024
+"""The most of a refused request's body read and dropped before the answer (`_drain`)."""
 
 log = structlog.get_logger("legacy_flask")
 
@@ -109,6 +112,8 @@ def _wsgi_headers(environ: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def _finish_request(response: Response) -> Response:
+    if response.status_code >= 400:
+        _drain()
     rid = g.get("request_id") or request_id(None)
     response.headers[REQUEST_ID_HEADER] = rid
     if "Allow" in response.headers:
@@ -122,3 +127,24 @@ def _finish_request(response: Response) -> Response:
         duration_ms=round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 3),
     )
     return response
+
+
+def _drain() -> None:
+    """Reads and drops what is left of a refused request's body (up to `DRAIN_LIMIT_BYTES`),
+    as uvicorn does for FastAPI: gunicorn closes a connection with unread data on it, the
+    kernel then resets it, and the client (a gateway's pool among them) can lose the answer,
+    a 413 refused by its declared length most of all. Never past the body's end: werkzeug's
+    stream knows how much of it the app read; unread, one bounded by `Content-Length` (or,
+    chunked, by the server's end of the body) is made."""
+    stream = request.__dict__.get("stream")  # werkzeug's cached stream, if the app read it
+    if stream is None:
+        stream = get_input_stream(request.environ, safe_fallback=True, max_content_length=None)
+    left = DRAIN_LIMIT_BYTES
+    try:
+        while left > 0:
+            data = stream.read(min(64 * 1024, left))
+            if not data:
+                return
+            left -= len(data)
+    except (OSError, ValueError, HTTPException):  # gone, a broken chunked body, over a limit
+        return

@@ -17,13 +17,14 @@ from harness.gateway.controller import Controller, FleetMeasure, PlanCollector, 
 from harness.gateway.fleet import FleetCounters
 from harness.gateway.metrics import GatewayMetrics
 from harness.gateway.ownership import Ownership, asgi_matcher, wsgi_matcher
-from harness.gateway.policy import Rollout
+from harness.gateway.policy import Backend, Rollout
 from harness.gateway.proxy import Gateway, Stacks
 from harness.gateway.rollout import RolloutState, RolloutStore
 from harness.gateway.settings import GatewaySettings
 from harness.gateway.shadow import build_shadow
 from harness.gateway.stats import stats_routes
 from harness.gateway.ui import ui_routes
+from harness.gateway.upstream import RemoteRoutes, Upstream, UpstreamConfig, parse_routes
 from shared import contract
 
 _SHADOW_ENVIRON = "HTTP_" + contract.SHADOW_HEADER.upper().replace("-", "_")
@@ -47,21 +48,73 @@ def wsgi_app(app: Any, threads: int) -> ASGIApp:
     return cast(ASGIApp, WSGIMiddleware(terminated, workers=threads))  # type: ignore[arg-type]
 
 
+def upstreams(settings: GatewaySettings) -> dict[Backend, Upstream]:
+    """The sides `GATEWAY_FLASK_URL` and `GATEWAY_FASTAPI_URL` put behind HTTP: the Flask
+    one routed by `GATEWAY_FLASK_ROUTES` (unset: any path), the FastAPI one by its
+    `/openapi.json` and `GATEWAY_FASTAPI_ROUTES`."""
+    s = settings
+    pool = s.upstream_max_in_flight + s.shadow_max_in_flight
+    found: dict[Backend, Upstream] = {}
+    sides: tuple[tuple[Backend, str | None], ...] = (
+        ("flask", s.flask_url),
+        ("fastapi", s.fastapi_url),
+    )
+    for side, url in sides:
+        if url is None:
+            continue
+        config = UpstreamConfig(
+            side, url, s.upstream_connect_timeout_seconds, s.upstream_read_timeout_seconds, pool
+        )
+        if side == "flask":
+            listed = parse_routes(s.flask_routes)
+            routes = RemoteRoutes(listed) if listed is not None else RemoteRoutes()
+            found[side] = Upstream(config, routes=routes)
+        else:
+            extra = parse_routes(s.fastapi_routes) or []
+            found[side] = Upstream(
+                config,
+                openapi=True,
+                extra_routes=extra,
+                refresh_seconds=s.upstream_routes_refresh_seconds,
+            )
+    return found
+
+
 def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
-    """The gateway in front of a WSGI app and an ASGI app.
+    """The gateway in front of a WSGI app and an ASGI app, or of either side running
+    elsewhere (upstream mode: `wsgi` or `asgi` None, and its URL in `settings`).
 
     Route ownership comes from the apps' own routing: a Flask app's url_map, a FastAPI
-    app's routes, found through middleware that wraps them. An app whose routes cannot be
-    read is taken to serve every path, so the percentage alone decides. The rollout lives
-    in DynamoDB table
+    app's routes, found through middleware that wraps them; an upstream's from its OpenAPI
+    document or the routes listed for it. An app whose routes cannot be read is taken to
+    serve every path, so the percentage alone decides. The rollout lives in DynamoDB table
     `settings.state_table`, reached through boto3's usual configuration
     (`AWS_ENDPOINT_URL_DYNAMODB` for the local emulator).
     """
-    ownership = Ownership(wsgi_matcher(wsgi), asgi_matcher(asgi))
+    remote = upstreams(settings)
+    for side, app in (("flask", wsgi), ("fastapi", asgi)):
+        if (app is None) != (side in remote):  # the composition root sees to it
+            raise ValueError(f"the {side} stack needs an app or a URL, and not both")
+    flask_up, fastapi_up = remote.get("flask"), remote.get("fastapi")
+    ownership = Ownership(
+        wsgi_matcher(wsgi) if flask_up is None else flask_up.routes,
+        asgi_matcher(asgi) if fastapi_up is None else fastapi_up.routes,
+    )
+    for upstream in remote.values():
+        upstream.routes.add_listener(ownership.changed)
     metrics = GatewayMetrics()
     # The pool holds the primaries' threads and, beside them, the shadows' own.
     threads = settings.wsgi_threads + settings.shadow_wsgi_threads
-    stacks = Stacks(flask=wsgi_app(wsgi, threads), fastapi=asgi)
+    stacks = Stacks(
+        flask=wsgi_app(wsgi, threads) if flask_up is None else flask_up,
+        fastapi=asgi if fastapi_up is None else fastapi_up,
+    )
+    lifespans: list[tuple[str, ASGIApp]] = [
+        (f"the {side} upstream ({upstream.config.url})", upstream)
+        for side, upstream in remote.items()
+    ]
+    if fastapi_up is None:
+        lifespans.append((f"the ASGI app ({settings.fastapi_app})", stacks.fastapi))
     shadow = build_shadow({"flask": stacks.flask, "fastapi": stacks.fastapi}, metrics, settings)
 
     @contextlib.asynccontextmanager
@@ -117,4 +170,13 @@ def build_gateway(wsgi: Any, asgi: Any, settings: GatewaySettings) -> Gateway:
                 await webhooks.close()
                 await state.stop()
 
-    return Gateway(stacks, ownership, settings, control, metrics=metrics, shadow=shadow)
+    return Gateway(
+        stacks,
+        ownership,
+        settings,
+        control,
+        metrics=metrics,
+        shadow=shadow,
+        upstream=frozenset(remote),
+        lifespans=lifespans,
+    )

@@ -145,6 +145,18 @@ class Ownership:
     def __init__(self, flask: Matcher, fastapi: Matcher) -> None:
         self._matchers: dict[Backend, Matcher] = {"flask": flask, "fastapi": fastapi}
         self.resolve: Callable[[str], Resolution] = lru_cache(maxsize=8192)(self._resolve)
+        self._listeners: list[Callable[[], None]] = []
+
+    def changed(self) -> None:
+        """A side's routes changed (an upstream's OpenAPI document, re-read): answers are
+        made again, and every listener is told (the gateway's routing plans)."""
+        self.resolve.cache_clear()  # type: ignore[attr-defined]
+        for listener in self._listeners:
+            listener()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` after every change of the routes."""
+        self._listeners.append(listener)
 
     def _resolve(self, path: str) -> Resolution:
         served = {name: match(path) for name, match in self._matchers.items()}

@@ -13,7 +13,7 @@ import functools
 import json
 import operator
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +75,29 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         shadow: Shadow | None = None,
         draw: Callable[[], float] = random.random,
+        upstream: frozenset[Backend] = frozenset(),
+        lifespans: Sequence[tuple[str, ASGIApp]] | None = None,
     ) -> None:
+        """`upstream`: the sides reached over HTTP (each admitted up to
+        `upstream_max_in_flight`), the others mounted; `lifespans`: the apps whose lifespan
+        runs within the gateway's, each with the name start-up gives it (default: the
+        mounted ASGI stack)."""
         self.stacks = stacks
         self.ownership = ownership
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
-        self.admission = Admission(
-            settings.wsgi_threads,
-            settings.wsgi_max_wait_seconds,
-            clock=perf_counter,
-            observe_wait=self.metrics.observe_queue_wait,
-        )
+        self.upstream = upstream
+        self.admission = self._admission("flask")
+        """The Flask side's: a2wsgi's threads when mounted, the upstream's bound if not."""
+        self._admissions: dict[str, Admission] = {"flask": self.admission}
+        if "fastapi" in upstream:
+            self._admissions["fastapi"] = self._admission("fastapi")
         self.metrics.admission = self.admission
+        self.lifespans = (
+            [(f"the ASGI app ({settings.fastapi_app})", stacks.fastapi)]
+            if lifespans is None
+            else list(lifespans)
+        )
         self.sticky = StickyRules(settings.sticky_rules)
         self._control = control
         self._draw = draw
@@ -95,8 +106,27 @@ class Gateway:
         self._apps: dict[str, ASGIApp] = {"flask": stacks.flask, "fastapi": stacks.fastapi}
         self._admin: ASGIApp | None = None
         self.shadow = shadow or build_shadow(self._apps, self.metrics, settings)
+        ownership.add_listener(self._forget_routes)
         self.capture: CaptureWriter | None = None
         """Capturing requests for replay (`GATEWAY_CAPTURE_PATH`): set up at start-up."""
+
+    def _admission(self, backend: Backend) -> Admission:
+        s = self.settings
+        if backend in self.upstream:
+            bound, wait = s.upstream_max_in_flight, s.upstream_max_wait_seconds
+        else:
+            bound, wait = s.wsgi_threads, s.wsgi_max_wait_seconds
+        return Admission(
+            bound, wait, clock=perf_counter, observe_wait=self.metrics.observe_queue_wait
+        )
+
+    def admission_of(self, backend: Backend) -> Admission | None:
+        """The admission a side's requests pass (None: the mounted ASGI stack, unbounded)."""
+        return self._admissions.get(backend)
+
+    def _forget_routes(self) -> None:
+        # A side's routes changed: every path's plan is made again.
+        self._routes = None
 
     @property
     def state(self) -> RolloutState:
@@ -134,7 +164,7 @@ class Gateway:
             method not in _BODYLESS
             or headers.get(b"content-length", b"") not in (b"", b"0")
             or b"transfer-encoding" in headers
-        ):
+        ) and not (self.upstream and self._streams(path, headers)):
             body = await self._read(headers, receive, send, rid)
             if body is None:
                 return
@@ -163,14 +193,15 @@ class Gateway:
         if mirrored or captured:
             recorder = Recorder(send)  # the answer, as it goes out
             send = recorder.send
-        if backend != "flask":
+        admission = self._admissions.get(backend)
+        if admission is None:  # the mounted ASGI stack: nothing to wait for
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
         else:
-            # Flask-bound: a WSGI thread first, at once when one is free, else after a wait.
-            admission = self.admission
+            # A WSGI thread (or an upstream's slot) first: at once when one is free, else
+            # after a wait.
             watched = None
             if not admission.try_start():
-                watched = await self._queue(receive, send, rid, route)
+                watched = await self._queue(admission, receive, send, rid, backend, route)
                 if watched is None:
                     return  # shed, or the client left: nothing to shadow
                 receive = watched.receive
@@ -221,13 +252,21 @@ class Gateway:
         self.metrics.capture = writer.stats
         self._routes = None  # plans are made again, keyed for the sample
 
-    async def _queue(self, receive: Receive, send: Send, rid: str, route: str) -> Watched | None:
-        """Waits for a WSGI thread, watching the client meanwhile: the client's side of the
-        request once it holds one; None when it was shed (503 at once when it could not
-        start within the maximum wait, or when that wait ran out) or the client left."""
-        admission = self.admission
+    async def _queue(
+        self,
+        admission: Admission,
+        receive: Receive,
+        send: Send,
+        rid: str,
+        backend: Backend,
+        route: str,
+    ) -> Watched | None:
+        """Waits for a WSGI thread (an upstream's slot), watching the client meanwhile: the
+        client's side of the request once it holds one; None when it was shed (503 at once
+        when it could not start within the maximum wait, or when that wait ran out) or the
+        client left."""
         if not admission.can_wait():
-            await self._shed(send, rid, "flask", route)
+            await self._shed(send, rid, backend, route)
             return None
         watched = Watched(receive)
         waited = await admission.wait(watched.gone())
@@ -235,7 +274,7 @@ class Gateway:
             return watched
         watched.close()
         if waited == "late":
-            await self._shed(send, rid, "flask", route)
+            await self._shed(send, rid, backend, route)
         else:  # the client left while queued: its request is never started
             self.metrics.abandoned += 1
         return None
@@ -257,6 +296,26 @@ class Gateway:
         except ClientGone:
             pass
         return None
+
+    def _streams(self, path: str, headers: dict[bytes, bytes]) -> bool:
+        """Whether this request's body goes to its stack as it arrives, unread here: the
+        path's plan sends it to an upstream whatever the body holds (no conversation key
+        needed, no shadow, no capture), and its declared length is within the limit (one
+        past it is refused here, as a read body is)."""
+        routes = self._routes
+        state = self.state
+        if routes is None or routes.rollout is not state.current:  # as `_decide` makes them
+            routes = self._routes = _Routes(
+                state.current, state.salt, self.settings, self.ownership, self.capture is not None
+            )
+        plan = routes.plans.get(path) or routes.plan(path)
+        decided = plan.decided
+        if decided is None or decided[0] not in self.upstream:
+            return False
+        if plan.overridable and _OVERRIDE in headers:
+            return False
+        length = headers.get(b"content-length", b"")
+        return not (length.isdigit() and int(length) > self.settings.max_body_bytes)
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
@@ -428,8 +487,9 @@ class Gateway:
                     step = "the metrics directory"
                     metrics = self.metrics.share(self.settings.metrics_dir, admin)
                     admin = await stack.enter_async_context(metrics)
-                    step = f"the ASGI app ({self.settings.fastapi_app})"
-                    await stack.enter_async_context(run_lifespan(self.stacks.fastapi))
+                    for name, app in self.lifespans:
+                        step = name
+                        await stack.enter_async_context(run_lifespan(app))
                     # Closed first at shutdown: no shadow runs against a stopped stack.
                     stack.push_async_callback(self.shadow.close)
                     self._start_capture(state.salt, stack)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -22,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harness.gateway.policy import OverrideMode
 from harness.gateway.shadow_rules import load_rules
+from harness.gateway.upstream import parse_routes
 
 
 class StickyRule(BaseModel):
@@ -105,6 +107,31 @@ class GatewaySettings(BaseSettings):
     """The WSGI app, by import string; a trailing `()` calls a factory (gunicorn's form)."""
     fastapi_app: str = "fastapi_app.main:app"
     """The ASGI app, by import string; a trailing `()` calls a factory."""
+    flask_url: str | None = None
+    """Upstream mode: the Flask stack runs elsewhere (gunicorn), reached over HTTP at this
+    `http(s)://host:port[/prefix]` instead of mounting `flask_app`."""
+    fastapi_url: str | None = None
+    """Upstream mode: the FastAPI stack runs elsewhere (uvicorn), reached over HTTP at this
+    URL instead of mounting `fastapi_app`; its routes come from its `/openapi.json`."""
+    flask_routes: str | None = None
+    """The Flask upstream's route templates (`/health,/api/v1/chat,/api/v1/chat/sessions/<id>`,
+    or a JSON list; Flask's `<name>` or Starlette's `{name}`): the paths it serves. Unset:
+    it may serve any path, so the percentage decides where FastAPI's routes do not."""
+    fastapi_routes: str | None = None
+    """Routes the FastAPI upstream serves beyond its OpenAPI document's (its docs pages:
+    `/docs,/docs/oauth2-redirect,/redoc`)."""
+    upstream_connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    """An upstream not reached within it: 502 (`Upstream unavailable`)."""
+    upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    """An upstream silent for longer (before its answer, or between its parts): 504
+    (`Upstream timed out`). Above the stacks' own agent deadline, so theirs answers first."""
+    upstream_max_in_flight: int = Field(default=64, ge=1)
+    """Requests each upstream has under way at once: the admission's bound, as
+    `wsgi_threads` is for a mounted Flask. One more waits, if it can start within
+    `upstream_max_wait_seconds`, else it is shed (503, `Retry-After`)."""
+    upstream_max_wait_seconds: float = Field(default=2.0, gt=0)
+    upstream_routes_refresh_seconds: float = Field(default=60.0, gt=0)
+    """How often the FastAPI upstream's `/openapi.json` is read again."""
     aws_region: str = Field(
         default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
     )
@@ -198,12 +225,37 @@ class GatewaySettings(BaseSettings):
         "admin_token",
         "admin_tokens",
         "metrics_dir",
+        "flask_url",
+        "fastapi_url",
+        "flask_routes",
+        "fastapi_routes",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `GATEWAY_SALT=` (docker compose's `${GATEWAY_SALT:-}`) means "not set".
         return None if value == "" else value
+
+    @field_validator("flask_url", "fastapi_url")
+    @classmethod
+    def _is_http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http:// or https:// URL with a host")
+            if parts.query or parts.fragment:
+                raise ValueError("must not have a query or a fragment")
+            try:
+                parts.port  # noqa: B018 - a bad port raises here
+            except ValueError:
+                raise ValueError("has a port that is not a number from 0 to 65535") from None
+        return url
+
+    @field_validator("flask_routes", "fastapi_routes")
+    @classmethod
+    def _routes_parse(cls, text: str | None) -> str | None:
+        parse_routes(text)
+        return text
 
     @field_validator("admin_tokens")
     @classmethod

@@ -7,6 +7,7 @@ loopback, both stacks mounted, against the real emulators."""
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -15,6 +16,7 @@ from contextlib import (
     contextmanager,
 )
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -26,6 +28,7 @@ from gateway import create_gateway
 from harness.gateway.proxy import Gateway
 from harness.gateway.settings import GatewaySettings
 from harness.local.emulators import LocalEmulators
+from harness.local.processes import ServerProcess, run_server
 from harness.local.servers import ASGIServer, environment
 from shared.settings import Settings
 
@@ -89,6 +92,102 @@ def start_gateway(
 
 
 _gateway_tables = itertools.count(1)
+
+MODES = ("mounted", "upstream")
+"""How the gateway reaches the stacks: mounted in its process, or over HTTP (upstream mode:
+Flask on gunicorn, FastAPI on uvicorn, each a process of its own)."""
+FLASK_ROUTES = "/health,/api/v1/chat,/static/<path:filename>"
+"""The legacy app's routes, as a team lists them in `GATEWAY_FLASK_ROUTES` (its url_map)."""
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def stack_environment(emulators: LocalEmulators, **settings: str) -> dict[str, str]:
+    """The environment a stack process runs with: the emulators', the test settings
+    (`build_settings`' as variables), and the shadow header trusted, as behind a gateway
+    that runs elsewhere."""
+    values = {
+        "AGENT_MAX_ATTEMPTS": "1",
+        "AGENT_TIMEOUT_SECONDS": "5",
+        "STORE_MAX_ATTEMPTS": "2",
+        "STORE_TIMEOUT_SECONDS": "5",
+        "LOG_LEVEL": "WARNING",
+        "TRUST_SHADOW_HEADER": "true",
+        "DYNAMODB_TABLE": emulators.table,
+    }
+    values.update({name.upper(): value for name, value in settings.items()})
+    return {**emulators.env(), **values}
+
+
+FLASK_ARGV = [
+    *(sys.executable, "-m", "gunicorn", "legacy_flask:create_app()"),
+    *("--config=python:legacy_flask.gunicorn_conf", "--bind=127.0.0.1:{port}"),
+    *("--workers=2", "--threads=8"),
+]
+FASTAPI_ARGV = [
+    *(sys.executable, "-m", "uvicorn", "fastapi_app.main:app", "--host=127.0.0.1"),
+    *("--port={port}", "--no-access-log", "--http=shared.serving:SnapshotHttpToolsProtocol"),
+]
+
+
+@contextmanager
+def stack_process(
+    side: str, emulators: LocalEmulators, logs: Path, **settings: str
+) -> Iterator[ServerProcess]:
+    """One stack as its own process on a free loopback port: "flask" on gunicorn (2
+    workers), "fastapi" on uvicorn; stopped (its whole group) when the block ends."""
+    argv = FLASK_ARGV if side == "flask" else FASTAPI_ARGV
+    env = stack_environment(emulators, **settings)
+    with run_server(
+        side, argv, env=env, log_path=logs / f"{side}.log", ready_path="/health", cwd=ROOT
+    ) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class UpstreamStacks:
+    flask: ServerProcess
+    fastapi: ServerProcess
+
+    def settings(self) -> dict[str, object]:
+        """The gateway settings that put both stacks behind HTTP."""
+        return {
+            "flask_url": self.flask.url,
+            "fastapi_url": self.fastapi.url,
+            "flask_routes": FLASK_ROUTES,
+        }
+
+
+@pytest.fixture(scope="session")
+def upstream_stacks(
+    emulators: LocalEmulators, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UpstreamStacks]:
+    """Both stacks as processes of their own for the session, on the emulators."""
+    logs = tmp_path_factory.mktemp("upstreams")
+    with (
+        stack_process("flask", emulators, logs) as flask,
+        stack_process("fastapi", emulators, logs) as fastapi,
+    ):
+        yield UpstreamStacks(flask, fastapi)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def start_in_mode(
+    mode: str, start_gateway: StartGateway, request: pytest.FixtureRequest
+) -> StartGateway:
+    """`start_gateway`, with the stacks mounted or (upstream mode) behind HTTP."""
+    if mode == "mounted":
+        return start_gateway
+    stacks: UpstreamStacks = request.getfixturevalue("upstream_stacks")
+
+    def start(**overrides: object) -> AbstractContextManager[RunningGateway]:
+        return start_gateway(**{**stacks.settings(), **overrides})
+
+    return start
 
 
 @pytest.fixture(scope="module")
