@@ -1,8 +1,11 @@
 """The gateway's own cost: each gateway target against the stack it fronts, served alone by
 the same uvicorn settings (one worker), side by side in one run.
 
-On `/health`, two pairs: `gateway-100` against `fastapi-uvicorn`, and `gateway-0` against
-`flask-a2wsgi` (Flask through a2wsgi with the gateway's thread count). On a chat POST (with
+On `/health`, three pairs: `gateway-100` against `fastapi-uvicorn`, `gateway-0` against
+`flask-a2wsgi` (Flask through a2wsgi with the gateway's thread count), and upstream mode:
+`gateway-upstream-100` (the gateway reaching FastAPI over HTTP, FastAPI in a process of its
+own) against `fastapi-uvicorn`, the upstream alone; that pair on chat turns too (wall clock
+and instructions, the gateway's and the upstream's counted together). On a chat POST (with
 `--instructions`), the split: `gateway-50` serving chat conversations (a new conversation,
 whose first turn the gateway routes by a `session_id` it mints into the body, then turns
 routed by the sticky key it reads from the body) against the two stacks alone serving the
@@ -41,10 +44,15 @@ from load_test.engine import BACKEND_HEADER
 from load_test.scenarios import Scenario, build_scenario
 from load_test.targets import Emulators, Target, Workers, started
 
+UPSTREAM = "gateway-upstream-100"
+"""The gateway in upstream mode, in front of FastAPI running alone (`targets.UPSTREAM_OF`)."""
 PAIRS: tuple[tuple[str, str], ...] = (
     ("fastapi-uvicorn", "gateway-100"),
     ("flask-a2wsgi", "gateway-0"),
+    ("fastapi-uvicorn", UPSTREAM),
 )
+CHAT_PAIRS: tuple[tuple[str, str], ...] = (("fastapi-uvicorn", UPSTREAM),)
+"""Pairs also compared on chat turns, by wall clock and by instructions."""
 PATH = "/health"
 SPLIT = "gateway-50"
 """The gateway target of the chat measurement: a split, so the sticky path and minting run."""
@@ -61,6 +69,8 @@ class Figures:
 
     rps: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
+    chat_rps: list[float] = field(default_factory=list)
+    chat_p50_ms: list[float] = field(default_factory=list)
     instructions: int | None = None
     """Per `/health` request."""
     chat_instructions: int | None = None
@@ -75,6 +85,10 @@ class Figures:
             "p50_ms": self.p50_ms,
             "median_rps": median(self.rps),
             "median_p50_ms": median(self.p50_ms),
+            "chat_rps": self.chat_rps,
+            "chat_p50_ms": self.chat_p50_ms,
+            "median_chat_rps": median(self.chat_rps),
+            "median_chat_p50_ms": median(self.chat_p50_ms),
             "instructions_per_request": self.instructions,
             "chat_instructions_per_request": self.chat_instructions,
             "chat_served": self.served,
@@ -103,6 +117,10 @@ class Comparison:
     """Gateway p50 minus direct p50, 1 user (wall clock)."""
     instruction_ratio: float | None
     """Direct instructions per request over the gateway's: its CPU-bound throughput ratio."""
+    chat_throughput_ratio: float | None = None
+    chat_added_p50_ms: float | None = None
+    chat_instruction_ratio: float | None = None
+    """The same three on chat turns (`CHAT_PAIRS` only)."""
 
     def to_json(self) -> dict[str, object]:
         """As JSON-ready data."""
@@ -112,21 +130,42 @@ class Comparison:
             "throughput_ratio": self.throughput_ratio,
             "added_p50_ms": self.added_p50_ms,
             "instruction_ratio": self.instruction_ratio,
+            "chat_throughput_ratio": self.chat_throughput_ratio,
+            "chat_added_p50_ms": self.chat_added_p50_ms,
+            "chat_instruction_ratio": self.chat_instruction_ratio,
         }
 
 
 def compare(direct: Figures, gateway: Figures, names: tuple[str, str]) -> Comparison:
     """The ratios of one pair, from each side's medians (None where a side has none)."""
-    d_rps, g_rps = median(direct.rps), median(gateway.rps)
-    d_p50, g_p50 = median(direct.p50_ms), median(gateway.p50_ms)
-    throughput = g_rps / d_rps if d_rps and g_rps is not None else None
-    added = g_p50 - d_p50 if d_p50 is not None and g_p50 is not None else None
-    instructions = (
-        direct.instructions / gateway.instructions
-        if direct.instructions and gateway.instructions
-        else None
+    throughput, added = _wall(direct.rps, gateway.rps, direct.p50_ms, gateway.p50_ms)
+    chat_throughput, chat_added = _wall(
+        direct.chat_rps, gateway.chat_rps, direct.chat_p50_ms, gateway.chat_p50_ms
     )
-    return Comparison(names[0], names[1], throughput, added, instructions)
+    return Comparison(
+        names[0],
+        names[1],
+        throughput,
+        added,
+        _ratio(direct.instructions, gateway.instructions),
+        chat_throughput,
+        chat_added,
+        _ratio(direct.chat_instructions, gateway.chat_instructions),
+    )
+
+
+def _wall(
+    d_rps: Sequence[float], g_rps: Sequence[float], d_p50: Sequence[float], g_p50: Sequence[float]
+) -> tuple[float | None, float | None]:
+    direct_rps, gateway_rps = median(d_rps), median(g_rps)
+    direct_p50, gateway_p50 = median(d_p50), median(g_p50)
+    throughput = gateway_rps / direct_rps if direct_rps and gateway_rps is not None else None
+    added = gateway_p50 - direct_p50 if direct_p50 is not None and gateway_p50 is not None else None
+    return throughput, added
+
+
+def _ratio(direct: int | None, gateway: int | None) -> float | None:
+    return direct / gateway if direct and gateway else None
 
 
 @dataclass(frozen=True)
@@ -189,6 +228,8 @@ def measure_wall(
     two never take each other's core: steadier figures on a small machine."""
     figures = {name: Figures() for pair in PAIRS for name in pair}
     scenario = build_scenario("health")
+    chat = build_scenario("chat", turns=CHAT_TURNS)
+    chatting = {name for pair in CHAT_PAIRS for name in pair}
     prefix: tuple[str, ...] = ()
     if pin:
         cpus = sorted(os.sched_getaffinity(0))
@@ -210,10 +251,16 @@ def measure_wall(
                     engine.run(target.url, scenario, engine.ClosedLoop(1, duration_s / 4))
                     one = _summary(target, scenario, engine.ClosedLoop(1, duration_s))
                     many = _summary(target, scenario, engine.ClosedLoop(users, duration_s))
+                    if name in chatting and pair in CHAT_PAIRS:
+                        engine.run(target.url, chat, engine.ClosedLoop(1, duration_s / 4))
+                        chat_one = _summary(target, chat, engine.ClosedLoop(1, duration_s))
+                        chat_many = _summary(target, chat, engine.ClosedLoop(users, duration_s))
+                        figures[name].chat_p50_ms.append(chat_one.latency.p50_ms)
+                        figures[name].chat_rps.append(chat_many.rps)
                 figures[name].p50_ms.append(one.latency.p50_ms)
                 figures[name].rps.append(many.rps)
                 say(
-                    f"round {number + 1}/{rounds} {name:16s} p50 {one.latency.p50_ms:6.2f} ms"
+                    f"round {number + 1}/{rounds} {name:20s} p50 {one.latency.p50_ms:6.2f} ms"
                     f" (1 user)  {many.rps:8.1f} req/s ({users} users)"
                 )
     return figures
@@ -241,7 +288,7 @@ def measure_instructions(
     fronts (each target started once, both counts read from it)."""
     check_callgrind()
     health = [name for pair in PAIRS for name in pair]
-    chat = [*SPLIT_STACKS.values(), SPLIT] if chat_requests else []
+    chat = [*SPLIT_STACKS.values(), SPLIT, UPSTREAM] if chat_requests else []
     figures: dict[str, Figures] = {}
     for name in dict.fromkeys([*health, *chat]):
         out = log_dir / f"callgrind.{name}"
@@ -258,8 +305,7 @@ def measure_instructions(
             ready_timeout_s=900.0,
             extra_env={**CALLGRIND_ENV, "LOG_LEVEL": log_level},
         ) as target:
-            assert target.process is not None
-            counter = Callgrind(str(target.process.pid), out)
+            counter = _counters(target, out)
             found = figures[name] = Figures()
             with httpx.Client(base_url=target.url, timeout=120) as client:
                 if name in health:
@@ -386,6 +432,33 @@ class _Count:
     total: int = 0
 
 
+class _Together:
+    """Counts several processes at once (a gateway and its upstream), as one total."""
+
+    def __init__(self, counters: Sequence[Callgrind]) -> None:
+        self.counters = counters
+
+    @contextlib.contextmanager
+    def count(self) -> Iterator[_Count]:
+        """The instructions all of them executed inside the block, in `.total`."""
+        counted = _Count()
+        with contextlib.ExitStack() as stack:
+            parts = [stack.enter_context(counter.count()) for counter in self.counters]
+            yield counted
+        counted.total = sum(part.total for part in parts)
+
+
+def _counters(target: Target, out: Path) -> _Together:
+    """The callgrind counters of `target`'s process and of its upstream's, if it has one
+    (both started under the same `callgrind_prefix(out)`)."""
+    found = []
+    while target is not None:
+        assert target.process is not None
+        found.append(Callgrind(str(target.process.pid), out))
+        target = target.upstream  # type: ignore[assignment]
+    return _Together(found)
+
+
 def _control(*args: str) -> None:
     subprocess.run(  # noqa: S603 - our own argv
         ["callgrind_control", *args],  # noqa: S607 - found on PATH above
@@ -405,24 +478,33 @@ def callgrind_total(dump: str) -> int:
 def table(figures: dict[str, Figures], comparisons: Sequence[Comparison]) -> str:
     """The figures and the ratios, as the terminal shows them."""
     lines = [
-        f"{'target':16s} {'req/s':>9s} {'p50 ms':>8s} {'instr/request':>14s} {'instr/chat':>12s}"
+        f"{'target':20s} {'req/s':>9s} {'p50 ms':>8s} {'chat req/s':>10s} {'chat p50':>8s}"
+        f" {'instr/request':>14s} {'instr/chat':>12s}"
     ]
     for name, f in figures.items():
         rps, p50 = median(f.rps), median(f.p50_ms)
+        chat_rps, chat_p50 = median(f.chat_rps), median(f.chat_p50_ms)
         lines.append(
-            f"{name:16s} {_fmt(rps, '9.1f')} {_fmt(p50, '8.2f')} {_fmt(f.instructions, '14,d')}"
+            f"{name:20s} {_fmt(rps, '9.1f')} {_fmt(p50, '8.2f')} {_fmt(chat_rps, '10.1f')}"
+            f" {_fmt(chat_p50, '8.2f')} {_fmt(f.instructions, '14,d')}"
             f" {_fmt(f.chat_instructions, '12,d')}"
         )
     lines.append("")
     for c in comparisons:
-        parts = [f"{c.gateway} vs {c.direct}:"]
-        if c.throughput_ratio is not None:
-            parts.append(f"throughput x{c.throughput_ratio:.3f}")
-        if c.added_p50_ms is not None:
-            parts.append(f"added p50 {c.added_p50_ms:+.2f} ms")
-        if c.instruction_ratio is not None:
-            parts.append(f"CPU-bound throughput (instructions) x{c.instruction_ratio:.3f}")
-        lines.append("  ".join(parts))
+        for kind, throughput, added, instructions in (
+            ("", c.throughput_ratio, c.added_p50_ms, c.instruction_ratio),
+            (" chat", c.chat_throughput_ratio, c.chat_added_p50_ms, c.chat_instruction_ratio),
+        ):
+            if throughput is None and added is None and instructions is None:
+                continue
+            parts = [f"{c.gateway} vs {c.direct}{kind}:"]
+            if throughput is not None:
+                parts.append(f"throughput x{throughput:.3f}")
+            if added is not None:
+                parts.append(f"added p50 {added:+.2f} ms")
+            if instructions is not None:
+                parts.append(f"CPU-bound throughput (instructions) x{instructions:.3f}")
+            lines.append("  ".join(parts))
     split = split_cost(figures)
     if split is not None:
         lines.append(

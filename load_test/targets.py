@@ -39,6 +39,10 @@ STANDARD_TARGETS = (
 )
 CEILING = "client-ceiling"
 _GATEWAY = re.compile(r"gateway-(\d{1,3}(?:\.\d+)?)")
+_UPSTREAM = re.compile(r"gateway-upstream-(\d{1,3}(?:\.\d+)?)")
+UPSTREAM_OF = "fastapi-uvicorn"
+"""The FastAPI stack a `gateway-upstream-N` target reaches over HTTP (upstream mode),
+started with it; its Flask stack stays mounted."""
 _TARGET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -64,16 +68,33 @@ class Launch:
     env: Mapping[str, str]
     ready_path: str
     describe: str
+    upstream: str | None = None
+    """A target started first, whose URL the gateway's `GATEWAY_FASTAPI_URL` names."""
 
 
 def is_known(name: str) -> bool:
     """Whether the tool can start a target by that name."""
-    return name in STANDARD_TARGETS or name == CEILING or gateway_percent(name) is not None
+    return (
+        name in STANDARD_TARGETS
+        or name == CEILING
+        or gateway_percent(name) is not None
+        or upstream_percent(name) is not None
+    )
 
 
 def gateway_percent(name: str) -> float | None:
     """50.0 for "gateway-50"; None for any other name."""
-    match = _GATEWAY.fullmatch(name)
+    return _percent(_GATEWAY, name)
+
+
+def upstream_percent(name: str) -> float | None:
+    """100.0 for "gateway-upstream-100" (the gateway in upstream mode in front of
+    `UPSTREAM_OF`); None for any other name."""
+    return _percent(_UPSTREAM, name)
+
+
+def _percent(pattern: re.Pattern[str], name: str) -> float | None:
+    match = pattern.fullmatch(name)
     if match is None or float(match.group(1)) > 100:
         return None
     return float(match.group(1))
@@ -109,7 +130,8 @@ def launch(name: str, workers: Workers) -> Launch:
     if name == CEILING:
         argv = (*python, "load_test.ceiling", "--port", "{port}")
         return Launch(argv, {}, "/", "trivial asyncio server answering at once")
-    percent = gateway_percent(name)
+    upstream = upstream_percent(name)
+    percent = gateway_percent(name) if upstream is None else upstream
     if percent is None:
         raise ValueError(f"unknown target {name!r}")
     argv = (*python, "uvicorn", "gateway:app", *uvicorn)
@@ -125,6 +147,12 @@ def launch(name: str, workers: Workers) -> Launch:
         f"uvicorn, {workers.workers} workers, {percent:g} % FastAPI, "
         f"a2wsgi {workers.wsgi_threads} threads"
     )
+    if upstream is not None:
+        describe = (
+            f"uvicorn, {workers.workers} workers, {percent:g} % FastAPI, upstream mode: "
+            f"FastAPI over HTTP ({UPSTREAM_OF}), Flask mounted"
+        )
+        return Launch(argv, env, "/health", describe, upstream=UPSTREAM_OF)
     return Launch(argv, env, "/health", describe)
 
 
@@ -200,10 +228,15 @@ class Target:
     url: str
     describe: str
     process: ServerProcess | None = None
+    upstream: Target | None = None
+    """The target this one reaches over HTTP (upstream mode), started and stopped with it."""
 
     def cpu_seconds(self) -> float | None:
-        """CPU used so far by the target's processes (None for a target given by URL)."""
-        return self.process.cpu_seconds() if self.process else None
+        """CPU used so far by the target's processes, its upstream's included (None for a
+        target given by URL)."""
+        own = self.process.cpu_seconds() if self.process else None
+        theirs = self.upstream.cpu_seconds() if self.upstream else 0.0
+        return None if own is None or theirs is None else own + theirs
 
 
 @contextlib.contextmanager
@@ -223,15 +256,32 @@ def started(
     env = {**(emulators.env if emulators else {}), **spec.env, **(extra_env or {})}
     if emulators is not None and "GATEWAY_STATE_TABLE" in spec.env:
         emulators.create_table(spec.env["GATEWAY_STATE_TABLE"])
-    with run_server(
-        name,
-        (*prefix, *spec.argv),
-        env=env,
-        log_path=log_dir / f"{name}.log",
-        ready_path=spec.ready_path,
-        ready_timeout_s=ready_timeout_s,
-    ) as process:
-        yield Target(name, process.url, spec.describe, process)
+    with contextlib.ExitStack() as stack:
+        upstream = None
+        if spec.upstream is not None:
+            upstream = stack.enter_context(
+                started(
+                    spec.upstream,
+                    workers=workers,
+                    emulators=emulators,
+                    log_dir=log_dir,
+                    extra_env=extra_env,
+                    prefix=prefix,
+                    ready_timeout_s=ready_timeout_s,
+                )
+            )
+            env["GATEWAY_FASTAPI_URL"] = upstream.url
+        process = stack.enter_context(
+            run_server(
+                name,
+                (*prefix, *spec.argv),
+                env=env,
+                log_path=log_dir / f"{name}.log",
+                ready_path=spec.ready_path,
+                ready_timeout_s=ready_timeout_s,
+            )
+        )
+        yield Target(name, process.url, spec.describe, process, upstream)
 
 
 def parse_url_target(text: str) -> Target:

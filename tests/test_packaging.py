@@ -333,12 +333,14 @@ def test_compose_runs_the_gateway_beside_each_stack_and_the_emulators() -> None:
     env = gateway["environment"]
     assert env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://dynamodb:8000"
     assert env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"] == "http://bedrock:9100"
+    assert env["AWS_ENDPOINT_URL_CLOUDWATCH"] == "http://bedrock:9200"  # FastAPI's metrics
 
     bedrock = services["bedrock"]
     assert bedrock["build"]["target"] == "tools"
     assert bedrock["command"][:3] == ["python", "-m", "harness.local.emulators"]
     assert "--dynamodb-url=http://dynamodb:8000" in bedrock["command"]
     assert "--bedrock-port=9100" in bedrock["command"]
+    assert "--cloudwatch-port=9200" in bedrock["command"]
     assert services["dynamodb"]["image"].startswith("amazon/dynamodb-local")
 
     # Each stack alone, for comparison, from the production image.
@@ -382,8 +384,25 @@ def test_compose_runs_a_gateway_upstream_of_the_two_stacks() -> None:
     assert env["GATEWAY_FASTAPI_URL"] == "http://fastapi:8002"
     assert "--port=8002" in services["fastapi"]["command"]
     assert env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://dynamodb:8000"
-    # Every other variable is a setting (the URLs are checked by their values above).
-    for name in set(env) - {"GATEWAY_FLASK_URL", "GATEWAY_FASTAPI_URL"}:
+    # Each side's routes, as the stacks serve them: Flask's url_map, FastAPI's docs pages.
+    from fastapi_app.main import app as fastapi_app
+    from harness.gateway.upstream import parse_routes
+    from legacy_flask import create_app
+
+    flask_rules = {rule.rule for rule in create_app().url_map.iter_rules()}
+    assert set(parse_routes(env["GATEWAY_FLASK_ROUTES"]) or []) == {
+        re.sub(r"<(?:(\w+):)?(\w+)>", lambda m: f"{{{m[2]}:path}}" if m[1] else f"{{{m[2]}}}", r)
+        for r in flask_rules
+    }
+    documented = set(fastapi_app.openapi()["paths"])
+    for page in parse_routes(env["GATEWAY_FASTAPI_ROUTES"]) or []:
+        assert page not in documented
+        assert any(
+            getattr(route, "path", None) == page.removesuffix("/{path:path}")
+            for route in fastapi_app.routes
+        ), page
+    # Every variable is a setting.
+    for name in env:
         if name.startswith("GATEWAY_"):
             assert name.removeprefix("GATEWAY_").lower() in GatewaySettings.model_fields, name
         else:

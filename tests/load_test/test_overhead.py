@@ -8,6 +8,7 @@ import pytest
 
 from load_test.__main__ import main
 from load_test.overhead import (
+    CHAT_PAIRS,
     PAIRS,
     SPLIT,
     SPLIT_STACKS,
@@ -33,7 +34,30 @@ def test_rounds_alternate_which_side_goes_first() -> None:
 
 
 def test_each_gateway_target_is_paired_with_the_stack_it_fronts() -> None:
-    assert PAIRS == (("fastapi-uvicorn", "gateway-100"), ("flask-a2wsgi", "gateway-0"))
+    assert PAIRS == (
+        ("fastapi-uvicorn", "gateway-100"),
+        ("flask-a2wsgi", "gateway-0"),
+        ("fastapi-uvicorn", "gateway-upstream-100"),  # upstream mode against the upstream alone
+    )
+    assert CHAT_PAIRS == (("fastapi-uvicorn", "gateway-upstream-100"),)
+
+
+def test_the_upstream_pair_compares_chat_turns_too() -> None:
+    direct = Figures(chat_rps=[200.0, 210.0], chat_p50_ms=[4.0, 4.2], chat_instructions=900)
+    gateway = Figures(chat_rps=[180.0, 170.0], chat_p50_ms=[4.5, 4.9], chat_instructions=1_000)
+    result = compare(direct, gateway, CHAT_PAIRS[0])
+    assert (result.chat_throughput_ratio, result.chat_added_p50_ms) == (
+        pytest.approx(175.0 / 205.0),
+        pytest.approx(4.7 - 4.1),
+    )
+    assert result.chat_instruction_ratio == pytest.approx(0.9)
+    assert result.throughput_ratio is None  # no /health figures: no /health ratio
+    text = table({"fastapi-uvicorn": direct, "gateway-upstream-100": gateway}, [result])
+    assert (
+        "gateway-upstream-100 vs fastapi-uvicorn chat:  throughput x0.854  added p50 +0.60 ms"
+        "  CPU-bound throughput (instructions) x0.900"
+    ) in text
+    assert "gateway-upstream-100 vs fastapi-uvicorn:" not in text
 
 
 def test_ratios_come_from_the_medians_of_both_sides() -> None:
@@ -81,7 +105,7 @@ def test_the_table_shows_figures_and_each_pair() -> None:
     }
     pairs = [compare(figures["fastapi-uvicorn"], figures["gateway-100"], PAIRS[0])]
     text = table(figures, pairs)
-    assert text.splitlines()[1].split() == ["fastapi-uvicorn", "1000.0", "1.00", "-", "-"]
+    assert text.splitlines()[1].split() == ["fastapi-uvicorn", "1000.0", "1.00", *"----"]
     assert "gateway-100 vs fastapi-uvicorn:  throughput x0.960  added p50 +0.15 ms" in text
 
 
@@ -147,7 +171,7 @@ def test_no_split_cost_without_every_figure_it_needs(change: str) -> None:
 
 def test_the_table_shows_the_split_cost() -> None:
     text = table(_split_figures({"fastapi": 60, "flask": 40}), [])
-    assert text.splitlines()[3].split() == ["gateway-50", "-", "-", "-", "11,232,000"]
+    assert text.splitlines()[3].split() == ["gateway-50", *"-----", "11,232,000"]
     assert text.splitlines()[-1] == (
         "gateway-50 chat vs the stacks alone (served fastapi 60, flask 40):"
         "  11,232,000 vs 10,800,000 instructions per request, the gateway adds +4.00%"

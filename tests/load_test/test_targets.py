@@ -102,10 +102,36 @@ def test_gateway_percent(name: str, percent: float | None) -> None:
 @pytest.mark.parametrize(
     ("name", "known"),
     [("flask-gunicorn-sync", True), ("gateway-50", True), ("client-ceiling", True),
-     ("flask", False), ("gateway-200", False)],
+     ("gateway-upstream-100", True), ("flask", False), ("gateway-200", False),
+     ("gateway-upstream-101", False)],
 )  # fmt: skip
 def test_is_known(name: str, known: bool) -> None:
     assert targets.is_known(name) is known
+
+
+def test_the_upstream_gateway_reaches_fastapi_started_beside_it(tmp_path: Path) -> None:
+    spec = targets.launch("gateway-upstream-100", WORKERS)
+    assert (spec.upstream, spec.env["GATEWAY_FASTAPI_PERCENT"]) == ("fastapi-uvicorn", "100")
+    assert targets.upstream_percent("gateway-upstream-100") == 100.0
+    assert targets.gateway_percent("gateway-upstream-100") is None
+    one = targets.Workers(workers=1)
+    with (
+        targets.emulators_process(0.0, tmp_path) as emulators,
+        targets.started(
+            "gateway-upstream-100", workers=one, emulators=emulators, log_dir=tmp_path
+        ) as target,
+    ):
+        assert target.upstream is not None and target.upstream.name == "fastapi-uvicorn"
+        answer = httpx.get(f"{target.url}/health/detailed", timeout=10)
+        # FastAPI's own route, reached over HTTP: its OpenAPI document was read.
+        assert answer.headers["x-dualstack-backend"] == "fastapi"
+        assert answer.json()["version"] == "2.0.0"
+        cpu = target.cpu_seconds()
+        alone = target.upstream.cpu_seconds()
+        assert cpu is not None and alone is not None and cpu > alone  # both counted
+        upstream = target.upstream.process
+        assert upstream is not None
+    assert upstream.exited()  # stopped with the gateway
 
 
 def test_url_targets() -> None:

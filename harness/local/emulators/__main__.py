@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--dynamodb-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--bedrock-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--cloudwatch-port", type=int, default=0, help="0: any free port")
     parser.add_argument(
         "--dynamodb",
         choices=CHOICES,
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=args.host,
             dynamodb_port=args.dynamodb_port,
             bedrock_port=args.bedrock_port,
+            cloudwatch_port=args.cloudwatch_port,
             table=args.table or settings.dynamodb_table,
             shadow_table=settings.dynamodb_shadow_table,
             extra_tables=args.gateway_table or [gateway.state_table],
