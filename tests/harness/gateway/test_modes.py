@@ -6,6 +6,7 @@ request id and the answers' shape are the gateway's, whichever way it reaches th
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from harness.gateway.policy import BUCKETS, bucket
+from harness.local.emulators import LocalEmulators
 
 from .conftest import RunningGateway, StartGateway
 
@@ -150,3 +152,46 @@ def test_a_chunked_upload_reaches_the_stack_whole(pinned: RunningGateway, backen
     assert answer.status_code == 200, answer.text
     assert answer.json()["session_id"] == sid
     assert answer.headers["x-dualstack-backend"] == backend
+
+
+def _judged(client: httpx.Client, count: int) -> dict[str, dict[str, int]]:
+    """The shadow outcomes by route, once `count` copies were judged (they run after the
+    primary answered: polled, with a deadline)."""
+    deadline = time.monotonic() + 30
+    while True:
+        routes: dict[str, dict[str, int]] = client.get("/_gateway/shadow").json()["routes"]
+        if sum(sum(by.values()) for by in routes.values()) >= count:
+            return routes
+        assert time.monotonic() < deadline, f"{count} shadow requests never judged: {routes}"
+        time.sleep(0.02)
+
+
+def test_shadowed_turns_match_and_write_only_the_shadow_table(
+    start_in_mode: StartGateway, emulators: LocalEmulators
+) -> None:
+    # At 0 % and 100 % shadowed, Flask answers and FastAPI gets each turn's copy, marked;
+    # over HTTP the marker is the header the upstream trusts (TRUST_SHADOW_HEADER).
+    sessions = [f"modes-shadow-{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    with (
+        start_in_mode(fastapi_percent=0, shadow_percent=100) as gateway,
+        gateway.client() as client,
+    ):
+        for turn in ("hello", "and again"):
+            for sid in sessions:
+                answer = _turn(client, turn, sid)
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-dualstack-backend"] == "flask"
+        routes = _judged(client, 2 * len(sessions))
+    assert routes == {
+        "/api/v1/chat": {"match": 6, "additive": 0, "breaking": 0, "error": 0, "dropped": 0}
+    }
+    raw = emulators.dynamodb.client()
+    try:
+        for sid in sessions:
+            for table in (emulators.table, emulators.shadow_table):
+                item = raw.get_item(
+                    TableName=table, Key={"session_id": {"S": sid}}, ConsistentRead=True
+                ).get("Item")
+                assert item is not None and item["turns"]["N"] == "2", (table, item)
+    finally:
+        raw.close()
