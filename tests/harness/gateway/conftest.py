@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -92,6 +93,20 @@ def start_gateway(
 
 
 _gateway_tables = itertools.count(1)
+
+
+def wait_until_judged(client: httpx.Client, count: int) -> dict[str, dict[str, int]]:
+    """The shadow summary's counts once `count` exchanges are judged (polled: a shadow runs
+    after its primary answered, in the gateway's server; generous, it runs out only when the
+    test fails)."""
+    deadline = time.monotonic() + 30
+    while True:
+        routes: dict[str, dict[str, int]] = client.get("/_gateway/shadow").json()["routes"]
+        if sum(sum(by.values()) for by in routes.values()) >= count:
+            return routes
+        assert time.monotonic() < deadline, f"{count} shadow requests never judged: {routes}"
+        time.sleep(0.02)
+
 
 MODES = ("mounted", "upstream")
 """How the gateway reaches the stacks: mounted in its process, or over HTTP (upstream mode:

@@ -6,7 +6,6 @@ request id and the answers' shape are the gateway's, whichever way it reaches th
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ import pytest
 from harness.gateway.policy import BUCKETS, bucket
 from harness.local.emulators import LocalEmulators
 
-from .conftest import RunningGateway, StartGateway
+from .conftest import RunningGateway, StartGateway, wait_until_judged
 
 CHAT = "/api/v1/chat"
 
@@ -154,18 +153,6 @@ def test_a_chunked_upload_reaches_the_stack_whole(pinned: RunningGateway, backen
     assert answer.headers["x-dualstack-backend"] == backend
 
 
-def _judged(client: httpx.Client, count: int) -> dict[str, dict[str, int]]:
-    """The shadow outcomes by route, once `count` copies were judged (they run after the
-    primary answered: polled, with a deadline)."""
-    deadline = time.monotonic() + 30
-    while True:
-        routes: dict[str, dict[str, int]] = client.get("/_gateway/shadow").json()["routes"]
-        if sum(sum(by.values()) for by in routes.values()) >= count:
-            return routes
-        assert time.monotonic() < deadline, f"{count} shadow requests never judged: {routes}"
-        time.sleep(0.02)
-
-
 def test_shadowed_turns_match_and_write_only_the_shadow_table(
     start_in_mode: StartGateway, emulators: LocalEmulators
 ) -> None:
@@ -181,7 +168,7 @@ def test_shadowed_turns_match_and_write_only_the_shadow_table(
                 answer = _turn(client, turn, sid)
                 assert answer.status_code == 200, answer.text
                 assert answer.headers["x-dualstack-backend"] == "flask"
-        routes = _judged(client, 2 * len(sessions))
+        routes = wait_until_judged(client, 2 * len(sessions))
     assert routes == {
         "/api/v1/chat": {"match": 6, "additive": 0, "breaking": 0, "error": 0, "dropped": 0}
     }

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from harness.gateway.shadow_rules import PARITY_RULES, load_rules
 from harness.local.emulators import LocalEmulators
 from harness.local.servers import ASGIServer, environment
 
-from .conftest import TOKEN, OpenClient, StartGateway, gateway_settings
+from .conftest import TOKEN, OpenClient, StartGateway, gateway_settings, wait_until_judged
 from .test_admin import AUTH, running_admin
 
 RULES_YAML = Path(__file__).parents[3] / "parity_tests" / "rules.yaml"
@@ -133,18 +132,6 @@ def test_the_wsgi_pool_holds_the_shadows_threads_beside_the_primaries() -> None:
 # --- the real gateway and stacks -------------------------------------------------------------
 
 
-def _wait_until_judged(client: httpx.Client, count: int) -> dict[str, dict[str, int]]:
-    """The shadow summary's counts once `count` exchanges are judged (polled: the gateway
-    runs in a server thread; generous, it runs out only when the test fails)."""
-    deadline = time.monotonic() + 30
-    while True:
-        routes: dict[str, dict[str, int]] = client.get("/_gateway/shadow").json()["routes"]
-        if sum(sum(by.values()) for by in routes.values()) >= count:
-            return routes
-        assert time.monotonic() < deadline, f"{count} shadow requests never judged: {routes}"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("primary", [0, 100])
 def test_the_reference_stacks_match_on_requests_that_write_nothing(
     start_gateway: StartGateway, emulators: LocalEmulators, primary: float
@@ -164,7 +151,7 @@ def test_the_reference_stacks_match_on_requests_that_write_nothing(
         ]
         served |= {r.headers["x-dualstack-backend"] for r in refusals}
         assert [r.status_code for r in refusals] == [400, 415, 400]
-        routes = _wait_until_judged(client, 4)
+        routes = wait_until_judged(client, 4)
         diffs = client.get("/_gateway/shadow/diffs", headers={"Authorization": f"Bearer {TOKEN}"})
     assert served == {"fastapi" if primary else "flask"}
     assert routes == {
@@ -193,7 +180,7 @@ def test_shadowed_conversations_leave_the_primary_table_as_it_would_be(
                 response = client.post("/api/v1/chat", json={"message": turn, "session_id": sid})
                 assert response.status_code == 200, response.text
                 served.add(response.headers["x-dualstack-backend"])
-        routes = _wait_until_judged(client, 2 * len(sessions))
+        routes = wait_until_judged(client, 2 * len(sessions))
     assert served == {"flask"}
     # FastAPI's chat answers add `timestamp` and `tokens_used` (both expected): every copy
     # matches, the shadow answering each turn as the primary did; none is lost.
@@ -237,7 +224,7 @@ def test_a_conversation_begun_before_shadowing_matches_once_it_is_on(
         assert changed.status_code == 200, changed.text
         third = client.post("/api/v1/chat", json={"message": "three", "session_id": sid})
         assert third.json()["response"].endswith("This is turn 3 of our conversation.")
-        routes = _wait_until_judged(client, 1)
+        routes = wait_until_judged(client, 1)
     assert routes == {
         "/api/v1/chat": {"match": 1, "additive": 0, "breaking": 0, "error": 0, "dropped": 0}
     }
@@ -266,7 +253,7 @@ def test_an_altered_candidate_is_breaking_on_exactly_its_altered_answers(
             assert client.post("/api/v1/chat", json={"message": "hello"}).status_code == 200
             assert client.post("/api/v1/chat", json={"message": ""}).status_code == 400
             assert client.post("/api/v1/chat", json={"message": 7}).status_code == 400
-            routes = _wait_until_judged(client, 4)
+            routes = wait_until_judged(client, 4)
             diffs = client.get(
                 "/_gateway/shadow/diffs", headers={"Authorization": f"Bearer {TOKEN}"}
             )
