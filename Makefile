@@ -63,8 +63,13 @@ emulators: $(STAMP)
 # The benchmark gate's own test (a slowed build must fail it) makes three gate runs under
 # callgrind, about a minute and a half: a slow benchmark, so not in make test but in
 # `make gate-check`, which .ci/run runs beside `make gate`.
+# The stacks' tests and the tools' (the load test's and the parity suite's), mostly waiting on
+# the servers and emulators they start, run as a third pytest beside the main one, so the
+# suite keeps to about five minutes on two cores; their output follows the main run's.
 GATE_TEST := tests/load_test/test_gate.py::test_a_slower_gateway_fails_the_gate_and_the_same_build_passes
 DYNALITE_LOG := reports/tests/dynalite.log
+TOOLS_TESTS := tests/stacks tests/load_test tests/parity parity_tests
+TOOLS_LOG := reports/tests/beside.log
 
 test: $(STAMP) browser
 	@if $(DYNALITE) check; then $(DYNALITE) install; fi
@@ -73,7 +78,12 @@ test: $(STAMP) browser
 	    DUALSTACK_TEST_DYNAMODB=dynalite $(PY) -m pytest tests/stacks -p no:cacheprovider \
 	        > $(DYNALITE_LOG) 2>&1 & second=$$!; \
 	fi; \
-	$(PY) -m pytest --deselect "$(GATE_TEST)"; first=$$?; \
+	$(PY) -m pytest $(TOOLS_TESTS) --deselect "$(GATE_TEST)" -p no:cacheprovider \
+	    > $(TOOLS_LOG) 2>&1 & third=$$!; \
+	$(PY) -m pytest $(addprefix --ignore=,$(TOOLS_TESTS)); first=$$?; \
+	wait $$third; tools=$$?; \
+	echo "== tests/stacks and the load test's and parity suite's tests ($(TOOLS_LOG))"; \
+	cat $(TOOLS_LOG); \
 	if [ -n "$$second" ]; then \
 	    wait $$second; again=$$?; \
 	    echo "== tests/stacks again, against dynalite ($(DYNALITE_LOG))"; \
@@ -81,7 +91,7 @@ test: $(STAMP) browser
 	else \
 	    again=0; echo "== tests/stacks ran against moto only: no Node 20+ with npm for dynalite"; \
 	fi; \
-	[ $$first -eq 0 ] && [ $$again -eq 0 ]
+	[ $$first -eq 0 ] && [ $$tools -eq 0 ] && [ $$again -eq 0 ]
 
 gate-check: $(STAMP) valgrind
 	$(PY) -m pytest -p no:cacheprovider "$(GATE_TEST)"

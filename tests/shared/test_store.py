@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -154,7 +155,10 @@ def test_a_retried_rate_limit_hit_is_counted_once(
 ) -> None:
     settings = make_settings(dynamodb_table=emulators.table, rate_limit_requests=2)
     lossy = LostReplies(client)
-    store = SessionStore(lossy, settings)
+    # One instant for all three hits: on the wall clock they could straddle the window's end
+    # and start a new count.
+    now = time.time()
+    store = SessionStore(lossy, settings, clock=lambda: now)
     address = f"retried-{next(_sessions)}"
     first = store.hit(address)
     assert lossy.lost == 1  # the first attempt was applied and its reply lost

@@ -3,7 +3,8 @@
 FastAPI app, altered on chat turns only, as a release with one bug would be.
 
 - `failing()`: every fifth chat turn answers 500 (20 %), in the contract's error shape;
-- `slow()`: every chat turn answers 300 ms later than the real app would.
+- `slow()`: every chat turn answers 600 ms later than the real app would (far enough past
+  1.5 x Flask's p99 that a loaded 2-core machine slowing Flask too cannot hide it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shared import contract
 from shared.settings import Settings
 
 CHAT = "/api/v1/chat"
-SLOWER_SECONDS = 0.3
+SLOWER_SECONDS = 0.6
 
 
 def _wrapped(app: Any, altered: Any) -> Any:
