@@ -135,16 +135,30 @@ def _drain() -> None:
     kernel then resets it, and the client (a gateway's pool among them) can lose the answer,
     a 413 refused by its declared length most of all. Never past the body's end: werkzeug's
     stream knows how much of it the app read; unread, one bounded by `Content-Length` (or,
-    chunked, by the server's end of the body) is made."""
+    chunked, by the server's end of the body) is made. A chunked body past
+    `MAX_CONTENT_LENGTH` makes werkzeug's stream refuse to read on: the server's own input,
+    which ends where the body does (`wsgi.input_terminated`), is read then."""
+    environ = request.environ
     stream = request.__dict__.get("stream")  # werkzeug's cached stream, if the app read it
     if stream is None:
-        stream = get_input_stream(request.environ, safe_fallback=True, max_content_length=None)
-    left = DRAIN_LIMIT_BYTES
+        stream = get_input_stream(environ, safe_fallback=True, max_content_length=None)
+    left = _read_away(stream, DRAIN_LIMIT_BYTES)
+    if left is None and environ.get("wsgi.input_terminated") and environ.get("wsgi.input"):
+        _read_away(environ["wsgi.input"], DRAIN_LIMIT_BYTES)
+
+
+def _read_away(stream: Any, limit: int) -> int | None:
+    """Reads `stream` to its end or `limit` bytes, whichever comes first: the bytes left of
+    the limit, or None when the stream refused to be read (over werkzeug's maximum)."""
+    left = limit
     try:
         while left > 0:
             data = stream.read(min(64 * 1024, left))
             if not data:
-                return
+                break
             left -= len(data)
-    except (OSError, ValueError, HTTPException):  # gone, a broken chunked body, over a limit
-        return
+    except HTTPException:  # werkzeug's stream past MAX_CONTENT_LENGTH
+        return None
+    except (OSError, ValueError):  # the client went away, or sent a broken chunked body
+        pass
+    return left

@@ -64,10 +64,14 @@ class Admission:
         """Requests queued for a thread."""
         return len(self._queue)
 
+    def has_room(self) -> bool:
+        """Whether `try_start` would take a thread now."""
+        return self.busy < self.threads and not self._queue
+
     def try_start(self) -> bool:
         """Takes a free thread when one is free and nobody is queued for it; whether it
         did. The request then holds it until `finish`."""
-        if self.busy >= self.threads or self._queue:
+        if not self.has_room():
             return False
         self.busy += 1
         if self.busy == self.threads:

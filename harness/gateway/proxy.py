@@ -300,8 +300,10 @@ class Gateway:
     def _streams(self, path: str, headers: dict[bytes, bytes]) -> bool:
         """Whether this request's body goes to its stack as it arrives, unread here: the
         path's plan sends it to an upstream whatever the body holds (no conversation key
-        needed, no shadow, no capture), and its declared length is within the limit (one
-        past it is refused here, as a read body is)."""
+        needed, no shadow, no capture), the upstream has a free slot (a request that must
+        queue has its body read, within the limit, not buffered while it waits), and its
+        declared length is within the limit (one past it is refused here, as a read body
+        is)."""
         routes = self._routes
         state = self.state
         if routes is None or routes.rollout is not state.current:  # as `_decide` makes them
@@ -311,6 +313,8 @@ class Gateway:
         plan = routes.plans.get(path) or routes.plan(path)
         decided = plan.decided
         if decided is None or decided[0] not in self.upstream:
+            return False
+        if not self._admissions[decided[0]].has_room():
             return False
         if plan.overridable and _OVERRIDE in headers:
             return False

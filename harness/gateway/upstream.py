@@ -59,6 +59,18 @@ HOP_BY_HOP = frozenset(
 """Headers that describe one connection, not the message (RFC 9110 section 7.6.1, and the
 obsolete `Proxy-Connection`): never forwarded, either way. So are those `Connection` names."""
 
+PROTECTED = frozenset(
+    {"x-request-id", "content-length", "host", contract.SHADOW_HEADER.lower(),
+     contract.MINTED_KEY_HEADER.lower()}
+)  # fmt: skip
+"""Headers a client's `Connection` cannot name away: the gateway sets or checks them (a
+shadow copy without its marker would be served as a real turn)."""
+SET_HERE = frozenset({"expect", "x-forwarded-host", "x-forwarded-proto"})
+"""Request headers the upstream never gets as the client sent them: `Expect` (the gateway's
+server answered it; forwarded, aiohttp would wait for a 100 no timeout covers) and the
+`X-Forwarded-*` the gateway sets itself."""
+ROUTES_TIMEOUT_SECONDS = 5.0
+"""The longest one read of an upstream's `/openapi.json` may take (start-up waits on it)."""
 REPLACED = frozenset({"server", "date"})
 """Answer headers the gateway's own server sets: the upstream's are dropped (as nginx does),
 so a client sees one of each, the same whichever stack answered."""
@@ -171,6 +183,7 @@ class Upstream:
         self.config = config
         self.routes = routes or RemoteRoutes()
         self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._origin_url = URL(self._origin)
         self._prefix = parts.path.rstrip("/")
         self._openapi = openapi
         self._extra = list(extra_routes)
@@ -220,7 +233,11 @@ class Upstream:
         assert self._session is not None, "the upstream's lifespan has not started"
         url = URL(f"{self._origin}{self._prefix}/openapi.json", encoded=True)
         try:
-            async with self._session.get(url, headers={"Accept": "application/json"}) as answer:
+            async with self._session.get(
+                url,
+                headers={"Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=ROUTES_TIMEOUT_SECONDS),
+            ) as answer:
                 if answer.status != 200:
                     raise ValueError(f"status {answer.status}")
                 document = json.loads(await answer.read())
@@ -236,8 +253,10 @@ class Upstream:
                 effect="routes kept as known last" if self.routes.templates else "any path",
             )
             return False
-        templates = [f"{self._prefix}{path}" for path in paths if isinstance(path, str)]
-        templates += [f"{self._prefix}/openapi.json", *self._extra]
+        # The document's paths are the app's, as clients ask for them: the URL's prefix is
+        # added on the way to the upstream, not to the routes.
+        templates = [path for path in paths if isinstance(path, str)]
+        templates += ["/openapi.json", *self._extra]
         if self.routes.set(templates):
             log.info("upstream.routes", upstream=self.config.name, routes=len(templates))
         return True
@@ -282,13 +301,20 @@ class Upstream:
         target = self._origin + self._prefix + raw_path.decode("latin-1")
         if query:
             target += "?" + query.decode("latin-1")
+        url = _url(target, self._origin_url) if raw_path.startswith(b"/") else None
+        if url is None:
+            # `OPTIONS *`, or `GET @evil.example/x` (h11 takes it): no route's path, and
+            # never a request to another host. Answered as an unknown path is.
+            await self._answer(send, 404, contract.NOT_FOUND)
+            return
         headers, length, chunked = _request_headers(scope)
+        gone = _Gone()
         started = False
         try:
-            data = await _body(receive, length is not None or chunked)
+            data = await _body(receive, length is not None or chunked, gone)
             async with session.request(
                 scope["method"],
-                URL(target, encoded=True),
+                url,
                 headers=headers,
                 data=data,
                 allow_redirects=False,
@@ -317,13 +343,20 @@ class Upstream:
             await self._fail(send, 504, TIMED_OUT, "read_timeout")
         except (aiohttp.ClientError, TimeoutError) as error:
             # ConnectionTimeoutError and ClientConnectorError (down, refusing, unreachable)
-            # and an upstream that broke off before its answer started.
+            # and an upstream that broke off before its answer started; or the client left
+            # mid-body (aiohttp wraps that): not the upstream's failure, and nobody to answer.
+            if gone.left:
+                return
             if started:
                 raise
             await self._fail(send, 502, UNAVAILABLE, type(error).__name__)
 
     async def _fail(self, send: Send, status: int, message: str, why: str) -> None:
         log.warning("upstream.failed", upstream=self.config.name, status=status, error=why)
+        await self._answer(send, status, message)
+
+    @staticmethod
+    async def _answer(send: Send, status: int, message: str) -> None:
         body = json.dumps(contract.error_body(message)).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -334,10 +367,28 @@ class Upstream:
 
 
 _DROPPED_ANSWER = HOP_BY_HOP | REPLACED
+_PROTECTED = frozenset(name.encode() for name in PROTECTED)
 
 
 class _ClientGone(Exception):
     """The client disconnected before its request's body was whole."""
+
+
+class _Gone:
+    """Whether the client left mid-body (set where it is seen: aiohttp wraps the error)."""
+
+    left = False
+
+
+def _url(target: str, origin: URL) -> URL | None:
+    """`target` as a URL, None unless it is well-formed and still on `origin`'s host and
+    port (a path cannot move it: `@host` would be credentials, then another host)."""
+    try:
+        url = URL(target, encoded=True)
+        where = (url.scheme, url.host, url.port, url.user)
+    except ValueError:
+        return None
+    return url if where == (origin.scheme, origin.host, origin.port, None) else None
 
 
 def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
@@ -348,7 +399,9 @@ def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
     named = {b"connection"}
     for name, value in raw:
         if name == b"connection":
-            named.update(part.strip().lower().encode() for part in value.decode().split(","))
+            text = value.decode("latin-1")
+            named.update(part.strip().lower().encode("latin-1") for part in text.split(","))
+    named -= _PROTECTED
     headers: CIMultiDict[str] = CIMultiDict()
     forwarded_for: str | None = None
     host: str | None = None
@@ -358,7 +411,7 @@ def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
         text_name = name.decode("latin-1")
         if name == b"transfer-encoding":
             chunked = True
-        if text_name in HOP_BY_HOP or name in named:
+        if text_name in HOP_BY_HOP or text_name in SET_HERE or name in named:
             continue
         text = value.decode("latin-1")
         if name == b"host":
@@ -387,7 +440,9 @@ def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
     return headers, length, chunked
 
 
-async def _body(receive: Receive, has_body: bool) -> bytes | AsyncIterator[bytes] | None:
+async def _body(
+    receive: Receive, has_body: bool, gone: _Gone
+) -> bytes | AsyncIterator[bytes] | None:
     """The request body for aiohttp: None without one, the bytes when they came in one
     message (the usual case, and always where the gateway read them first), else a stream
     of the parts as they arrive."""
@@ -398,14 +453,15 @@ async def _body(receive: Receive, has_body: bool) -> bytes | AsyncIterator[bytes
         raise _ClientGone
     if not first.get("more_body", False):
         return bytes(first.get("body", b""))
-    return _stream(first, receive)
+    return _stream(first, receive, gone)
 
 
-async def _stream(first: Message, receive: Receive) -> AsyncIterator[bytes]:
+async def _stream(first: Message, receive: Receive, gone: _Gone) -> AsyncIterator[bytes]:
     yield bytes(first.get("body", b""))
     while True:
         message = await receive()
         if message["type"] != "http.request":
+            gone.left = True
             raise _ClientGone  # aborts the upstream request: never a half body as whole
         yield bytes(message.get("body", b""))
         if not message.get("more_body", False):
@@ -420,7 +476,8 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     named: set[bytes] = set()
     for name, value in pairs:
         if name == b"connection":
-            named.update(part.strip().lower().encode() for part in value.decode().split(","))
+            text = value.decode("latin-1")
+            named.update(part.strip().lower().encode("latin-1") for part in text.split(","))
     return [
         (name, value)
         for name, value in pairs

@@ -234,3 +234,24 @@ def test_a_body_refused_unread_still_gets_its_answer_on_a_kept_connection(
             statuses.append((refused.status_code, refused.json()["error"]))
             statuses.append((client.get("/health").status_code, ""))
     assert statuses == [(413, "Request body too large"), (200, "")] * 8
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_chunked_body_past_the_limit_still_gets_its_413_on_a_kept_connection(
+    production: dict[str, str], server: str
+) -> None:
+    # Chunked, no declared length: werkzeug stops reading at MAX_CONTENT_LENGTH and refuses
+    # to read on, so the legacy app reads the rest from gunicorn's own input before the 413.
+    def body() -> Iterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 50_000
+
+    with httpx.Client(base_url=production[server], timeout=10) as client:
+        statuses = []
+        for _ in range(6):
+            refused = client.post(
+                "/api/v1/chat", content=body(), headers={"Content-Type": "application/json"}
+            )
+            statuses.append((refused.status_code, refused.json()["error"]))
+            statuses.append((client.get("/health").status_code, ""))
+    assert statuses == [(413, "Request body too large"), (200, "")] * 6

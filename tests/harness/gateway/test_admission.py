@@ -33,7 +33,9 @@ def _run(scenario: Callable[[], Awaitable[object]]) -> object:
 
 def test_free_threads_are_taken_at_once_and_given_back() -> None:
     admission, _ = _admission(2)
+    assert admission.has_room()
     assert [admission.try_start() for _ in range(3)] == [True, True, False]
+    assert not admission.has_room()  # what the gateway asks before streaming a body
     assert admission.busy == 2
     admission.finish(0.1)
     assert admission.busy == 1
@@ -56,6 +58,9 @@ def test_queued_requests_get_threads_first_in_first_out() -> None:
         await asyncio.sleep(0)  # all three queued
         assert admission.waiting == 3
         assert not admission.try_start()  # nobody jumps the queue, free thread or not
+        admission.busy = 0
+        assert not admission.has_room()  # nor is there room while anyone is queued
+        admission.busy = 1
         for _ in range(3):
             admission.finish(0.1)  # the thread passes to the next in line
             await asyncio.sleep(0)

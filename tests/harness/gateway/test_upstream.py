@@ -22,7 +22,15 @@ import httpx
 import pytest
 
 from harness.gateway.policy import BUCKETS, bucket
-from harness.gateway.upstream import TIMED_OUT, UNAVAILABLE, RemoteRoutes, parse_routes
+from harness.gateway.upstream import (
+    TIMED_OUT,
+    UNAVAILABLE,
+    RemoteRoutes,
+    UpstreamConfig,
+    _request_headers,
+    parse_routes,
+)
+from harness.gateway.upstream import Upstream as UpstreamApp
 from harness.local.emulators import LocalEmulators
 from harness.local.processes import free_port
 from harness.local.servers import ASGIServer
@@ -50,7 +58,7 @@ class Upstream:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        path = scope["path"]
+        path = scope["path"].removeprefix("/svc")  # served under a prefix too
         parts = []
         while True:
             message = await receive()
@@ -147,13 +155,15 @@ def test_hop_by_hop_headers_are_dropped_both_ways_and_forwarded_ones_set(
         "X-Forwarded-For": "203.0.113.7",
         "Host": "public.example",
         "X-Kept": "also",
+        "X-Forwarded-Host": "spoofed.example",  # the gateway sets its own
+        "Expect": "100-continue",  # answered by the gateway's server, never forwarded
     }
     with front.client() as client:
         answer = client.get("/echo/a%2Fb?x=1&y=%20", headers=sent)
     assert answer.status_code == 200, answer.text
     echoed = answer.json()
     got = _headers(echoed)
-    for name in ("x-drop-me", "keep-alive", "te", "proxy-authorization", "upgrade"):
+    for name in ("x-drop-me", "keep-alive", "te", "proxy-authorization", "upgrade", "expect"):
         assert name not in got, name
     assert got["x-kept"] == ["also"]
     # uvicorn trusts 127.0.0.1's X-Forwarded-For (--forwarded-allow-ips): the client is
@@ -411,3 +421,111 @@ def _timed_chat(client: httpx.Client, key: str) -> tuple[httpx.Response, float]:
     began = time.monotonic()
     answer = _chat(client, key)
     return answer, time.monotonic() - began
+
+
+def test_connection_cannot_name_away_the_gateway_s_own_headers(
+    front: RunningGateway,
+) -> None:
+    body = b'{"message": "kept whole"}'
+    with front.client() as client:
+        answer = client.post(
+            "/echo",
+            content=body,
+            headers={
+                "Connection": "keep-alive, X-Request-ID, Content-Length, X-Dualstack-Shadow",
+                "Content-Type": "application/json",
+                "X-Request-ID": "named-away-1",
+            },
+        )
+    got = _headers(answer.json())
+    assert got["x-request-id"] == ["named-away-1"]
+    assert got["content-length"] == [str(len(body))]
+    assert answer.json()["body"] == body.decode()
+    # A shadow copy's marker survives a client's Connection naming it (the copy would
+    # otherwise be served as a real turn): the header list the upstream gets keeps it.
+    scope = {
+        "type": "http",
+        "headers": [
+            (b"connection", b"x-dualstack-shadow, x-minted, \xff"),
+            (b"x-dualstack-shadow", b"rid-1"),
+            (b"x-minted", b"gone"),
+        ],
+        "client": ("127.0.0.1", 5),
+    }
+    headers, _, _ = _request_headers(scope)
+    assert headers.getall("X-Dualstack-Shadow") == ["rid-1"]
+    assert "x-minted" not in headers  # a client's own header it names is dropped
+
+
+@pytest.mark.parametrize("raw_path", [b"@127.0.0.1:9/x", b"*", b".evil.invalid/x"])
+def test_a_path_that_is_not_a_path_never_leaves_for_another_host(raw_path: bytes) -> None:
+    # h11 accepts `GET @host/x`: glued to the origin it would name another host.
+    upstream = UpstreamApp(UpstreamConfig("fastapi", "http://127.0.0.1:9"))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await upstream.start()
+        try:
+            scope = {"type": "http", "method": "GET", "path": raw_path.decode(),
+                     "raw_path": raw_path, "query_string": b"", "headers": []}  # fmt: skip
+            await upstream(scope, receive, send)
+        finally:
+            await upstream.close()
+
+    asyncio.run(run())
+    assert sent[0]["status"] == 404
+    assert json.loads(sent[1]["body"]) == {"error": "Not found"}
+
+
+def test_a_client_leaving_mid_body_is_not_the_upstream_s_failure(
+    upstream: tuple[Upstream, str],
+) -> None:
+    _, url = upstream
+    app = UpstreamApp(UpstreamConfig("fastapi", url))
+    messages = [
+        {"type": "http.request", "body": b"part one", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await app.start()
+        try:
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/upload",
+                "raw_path": b"/upload",
+                "query_string": b"",
+                "headers": [(b"transfer-encoding", b"chunked")],
+            }
+            await app(scope, receive, send)
+        finally:
+            await app.close()
+
+    asyncio.run(run())
+    assert sent == []  # nobody to answer: no 502 counted against the upstream
+
+
+def test_an_upstream_under_a_path_prefix_is_routed_by_its_app_s_paths(
+    start_gateway: StartGateway, upstream: tuple[Upstream, str]
+) -> None:
+    app, url = upstream
+    app.paths = ["/only-fastapi"]
+    options = {"fastapi_url": f"{url}/svc", "flask_routes": "/echo"}
+    with start_gateway(fastapi_percent=0, **options) as gateway, gateway.client() as client:
+        answer = client.get("/only-fastapi")
+    assert answer.headers["x-dualstack-backend"] == "fastapi"  # read from /svc/openapi.json
+    assert answer.json()["raw_path"] == "/svc/only-fastapi"
