@@ -49,6 +49,8 @@ def _banner(
             f"  rollout and metrics        {url}/_gateway/rollout   {url}/_gateway/metrics",
             f"  {f'DynamoDB ({emulators.dynamodb.kind})':<27}{emulators.dynamodb_url}",
             f"  Bedrock agent emulator     {emulators.bedrock_url}",
+            f"  CloudWatch (FastAPI's)     {emulators.cloudwatch_url}"
+            f"   (flushed every {env['METRICS_FLUSH_SECONDS']} s)",
             f"  admin token                {env['GATEWAY_ADMIN_TOKEN']}{token_note}",
             f"  override header            {env['GATEWAY_OVERRIDE_HEADER']}",
             f"  logs (both stacks, JSON)   {log_file}   (tail -f {log_file})",
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "local"),
         # Open for trying things on loopback; a deployment leaves it off, or uses a token.
         "GATEWAY_OVERRIDE_HEADER": os.environ.get("GATEWAY_OVERRIDE_HEADER", "open"),
+        # FastAPI's CloudWatch metrics reach the local CloudWatch within seconds, not a minute.
+        "METRICS_FLUSH_SECONDS": os.environ.get("METRICS_FLUSH_SECONDS", "5"),
     }
     command = [
         sys.executable,

@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import boto3
 import httpx
 
 from harness.local.processes import free_port
@@ -71,6 +73,27 @@ def test_devstack_serves_the_gateway_logs_to_a_file_and_stops_on_ctrl_c(tmp_path
             json={"fastapi_percent": 80},
             headers={"Authorization": f"Bearer {token}"},
         )
+        # FastAPI's CloudWatch metrics reach the local CloudWatch the banner names, within
+        # the run's flush interval (5 s): polled, the flush being periodic.
+        cloudwatch = next(
+            line.split()[2] for line in banner if line.strip().startswith("CloudWatch")
+        )
+        assert "(flushed every 5 s)" in text
+        metrics = boto3.client(
+            "cloudwatch",
+            endpoint_url=cloudwatch,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        deadline = time.monotonic() + 30
+        names: set[str] = set()
+        while "ChatRequest" not in names:
+            assert time.monotonic() < deadline, f"no ChatRequest metric: {names}"
+            time.sleep(0.5)
+            listed = metrics.list_metrics(Namespace="ChatBot/FastAPI")["Metrics"]
+            names = {metric["MetricName"] for metric in listed}
+        assert {"ChatRequest", "ProcessingTime", "RequestCount", "RequestDuration"} <= names
         assert served == {"flask", "fastapi"}
         assert record.json()["turns"] == 2
         assert health.json()["environment"] == "local"
