@@ -25,17 +25,20 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
 
 
+TEST_SETTINGS: dict[str, object] = {
+    "agent_max_attempts": 1,
+    "agent_timeout_seconds": 5.0,
+    "store_max_attempts": 2,
+    "store_timeout_seconds": 5.0,
+    "log_level": "WARNING",
+}
+"""The stacks' settings in tests: no agent retries, so faults surface at once, and quiet
+logs (`build_settings`, and the environment of stacks run as processes)."""
+
+
 def build_settings(**overrides: object) -> Settings:
-    """Settings for tests, whatever the machine's environment: no agent retries, so faults
-    surface at once, and quiet logs."""
-    values: dict[str, object] = {
-        "agent_max_attempts": 1,
-        "agent_timeout_seconds": 5.0,
-        "store_max_attempts": 2,
-        "store_timeout_seconds": 5.0,
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
+    """Settings for tests, whatever the machine's environment (`TEST_SETTINGS`)."""
+    values: dict[str, object] = {**TEST_SETTINGS, **overrides}
     with pytest.MonkeyPatch.context() as patch:
         for name in Settings.model_fields:
             patch.delenv(name.upper(), raising=False)

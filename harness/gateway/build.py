@@ -63,12 +63,15 @@ def upstreams(settings: GatewaySettings) -> dict[Backend, Upstream]:
         if url is None:
             continue
         config = UpstreamConfig(
-            side, url, s.upstream_connect_timeout_seconds, s.upstream_read_timeout_seconds, pool
+            side,
+            url,
+            s.upstream_connect_timeout_seconds,
+            s.upstream_read_timeout_seconds,
+            pool,
+            s.max_body_bytes,
         )
         if side == "flask":
-            listed = parse_routes(s.flask_routes)
-            routes = RemoteRoutes(listed) if listed is not None else RemoteRoutes()
-            found[side] = Upstream(config, routes=routes)
+            found[side] = Upstream(config, routes=RemoteRoutes(parse_routes(s.flask_routes)))
         else:
             extra = parse_routes(s.fastapi_routes) or []
             found[side] = Upstream(

@@ -89,9 +89,8 @@ class Gateway:
         self.upstream = upstream
         self.admission = self._admission("flask")
         """The Flask side's: a2wsgi's threads when mounted, the upstream's bound if not."""
-        self._admissions: dict[str, Admission] = {"flask": self.admission}
-        if "fastapi" in upstream:
-            self._admissions["fastapi"] = self._admission("fastapi")
+        self._fastapi_admission = self._admission("fastapi") if "fastapi" in upstream else None
+        """The FastAPI upstream's; None for a mounted FastAPI, which never queues."""
         self.metrics.admission = self.admission
         self.lifespans = (
             [(f"the ASGI app ({settings.fastapi_app})", stacks.fastapi)]
@@ -119,10 +118,6 @@ class Gateway:
         return Admission(
             bound, wait, clock=perf_counter, observe_wait=self.metrics.observe_queue_wait
         )
-
-    def admission_of(self, backend: Backend) -> Admission | None:
-        """The admission a side's requests pass (None: the mounted ASGI stack, unbounded)."""
-        return self._admissions.get(backend)
 
     def _forget_routes(self) -> None:
         # A side's routes changed: every path's plan is made again.
@@ -193,7 +188,7 @@ class Gateway:
         if mirrored or captured:
             recorder = Recorder(send)  # the answer, as it goes out
             send = recorder.send
-        admission = self._admissions.get(backend)
+        admission = self.admission if backend == "flask" else self._fastapi_admission
         if admission is None:  # the mounted ASGI stack: nothing to wait for
             await self._forward(forwarded, body, receive, send, rid, backend, route, started)
         else:
@@ -306,20 +301,26 @@ class Gateway:
         is)."""
         routes = self._routes
         state = self.state
-        if routes is None or routes.rollout is not state.current:  # as `_decide` makes them
-            routes = self._routes = _Routes(
-                state.current, state.salt, self.settings, self.ownership, self.capture is not None
-            )
+        if routes is None or routes.rollout is not state.current:
+            routes = self._new_routes(state)
         plan = routes.plans.get(path) or routes.plan(path)
         decided = plan.decided
         if decided is None or decided[0] not in self.upstream:
             return False
-        if not self._admissions[decided[0]].has_room():
+        admission = self.admission if decided[0] == "flask" else self._fastapi_admission
+        if admission is None or not admission.has_room():
             return False
         if plan.overridable and _OVERRIDE in headers:
             return False
         length = headers.get(b"content-length", b"")
         return not (length.isdigit() and int(length) > self.settings.max_body_bytes)
+
+    def _new_routes(self, state: RolloutState) -> _Routes:
+        """The routing plans for the current rollout, made and kept (once per change)."""
+        routes = self._routes = _Routes(
+            state.current, state.salt, self.settings, self.ownership, self.capture is not None
+        )
+        return routes
 
     def _decide(
         self, path: str, method: str, headers: dict[bytes, bytes], body: bytes | None
@@ -335,9 +336,7 @@ class Gateway:
         state = self._state or self.state
         rollout = state.current
         if routes is None or routes.rollout is not rollout:  # made once per rollout change
-            routes = self._routes = _Routes(
-                rollout, state.salt, self.settings, self.ownership, self.capture is not None
-            )
+            routes = self._new_routes(state)
         plan = routes.plans.get(path) or routes.plan(path)
         decision = plan.decided
         if decision is not None and not (plan.overridable and _OVERRIDE in headers):

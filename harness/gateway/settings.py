@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -23,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from harness.gateway.policy import OverrideMode
 from harness.gateway.shadow_rules import load_rules
-from harness.gateway.upstream import parse_routes
+from harness.gateway.upstream import parse_routes, url_problem
 
 
 class StickyRule(BaseModel):
@@ -239,16 +238,9 @@ class GatewaySettings(BaseSettings):
     @field_validator("flask_url", "fastapi_url")
     @classmethod
     def _is_http_url(cls, url: str | None) -> str | None:
-        if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL with a host")
-            if parts.query or parts.fragment:
-                raise ValueError("must not have a query or a fragment")
-            try:
-                parts.port  # noqa: B018 - a bad port raises here
-            except ValueError:
-                raise ValueError("has a port that is not a number from 0 to 65535") from None
+        problem = None if url is None else url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return url
 
     @field_validator("flask_routes", "fastapi_routes")

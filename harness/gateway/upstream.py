@@ -33,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 from yarl import URL
 
 from harness.gateway.background import cancel
+from harness.gateway.body import BodyTooLarge, ClientGone
 from harness.gateway.ownership import Matcher, every_path, template_matcher
 from shared import contract
 
@@ -92,10 +93,27 @@ class UpstreamConfig:
     """Seconds the upstream may stay silent: before its answer starts, and between parts."""
     pool: int = 80
     """Connections kept open at most (the admission bound plus the shadows' own)."""
+    max_body_bytes: int = 1024 * 1024
+    """A streamed request body past it is cut off and answered 413, as a read one is."""
     keepalive: float = 1.0
     """Seconds an idle connection is kept: below the upstream's own idle timeout (gunicorn
     closes one after 2 s, uvicorn after 5 s), so the pool never sends a request on a
     connection the upstream is closing."""
+
+
+def url_problem(url: str) -> str | None:
+    """What makes `url` unfit to name an upstream (one line), or None: it must be http(s)
+    with a host and a valid port, and have no query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.query or parts.fragment:
+        return "must not have a query or a fragment"
+    try:
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return None
 
 
 def parse_routes(text: str | None) -> list[str] | None:
@@ -177,13 +195,13 @@ class Upstream:
         extra_routes: Iterable[str] = (),
         refresh_seconds: float = 60.0,
     ) -> None:
+        problem = url_problem(config.url)
+        if problem is not None:
+            raise ValueError(f"{config.url!r} {problem}")
         parts = urlsplit(config.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{config.url!r} is not an http(s) URL")
         self.config = config
         self.routes = routes or RemoteRoutes()
         self._origin = f"{parts.scheme}://{parts.netloc}"
-        self._origin_url = URL(self._origin)
         self._prefix = parts.path.rstrip("/")
         self._openapi = openapi
         self._extra = list(extra_routes)
@@ -301,17 +319,17 @@ class Upstream:
         target = self._origin + self._prefix + raw_path.decode("latin-1")
         if query:
             target += "?" + query.decode("latin-1")
-        url = _url(target, self._origin_url) if raw_path.startswith(b"/") else None
+        url = _url(target) if raw_path.startswith(b"/") else None
         if url is None:
             # `OPTIONS *`, or `GET @evil.example/x` (h11 takes it): no route's path, and
             # never a request to another host. Answered as an unknown path is.
             await self._answer(send, 404, contract.NOT_FOUND)
             return
-        headers, length, chunked = _request_headers(scope)
-        gone = _Gone()
+        headers, has_body = _request_headers(scope)
+        state = _Body(self.config.max_body_bytes)
         started = False
         try:
-            data = await _body(receive, length is not None or chunked, gone)
+            data = await _body(receive, has_body, state)
             async with session.request(
                 scope["method"],
                 url,
@@ -335,8 +353,10 @@ class Upstream:
                     # the connection, and reused it would fail the next request.
                     answer.close()
                 await send({"type": "http.response.body", "body": b""})
-        except _ClientGone:
+        except ClientGone:
             return  # nobody to answer; a body cut short was not sent on as whole
+        except BodyTooLarge:
+            await self._answer(send, 413, contract.BODY_TOO_LARGE)
         except aiohttp.SocketTimeoutError:
             if started:
                 raise
@@ -345,7 +365,11 @@ class Upstream:
             # ConnectionTimeoutError and ClientConnectorError (down, refusing, unreachable)
             # and an upstream that broke off before its answer started; or the client left
             # mid-body (aiohttp wraps that): not the upstream's failure, and nobody to answer.
-            if gone.left:
+            if state.gone:
+                return
+            if state.too_large and not started:
+                # Refused as a body read here is: the upstream never got it whole.
+                await self._answer(send, 413, contract.BODY_TOO_LARGE)
                 return
             if started:
                 raise
@@ -366,63 +390,63 @@ class Upstream:
         await send({"type": "http.response.body", "body": body})
 
 
-_DROPPED_ANSWER = HOP_BY_HOP | REPLACED
+_DROPPED_ANSWER = frozenset(name.encode() for name in HOP_BY_HOP | REPLACED)
+_DROPPED_REQUEST = frozenset(name.encode() for name in HOP_BY_HOP | SET_HERE)
 _PROTECTED = frozenset(name.encode() for name in PROTECTED)
 
 
-class _ClientGone(Exception):
-    """The client disconnected before its request's body was whole."""
+class _Body:
+    """A streamed body's fate, set where it is seen (aiohttp wraps what the stream raises):
+    the client left mid-body, or the body grew past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.gone = False
+        self.too_large = False
 
 
-class _Gone:
-    """Whether the client left mid-body (set where it is seen: aiohttp wraps the error)."""
-
-    left = False
-
-
-def _url(target: str, origin: URL) -> URL | None:
-    """`target` as a URL, None unless it is well-formed and still on `origin`'s host and
-    port (a path cannot move it: `@host` would be credentials, then another host)."""
+def _url(target: str) -> URL | None:
+    """`target` as a URL, None when it is not well-formed. The target is the origin, then
+    a path starting with `/`: nothing in it can name another host."""
     try:
-        url = URL(target, encoded=True)
-        where = (url.scheme, url.host, url.port, url.user)
+        return URL(target, encoded=True)
     except ValueError:
         return None
-    return url if where == (origin.scheme, origin.host, origin.port, None) else None
 
 
-def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
-    """The headers the upstream gets: the client's, less hop-by-hop ones and `Host`, plus
-    `X-Forwarded-For` (the client's address appended to any given), `-Proto` and `-Host`;
-    and the body's declared length and whether it was chunked."""
-    raw: list[tuple[bytes, bytes]] = scope["headers"]
+def _connection_names(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """The header names `Connection` lists (lower case), and `connection` itself."""
     named = {b"connection"}
-    for name, value in raw:
+    for name, value in headers:
         if name == b"connection":
             text = value.decode("latin-1")
             named.update(part.strip().lower().encode("latin-1") for part in text.split(","))
-    named -= _PROTECTED
+    return named
+
+
+def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], bool]:
+    """The headers the upstream gets: the client's, less hop-by-hop ones (those its
+    `Connection` names too, except `PROTECTED`), `SET_HERE` and `Host`, plus
+    `X-Forwarded-For` (the client's address appended to any given), `-Proto` and `-Host`;
+    and whether the request has a body (a length or chunked)."""
+    raw: list[tuple[bytes, bytes]] = scope["headers"]
+    dropped = _DROPPED_REQUEST | (_connection_names(raw) - _PROTECTED)
     headers: CIMultiDict[str] = CIMultiDict()
     forwarded_for: str | None = None
     host: str | None = None
-    length: int | None = None
-    chunked = False
+    has_body = False
     for name, value in raw:
-        text_name = name.decode("latin-1")
-        if name == b"transfer-encoding":
-            chunked = True
-        if text_name in HOP_BY_HOP or text_name in SET_HERE or name in named:
+        if name in (b"transfer-encoding", b"content-length"):
+            has_body = True
+        if name in dropped:
             continue
         text = value.decode("latin-1")
         if name == b"host":
             host = text
         elif name == b"x-forwarded-for":
             forwarded_for = text if forwarded_for is None else f"{forwarded_for}, {text}"
-        elif name == b"content-length":
-            length = int(text) if text.isdigit() else None
-            headers.add(text_name, text)
         else:
-            headers.add(text_name, text)
+            headers.add(name.decode("latin-1"), text)
     client = scope.get("client")
     if client:
         address = client[0]
@@ -437,35 +461,44 @@ def _request_headers(scope: Scope) -> tuple[CIMultiDict[str], int | None, bool]:
     headers["X-Forwarded-Proto"] = scope.get("scheme", "http")
     if host is not None:
         headers["X-Forwarded-Host"] = host
-    return headers, length, chunked
+    return headers, has_body
 
 
 async def _body(
-    receive: Receive, has_body: bool, gone: _Gone
+    receive: Receive, has_body: bool, state: _Body
 ) -> bytes | AsyncIterator[bytes] | None:
     """The request body for aiohttp: None without one, the bytes when they came in one
     message (the usual case, and always where the gateway read them first), else a stream
-    of the parts as they arrive."""
+    of the parts as they arrive, cut off past `state.limit`."""
     if not has_body:
         return None
     first = await receive()
     if first["type"] != "http.request":
-        raise _ClientGone
+        raise ClientGone
     if not first.get("more_body", False):
-        return bytes(first.get("body", b""))
-    return _stream(first, receive, gone)
+        whole = bytes(first.get("body", b""))
+        if len(whole) > state.limit:  # a streamed body can arrive in one message too
+            raise BodyTooLarge
+        return whole
+    return _stream(first, receive, state)
 
 
-async def _stream(first: Message, receive: Receive, gone: _Gone) -> AsyncIterator[bytes]:
-    yield bytes(first.get("body", b""))
+async def _stream(first: Message, receive: Receive, state: _Body) -> AsyncIterator[bytes]:
+    # Raising aborts the upstream request: a half body is never sent on as whole.
+    message, size = first, 0
     while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            gone.left = True
-            raise _ClientGone  # aborts the upstream request: never a half body as whole
-        yield bytes(message.get("body", b""))
+        part = bytes(message.get("body", b""))
+        size += len(part)
+        if size > state.limit:
+            state.too_large = True
+            raise BodyTooLarge
+        yield part
         if not message.get("more_body", False):
             return
+        message = await receive()
+        if message["type"] != "http.request":
+            state.gone = True
+            raise ClientGone
 
 
 def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -473,13 +506,5 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     without hop-by-hop ones (nor those its `Connection` names), nor `Server` and `Date`
     (`REPLACED`)."""
     pairs = [(name.lower(), value) for name, value in raw]
-    named: set[bytes] = set()
-    for name, value in pairs:
-        if name == b"connection":
-            text = value.decode("latin-1")
-            named.update(part.strip().lower().encode("latin-1") for part in text.split(","))
-    return [
-        (name, value)
-        for name, value in pairs
-        if name.decode("latin-1") not in _DROPPED_ANSWER and name not in named
-    ]
+    dropped = _DROPPED_ANSWER | _connection_names(pairs)
+    return [(name, value) for name, value in pairs if name not in dropped]

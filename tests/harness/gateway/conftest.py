@@ -32,6 +32,7 @@ from harness.local.emulators import LocalEmulators
 from harness.local.processes import ServerProcess, run_server
 from harness.local.servers import ASGIServer, environment
 from shared.settings import Settings
+from tests.conftest import TEST_SETTINGS
 
 TOKEN = "test-admin-token"
 
@@ -121,11 +122,7 @@ def stack_environment(emulators: LocalEmulators, **settings: str) -> dict[str, s
     (`build_settings`' as variables), and the shadow header trusted, as behind a gateway
     that runs elsewhere."""
     values = {
-        "AGENT_MAX_ATTEMPTS": "1",
-        "AGENT_TIMEOUT_SECONDS": "5",
-        "STORE_MAX_ATTEMPTS": "2",
-        "STORE_TIMEOUT_SECONDS": "5",
-        "LOG_LEVEL": "WARNING",
+        **{name.upper(): str(value) for name, value in TEST_SETTINGS.items()},
         "TRUST_SHADOW_HEADER": "true",
         "DYNAMODB_TABLE": emulators.table,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import threading
 import time
 import uuid
@@ -35,7 +36,13 @@ from harness.local.emulators import LocalEmulators
 from harness.local.processes import free_port
 from harness.local.servers import ASGIServer
 
-from .conftest import RunningGateway, StartGateway, UpstreamStacks, stack_process
+from .conftest import (
+    RunningGateway,
+    StartGateway,
+    UpstreamStacks,
+    gateway_settings,
+    stack_process,
+)
 
 WAIT = 10.0
 """Seconds a test waits for an event that should come at once (a hang fails it instead)."""
@@ -452,7 +459,8 @@ def test_connection_cannot_name_away_the_gateway_s_own_headers(
         ],
         "client": ("127.0.0.1", 5),
     }
-    headers, _, _ = _request_headers(scope)
+    headers, has_body = _request_headers(scope)
+    assert not has_body
     assert headers.getall("X-Dualstack-Shadow") == ["rid-1"]
     assert "x-minted" not in headers  # a client's own header it names is dropped
 
@@ -529,3 +537,44 @@ def test_an_upstream_under_a_path_prefix_is_routed_by_its_app_s_paths(
         answer = client.get("/only-fastapi")
     assert answer.headers["x-dualstack-backend"] == "fastapi"  # read from /svc/openapi.json
     assert answer.json()["raw_path"] == "/svc/only-fastapi"
+
+
+def test_a_streamed_body_past_the_limit_is_a_413_as_a_read_one_is(
+    start_gateway: StartGateway, upstream: tuple[Upstream, str]
+) -> None:
+    _, url = upstream
+
+    def parts(size: int) -> Iterator[bytes]:
+        for _ in range(size // 1000):
+            yield b"x" * 1000
+
+    limit = {"max_body_bytes": 4096}
+    headers = {"Content-Type": "text/plain"}
+    with (
+        start_gateway(fastapi_url=url, fastapi_percent=100, **limit) as gateway,
+        gateway.client() as client,
+    ):
+        chunked = client.post("/upload", content=parts(6000), headers=headers)
+        declared = client.post("/upload", content=b"x" * 6000, headers=headers)
+        within = client.post("/upload", content=parts(3000), headers=headers)
+    assert [chunked.status_code, declared.status_code] == [413, 413], within.status_code
+    for refused in (chunked, declared):
+        assert refused.json() == {"error": "Request body too large"}
+    assert within.status_code == 200 and len(within.json()["body"]) == 3000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("flask_url", "ftp://legacy", "must be an http:// or https:// URL with a host"),
+        ("fastapi_url", "http://new:8002/?x=1", "must not have a query or a fragment"),
+        ("fastapi_url", "http://new:99999", "has a port that is not a number"),
+        ("flask_routes", "health", "must start with '/'"),
+        ("fastapi_routes", '["/docs", 3]', "a JSON list of route templates"),
+    ],
+)
+def test_bad_upstream_settings_stop_the_start_in_one_line(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gateway_settings(**{name: value})
