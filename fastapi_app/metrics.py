@@ -33,9 +33,6 @@ MAX_DATUMS = 1000
 """PutMetricData's limit: metric datums per call."""
 MAX_VALUES = 150
 """PutMetricData's limit: distinct values in one datum's `Values`."""
-MAX_SLEEP_SECONDS = 86_400.0
-"""The flush task sleeps at most this long at a time (event loops' timers have limits);
-a longer interval is slept in such steps."""
 UNMATCHED_ROUTE = "unmatched"
 """The `Route` of a request no route matched (its raw path would make one metric per URL)."""
 FLUSH_TASK_NAME = "fastapi_app.metrics.flush"
@@ -143,11 +140,8 @@ class MetricsPublisher:
 
     async def run(self, interval: float) -> None:
         """Flush every `interval` seconds until cancelled."""
-        days, rest = divmod(interval, MAX_SLEEP_SECONDS)
-        while True:
-            for _ in range(int(days)):
-                await asyncio.sleep(MAX_SLEEP_SECONDS)
-            await asyncio.sleep(rest)
+        while True:  # asyncio and uvloop clamp a long timer themselves
+            await asyncio.sleep(interval)
             await self.flush()
 
     def start(self, interval: float) -> asyncio.Task[None]:

@@ -24,6 +24,7 @@ import aiohttp
 import httpx
 
 from harness.local.loop import fast_loop_factory
+from load_test.overhead import round_order
 from load_test.targets import CEILING, Workers, started
 
 WARM_UP = 200
@@ -62,9 +63,9 @@ CLIENTS: dict[str, Client] = {"aiohttp": with_aiohttp, "httpx": with_httpx}
 def measure(url: str, requests: int, rounds: int) -> dict[str, list[tuple[float, float]]]:
     """Per client, each round's (CPU µs, wall µs) per request, rounds in ABBA order."""
     found: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
-    names = list(CLIENTS)
+    first, second = CLIENTS
     for number in range(rounds):
-        for name in names if number % 2 == 0 else reversed(names):
+        for name in round_order((first, second), number):
             client = CLIENTS[name]
 
             async def one(client: Client = client) -> tuple[float, float]:

@@ -181,7 +181,7 @@ def figures(batches: Mapping[str, Sequence[Batch]]) -> dict[str, int]:
     split = batches.get(SPLIT)
     alone = {backend: found.get(name) for backend, name in STACK_CHAT.items()}
     if split and all(value is not None for value in alone.values()):
-        stacks = {backend: float(value or 0) for backend, value in alone.items()}
+        stacks = {backend: float(value) for backend, value in alone.items() if value is not None}
         even = statistics.fmean(stacks.values())
         found[SPLIT] = round(statistics.median(_evened(b, stacks, even) for b in split))
     return {name: found[name] for name in SCENARIOS if name in found}
@@ -273,7 +273,7 @@ def updated(old: Baseline | None, found: Mapping[str, int], measured: dict[str, 
         {name: value for name, value in old.scenarios.items() if name in SCENARIOS} if old else {}
     )
     kept.update(found)
-    scenarios = {name: kept[name] for name in sorted(kept, key=_order_key(list(SCENARIOS)))}
+    scenarios = {name: kept[name] for name in SCENARIOS if name in kept}
     return Baseline(scenarios=scenarios, margins=old.margins if old else {}, measured=measured)
 
 
@@ -288,7 +288,7 @@ requests, imperfectly), as the baseline records them and the options that set th
 
 def mismatch(baseline: Baseline, plan: Plan) -> str | None:
     """None when the baseline was counted as `plan` counts, else what differs, in words."""
-    now = {"requests": plan.requests, "chat_requests": plan.chat_requests, "batches": plan.batches}
+    now = {key: getattr(plan, key) for key in COUNTED_WITH}
     differ = [
         f"{option} {baseline.measured[key]} (this run: {now[key]})"
         for key, option in COUNTED_WITH.items()
@@ -297,10 +297,6 @@ def mismatch(baseline: Baseline, plan: Plan) -> str | None:
     if not differ:
         return None
     return f"was counted with {', '.join(differ)}: run with its options, or --update it"
-
-
-def _order_key(order: Sequence[str]) -> Callable[[str], tuple[int, str]]:
-    return lambda name: (order.index(name) if name in order else len(order), name)
 
 
 Verdict = Literal["ok", "slower", "faster", "new", "info"]
@@ -656,7 +652,7 @@ def _count(
             # Warm-up uncounted (and fast): imports, caches, pools, the first connection.
             kinds = {s.kind for s in scenarios}
             if "health" in kinds:
-                _health(client, 2 * plan.requests)
+                overhead.send_health(client, 2 * plan.requests)
             if "chat" in kinds:
                 overhead.warm_chat(client, split=name == SCENARIOS[SPLIT].target)
             counter.instrument(True)
@@ -694,7 +690,7 @@ def _batch(
     if scenario.kind == "health":
         requests = plan.requests
         with counter.count() as counted:
-            _health(client, requests)
+            overhead.send_health(client, requests)
     else:
         # Each batch its own user: conversations of their own, the same in every run.
         requests = plan.chat_requests
@@ -702,11 +698,6 @@ def _batch(
             served = overhead.send_chat(client, requests, scenario.target, user=number + 1)
     background = idle.of(time.monotonic() - began)
     return Batch((counted.total - background) / requests, served, background / requests)
-
-
-def _health(client: httpx.Client, count: int) -> None:
-    for _ in range(count):
-        client.get(overhead.PATH).raise_for_status()
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -739,7 +730,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MARGIN,
         metavar="PERCENT",
         help="how much dearer a scenario may get, unless the baseline gives it a margin of "
-        f"its own; not the gateway's own costs, whose margins are wider (default "
+        "its own or it has one in MARGINS (the gateway's /health paths: 1) (default "
         f"{DEFAULT_MARGIN:g})",
     )
     parser.add_argument(

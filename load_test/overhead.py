@@ -229,7 +229,6 @@ def measure_wall(
     figures = {name: Figures() for pair in PAIRS for name in pair}
     scenario = build_scenario("health")
     chat = build_scenario("chat", turns=CHAT_TURNS)
-    chatting = {name for pair in CHAT_PAIRS for name in pair}
     prefix: tuple[str, ...] = ()
     if pin:
         cpus = sorted(os.sched_getaffinity(0))
@@ -251,7 +250,7 @@ def measure_wall(
                     engine.run(target.url, scenario, engine.ClosedLoop(1, duration_s / 4))
                     one = _summary(target, scenario, engine.ClosedLoop(1, duration_s))
                     many = _summary(target, scenario, engine.ClosedLoop(users, duration_s))
-                    if name in chatting and pair in CHAT_PAIRS:
+                    if pair in CHAT_PAIRS:
                         engine.run(target.url, chat, engine.ClosedLoop(1, duration_s / 4))
                         chat_one = _summary(target, chat, engine.ClosedLoop(1, duration_s))
                         chat_many = _summary(target, chat, engine.ClosedLoop(users, duration_s))
@@ -309,11 +308,9 @@ def measure_instructions(
             found = figures[name] = Figures()
             with httpx.Client(base_url=target.url, timeout=120) as client:
                 if name in health:
-                    for _ in range(30):  # warm-up: imports, caches, the first connection
-                        client.get(PATH).raise_for_status()
+                    send_health(client, 30)  # warm-up: imports, caches, the first connection
                     with counter.count() as counted:
-                        for _ in range(requests):
-                            client.get(PATH).raise_for_status()
+                        send_health(client, requests)
                     found.instructions = counted.total // requests
                     say(f"{name}: {found.instructions:,} instructions per /health request")
                 if name in chat:
@@ -330,6 +327,12 @@ def measure_instructions(
 
 def _served(served: dict[str, int]) -> str:
     return ", ".join(f"{backend} {count}" for backend, count in sorted(served.items()))
+
+
+def send_health(client: httpx.Client, count: int) -> None:
+    """`count` `/health` requests, one after another; HTTPStatusError on any not 2xx."""
+    for _ in range(count):
+        client.get(PATH).raise_for_status()
 
 
 def send_chat(client: httpx.Client, count: int, name: str, user: int = 0) -> dict[str, int]:

@@ -4,12 +4,14 @@ Nothing here asserts how fast anything is, only orderings and counts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 
 from harness.local.processes import free_port
+from load_test import engine
 from load_test.ceiling import Behaviour, TrivialServer
 from load_test.engine import BACKOFF_FIRST_S, BACKOFF_MAX_S, ClosedLoop, OpenLoop, RunResult, run
 from load_test.scenarios import ChatScenario, HealthScenario
@@ -185,3 +187,22 @@ def test_open_loop_measures_from_the_intended_send_time() -> None:
         assert sample.latency_s >= 0.05 + 0.025 * i - 0.002
     latencies = [s.latency_s for s in result.samples]
     assert latencies[-1] > 5 * latencies[0]
+
+
+def test_a_pause_lasts_until_the_clock_says_so_whatever_the_timer_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An event loop's timer can fire early (uvloop counts from its cached time): the pause
+    # sleeps again until the clock reaches its deadline.
+    now = [0.0]
+    slept: list[float] = []
+
+    async def early(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds / 2  # every wake-up comes halfway
+
+    monkeypatch.setattr(engine, "clock", lambda: now[0])
+    monkeypatch.setattr(engine.asyncio, "sleep", early)
+    asyncio.run(engine._sleep_until(1.0))
+    assert now[0] >= 1.0
+    assert slept[:2] == [1.0, 0.5]  # slept again for what was left

@@ -5,7 +5,6 @@ all with an empty namespace, and a CloudWatch that fails costs the requests noth
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from fastapi_app.metrics import (
     metric_data,
 )
 from harness.local.emulators import LocalEmulators
+from harness.local.processes import free_port
 from harness.local.servers import ASGIServer, environment
 from shared import contract
 from shared.settings import Settings
@@ -167,17 +167,11 @@ def test_an_empty_namespace_turns_metrics_off(
         assert asyncio.run(lifespan()) == (int(on), on)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_failing_cloudwatch_is_logged_and_costs_the_requests_nothing(
     emulators: LocalEmulators, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(metrics_namespace=_namespace(), metrics_flush_seconds=1e9)
-    down = {"AWS_ENDPOINT_URL_CLOUDWATCH": f"http://127.0.0.1:{_closed_port()}"}
+    down = {"AWS_ENDPOINT_URL_CLOUDWATCH": f"http://127.0.0.1:{free_port()}"}
     app = create_app(settings)
     with (
         structlog.testing.capture_logs() as logs,

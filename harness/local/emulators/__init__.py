@@ -138,9 +138,11 @@ class LocalEmulators:
         """Stop both (safe to call twice, or after a failed start)."""
         try:
             self._bedrock_thread.stop()
-            self.cloudwatch.stop()
         finally:
-            self.dynamodb.stop()
+            try:
+                self.cloudwatch.stop()
+            finally:
+                self.dynamodb.stop()
 
     def env(self) -> dict[str, str]:
         """The environment that points boto3 (and so both stacks) at the emulators."""

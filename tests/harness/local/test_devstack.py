@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import httpx
 
+from harness.local.emulators.dynamodb import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY
 from harness.local.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,8 +84,8 @@ def test_devstack_serves_the_gateway_logs_to_a_file_and_stops_on_ctrl_c(tmp_path
             "cloudwatch",
             endpoint_url=cloudwatch,
             region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
         )
         deadline = time.monotonic() + 30
         names: set[str] = set()
